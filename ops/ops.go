@@ -1,0 +1,193 @@
+// Package ops gives every long-running role the same operational surface:
+// /healthz (the process is alive), /readyz (its dependencies answer),
+// /metrics (Prometheus, from the role's own registry), and an HTTP server
+// whose Run drains in-flight requests on shutdown.
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+)
+
+// ReadyCheck reports nil when a dependency is usable, or why it is not.
+type ReadyCheck func(ctx context.Context) error
+
+// Checks is a named set of readiness checks, safe for concurrent use. Roles
+// add theirs as they are wired, so `dev` reports every role's readiness.
+type Checks struct {
+	mu     sync.Mutex
+	names  []string
+	checks map[string]ReadyCheck
+}
+
+// Add registers a check under name; a later Add with the same name replaces it.
+func (c *Checks) Add(name string, check ReadyCheck) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.checks == nil {
+		c.checks = map[string]ReadyCheck{}
+	}
+	if _, ok := c.checks[name]; !ok {
+		c.names = append(c.names, name)
+	}
+	c.checks[name] = check
+}
+
+// Run runs every check and returns the failures by name.
+func (c *Checks) Run(ctx context.Context) map[string]string {
+	c.mu.Lock()
+	names := append([]string(nil), c.names...)
+	checks := make([]ReadyCheck, len(names))
+	for i, n := range names {
+		checks[i] = c.checks[n]
+	}
+	c.mu.Unlock()
+	failed := map[string]string{}
+	for i, check := range checks {
+		if err := check(ctx); err != nil {
+			failed[names[i]] = err.Error()
+		}
+	}
+	return failed
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors,
+// for one process. Roles register their metrics on it; it is never the
+// global default registry.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Mux returns a mux serving /healthz, /readyz and /metrics. Callers mount
+// their own routes on it.
+func Mux(reg prometheus.Gatherer, checks *Checks) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		failed := checks.Run(ctx)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if len(failed) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]any{"status": "not ready", "failed": failed})
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Server is an HTTP server with a graceful Run.
+type Server struct {
+	// Addr to listen on, such as ":8080".
+	Addr string
+	// Handler serves every request.
+	Handler http.Handler
+	// Log receives start and stop messages.
+	Log logrus.FieldLogger
+	// DrainTimeout bounds how long Run waits for in-flight requests after
+	// ctx is done. Zero means 10s.
+	DrainTimeout time.Duration
+	// BeforeDrain, when set, runs when ctx is done and before the server
+	// stops accepting: a role uses it to end long-polls with a normal answer.
+	BeforeDrain func()
+	// Listener, when set, is used instead of listening on Addr (tests).
+	Listener net.Listener
+
+	addrMu sync.Mutex
+	addr   net.Addr
+	ready  chan struct{}
+}
+
+// BoundAddr returns the address the server listens on once Run has bound it,
+// waiting up to the context's deadline.
+func (s *Server) BoundAddr(ctx context.Context) (net.Addr, error) {
+	s.addrMu.Lock()
+	if s.ready == nil {
+		s.ready = make(chan struct{})
+	}
+	ready := s.ready
+	s.addrMu.Unlock()
+	select {
+	case <-ready:
+		s.addrMu.Lock()
+		defer s.addrMu.Unlock()
+		return s.addr, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Run serves until ctx is done, then stops accepting, waits for in-flight
+// requests up to DrainTimeout and returns nil. It returns an error when the
+// address cannot be bound.
+func (s *Server) Run(ctx context.Context) error {
+	l := s.Listener
+	if l == nil {
+		var err error
+		l, err = net.Listen("tcp", s.Addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+	}
+	s.addrMu.Lock()
+	s.addr = l.Addr()
+	if s.ready == nil {
+		s.ready = make(chan struct{})
+	}
+	close(s.ready)
+	s.addrMu.Unlock()
+
+	srv := &http.Server{
+		Handler:           s.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	s.Log.WithField("addr", l.Addr().String()).Info("http server listening")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	if s.BeforeDrain != nil {
+		s.BeforeDrain()
+	}
+	drain := s.DrainTimeout
+	if drain == 0 {
+		drain = 10 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("drain http server %s: %w", l.Addr(), err)
+	}
+	s.Log.Info("http server stopped")
+	return nil
+}
