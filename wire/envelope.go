@@ -51,19 +51,22 @@ func (e Envelope) MarshalJSON() ([]byte, error) {
 // AppendJSON appends the envelope's JSON to b.
 func (e Envelope) AppendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
-	b = strconv.AppendQuote(b, e.ID)
+	// The id comes from a header anyone publishing by hand can set, so it
+	// is escaped as JSON; strconv.AppendQuote writes Go escapes such as
+	// \x00 that are not JSON.
+	b = appendJSONString(b, e.ID)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = append(b, `,"eventId":`...)
-	b = strconv.AppendQuote(b, e.EventID) // validated: plain ASCII
+	b = appendJSONString(b, e.EventID)
 	b = append(b, `,"type":`...)
-	b = strconv.AppendQuote(b, e.Type)
+	b = appendJSONString(b, e.Type)
 	b = append(b, `,"at":"`...)
 	b = e.At.UTC().AppendFormat(b, TimeFormat)
 	b = append(b, '"')
 	if e.Enc != "" {
 		b = append(b, `,"enc":`...)
-		b = strconv.AppendQuote(b, e.Enc)
+		b = appendJSONString(b, e.Enc)
 	}
 	if e.Ref {
 		b = append(b, `,"ref":true`...)
@@ -77,6 +80,21 @@ func (e Envelope) AppendJSON(b []byte) []byte {
 		b = append(b, e.Data...)
 	}
 	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string. Validated names and ids are
+// plain ASCII and take the fast path; anything else goes through
+// encoding/json, which escapes control bytes and replaces invalid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // UnmarshalJSON reads an envelope written by MarshalJSON.
