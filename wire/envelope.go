@@ -140,7 +140,9 @@ func DecodeMessage(subject string, header map[string][]string, body []byte, seq 
 		env.ID = "seq-" + strconv.FormatUint(seq, 10)
 	}
 	if at := first(header, HeaderAt); at != "" {
-		if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
+		// A time whose UTC year falls outside 0000-9999 would be written as
+		// an "at" that RFC 3339 parsers (UnmarshalJSON, browsers) refuse.
+		if t, err := time.Parse(time.RFC3339Nano, at); err == nil && t.UTC().Year() >= 0 && t.UTC().Year() <= 9999 {
 			env.At = t
 		}
 	}

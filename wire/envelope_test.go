@@ -166,6 +166,8 @@ func TestDecodeMessage(t *testing.T) {
 			hdr(HeaderMsgID, "x"), `[1]`, false, "x", stored, `[1]`, ""},
 		{"an unparsable Live-At falls back to the stored time", "live.events.e42.vote.updated",
 			hdr(HeaderMsgID, "x", HeaderAt, "soon"), `1`, false, "x", stored, `1`, ""},
+		{"a Live-At that would be before year 0 in UTC falls back to the stored time", "live.events.e42.vote.updated",
+			hdr(HeaderMsgID, "x", HeaderAt, "0000-01-01T00:00:00+01:00"), `1`, false, "x", stored, `1`, ""},
 		{"a nil header is read as empty", "live.events.e42.vote.updated",
 			nil, `"s"`, false, "seq-7", stored, `"s"`, ""},
 		{"an empty body is JSON null", "live.events.e42.vote.updated",
