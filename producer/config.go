@@ -1,0 +1,176 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/polltoken"
+	"github.com/nostressplanner/liveupdates/stream"
+)
+
+// MaxBatchItems is the most changes one POST /v1/publish may carry.
+const MaxBatchItems = 500
+
+// APIConfig configures the ingest HTTP API. Zero fields take the defaults
+// documented on each; Keys has none.
+type APIConfig struct {
+	// Keys are the accepted bearer keys (Authorization: Bearer <key>).
+	// Empty is a configuration error: the API never runs open.
+	Keys []string
+	// MaxEventBytes bounds one change's data. Zero means 64 KiB. The
+	// Publisher's own Options.MaxDataBytes applies too.
+	MaxEventBytes int
+	// MaxRequestBytes bounds a request body. Zero means 1 MiB.
+	MaxRequestBytes int
+	// Rate is the changes per second one key may publish (a batch of n
+	// costs n), refilled continuously. Zero means 200.
+	Rate float64
+	// Burst is how many changes a key may publish at once above Rate.
+	// Zero means max(2*Rate, MaxBatchItems); it must be at least
+	// MaxBatchItems so a full batch can ever pass.
+	Burst int
+	// PollSecret signs poll tokens for POST /v1/tokens. Empty means that
+	// route answers 501 not_configured.
+	PollSecret []byte
+	// PublishTimeout bounds how long a request waits for JetStream,
+	// retries included, before answering 503. Zero means 5s.
+	PublishTimeout time.Duration
+}
+
+// LoadAPIConfig reads the API's environment; every problem is reported at
+// once, each naming its variable.
+//
+//	LIVE_API_KEYS               comma-separated bearer keys (required)
+//	LIVE_API_MAX_EVENT_BYTES    per-change data limit, default 64KiB
+//	LIVE_API_MAX_REQUEST_BYTES  per-request body limit, default 1MiB
+//	LIVE_API_RATE               changes per second per key, default 200
+//	LIVE_API_BURST              changes at once per key, default max(2*rate, 500)
+//	LIVE_API_PUBLISH_TIMEOUT    wait for JetStream per request, default 5s
+//	LIVE_POLL_SECRET            poll token secret (at least 16 bytes); unset turns /v1/tokens off
+func LoadAPIConfig(getenv func(string) string) (APIConfig, error) {
+	c := APIConfig{}
+	var errs []error
+	for k := range strings.SplitSeq(getenv("LIVE_API_KEYS"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.Keys = append(c.Keys, k)
+		}
+	}
+	size := func(name string, dst *int) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		n, err := stream.ParseBytes(v)
+		if err != nil || n <= 0 || n > 1<<30 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive size up to 1GiB such as 64KiB", name, v))
+			return
+		}
+		*dst = int(n)
+	}
+	size("LIVE_API_MAX_EVENT_BYTES", &c.MaxEventBytes)
+	size("LIVE_API_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
+	if v := getenv("LIVE_API_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(r > 0) || r > 1e9 {
+			errs = append(errs, fmt.Errorf("LIVE_API_RATE=%q: want a positive number of changes per second", v))
+		}
+		c.Rate = r
+	}
+	if v := getenv("LIVE_API_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("LIVE_API_BURST=%q: want a positive whole number of changes", v))
+		}
+		c.Burst = n
+	}
+	if v := getenv("LIVE_API_PUBLISH_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("LIVE_API_PUBLISH_TIMEOUT=%q: want a positive duration such as 5s", v))
+		}
+		c.PublishTimeout = d
+	}
+	if v := getenv("LIVE_POLL_SECRET"); v != "" {
+		c.PollSecret = []byte(v)
+	}
+	if len(errs) == 0 {
+		errs = append(errs, c.withDefaults().validate())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return APIConfig{}, err
+	}
+	return c, nil
+}
+
+func (c APIConfig) withDefaults() APIConfig {
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = 64 << 10
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.Rate == 0 {
+		c.Rate = 200
+	}
+	if c.Burst == 0 {
+		c.Burst = max(int(2*c.Rate), MaxBatchItems)
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// validate checks a configuration with defaults applied; errors name the
+// variable and the field.
+func (c APIConfig) validate() error {
+	var errs []error
+	if len(c.Keys) == 0 {
+		errs = append(errs, errors.New("LIVE_API_KEYS (APIConfig.Keys): at least one API key is required; the ingest API never runs without authentication"))
+	}
+	for i, k := range c.Keys {
+		if k == "" || strings.ContainsFunc(k, func(r rune) bool { return r <= ' ' || r == 0x7f || r == ',' }) {
+			// Never echo the key itself.
+			errs = append(errs, fmt.Errorf("LIVE_API_KEYS (APIConfig.Keys): key #%d is empty or holds spaces, commas or control characters", i+1))
+		}
+	}
+	if c.MaxEventBytes < 0 {
+		errs = append(errs, fmt.Errorf("LIVE_API_MAX_EVENT_BYTES (APIConfig.MaxEventBytes): %d is negative", c.MaxEventBytes))
+	}
+	if c.MaxRequestBytes < c.MaxEventBytes {
+		errs = append(errs, fmt.Errorf("LIVE_API_MAX_REQUEST_BYTES (APIConfig.MaxRequestBytes): %d is below the per-change limit %d", c.MaxRequestBytes, c.MaxEventBytes))
+	}
+	if !(c.Rate > 0) {
+		errs = append(errs, fmt.Errorf("LIVE_API_RATE (APIConfig.Rate): %v is not positive", c.Rate))
+	}
+	if c.Burst < MaxBatchItems {
+		errs = append(errs, fmt.Errorf("LIVE_API_BURST (APIConfig.Burst): %d is below %d, so a full batch could never pass", c.Burst, MaxBatchItems))
+	}
+	if n := len(c.PollSecret); n > 0 && n < polltoken.MinSecretLen {
+		errs = append(errs, fmt.Errorf("LIVE_POLL_SECRET (APIConfig.PollSecret): %d bytes is too short, want at least %d", n, polltoken.MinSecretLen))
+	}
+	if c.PublishTimeout < 0 {
+		errs = append(errs, fmt.Errorf("LIVE_API_PUBLISH_TIMEOUT (APIConfig.PublishTimeout): %v is negative", c.PublishTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// String describes c with the keys and the poll secret redacted, so the
+// configuration can be logged.
+func (c APIConfig) String() string {
+	return fmt.Sprintf("APIConfig{Keys:%d redacted, MaxEventBytes:%d, MaxRequestBytes:%d, Rate:%v, Burst:%d, PollSecret:%s, PublishTimeout:%v}",
+		len(c.Keys), c.MaxEventBytes, c.MaxRequestBytes, c.Rate, c.Burst, redacted(c.PollSecret), c.PublishTimeout)
+}
+
+// GoString keeps %#v from printing the secrets.
+func (c APIConfig) GoString() string { return c.String() }
+
+func redacted(secret []byte) string {
+	if len(secret) == 0 {
+		return "unset"
+	}
+	return "redacted"
+}

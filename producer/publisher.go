@@ -1,0 +1,476 @@
+package producer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// Errors a caller branches on with errors.Is. Every error Publish and
+// PublishBatch return wraps exactly one of ErrInvalid, ErrTooLarge,
+// ErrUnavailable and ErrWrongStream.
+var (
+	// ErrInvalid: the change itself is wrong (eventId, type, id, socket id or
+	// data). The error also wraps the *wire.InputError with the wire code, so
+	// errors.As(err, new(*wire.InputError)) works. Retrying cannot help.
+	ErrInvalid = errors.New("invalid change")
+	// ErrTooLarge: the data is over Options.MaxDataBytes, or over what the
+	// stream or the server accepts. Retrying cannot help.
+	ErrTooLarge = errors.New("change too large")
+	// ErrUnavailable: JetStream did not confirm the store before the
+	// context ended (no responders during a leader election, a timeout, a
+	// disconnected client, or a refusal such as a full store). The change
+	// may or may not be stored; publishing it again with the same ID is safe.
+	ErrUnavailable = errors.New("jetstream unavailable")
+	// ErrWrongStream: JetStream stored the change, but in a stream other
+	// than wire.StreamName, so no relay or poller will see it. It means
+	// another stream captures live.events.> : a deployment mistake.
+	ErrWrongStream = errors.New("change stored in an unexpected stream")
+	// ErrNoPollSecret is returned by MintPollToken when no secret is set.
+	ErrNoPollSecret = errors.New("no poll secret configured (LIVE_POLL_SECRET)")
+)
+
+// Sentinels inside the *wire.InputError of an ErrInvalid, for the checks
+// package wire has no sentinel for.
+var (
+	ErrInvalidData     = errors.New("invalid data")
+	ErrInvalidSocketID = errors.New("invalid socket id")
+	ErrInvalidTTL      = errors.New("invalid ttl")
+)
+
+// errNotConnected is what an attempt fails with while the NATS client is
+// reconnecting: we do not hand the message to the client's reconnect
+// buffer, because nobody could wait for its ack after the context ends.
+var errNotConnected = errors.New("nats client not connected")
+
+// Change is one change to publish.
+type Change struct {
+	// EventID names the planned event (wire.ValidateEventID).
+	EventID string
+	// Type is the change type, such as wire.TypeVoteUpdated (wire.ValidateType).
+	Type string
+	// Data is the JSON clients receive, stored exactly as given.
+	Data json.RawMessage
+	// ID is the change id and dedup key (Nats-Msg-Id). Empty means a new
+	// wire.NewID; give one to make retries across processes idempotent.
+	ID string
+	// SocketID is the publisher's Pusher socket id ("123.456"), which the
+	// relay excludes from delivery. Empty means none.
+	SocketID string
+}
+
+// Result is a stored change.
+type Result struct {
+	// ID is the change id (given or generated).
+	ID string
+	// Seq is the change's JetStream stream sequence.
+	Seq uint64
+	// Duplicate is true when the ID was stored before, within the stream's
+	// duplicate window; Seq is then the first store's.
+	Duplicate bool
+}
+
+// BatchResult is one change's outcome in PublishBatch. When Err is not nil,
+// ID is still set if the change got that far (a valid caller id, or the
+// generated id of a valid change that JetStream did not store), so a caller
+// can retry with the same ID.
+type BatchResult struct {
+	Result
+	Err error
+}
+
+// Options tune a Publisher. The zero value is usable.
+type Options struct {
+	// MaxDataBytes bounds one change's data. Zero means 64 KiB.
+	MaxDataBytes int
+	// MaxInFlight bounds the asynchronous publishes one PublishBatch call
+	// keeps waiting for an ack. Zero means 256.
+	MaxInFlight int
+	// AttemptTimeout bounds one synchronous attempt (send and ack). Zero
+	// means 2s. It is short so a lost request is retried within the
+	// caller's deadline instead of consuming it.
+	AttemptTimeout time.Duration
+	// MaxWait bounds all attempts when the caller's context has no
+	// deadline. Zero means 10s.
+	MaxWait time.Duration
+	// RetryBackoff is the first wait between attempts; it doubles up to
+	// 500ms, with jitter. Zero means 20ms.
+	RetryBackoff time.Duration
+	// Now is the clock for Live-At and generated ids. Zero means time.Now.
+	Now func() time.Time
+	// Metrics records publishes. Nil means none.
+	Metrics *Metrics
+	// PollSecret signs poll tokens (MintPollToken). Empty means
+	// MintPollToken returns ErrNoPollSecret.
+	PollSecret []byte
+}
+
+const maxBackoff = 500 * time.Millisecond
+
+// Publisher publishes changes to wire.StreamName. It is safe for concurrent
+// use; it owns no goroutines.
+type Publisher struct {
+	js   jetstream.JetStream
+	conn *nats.Conn
+	opts Options
+	// pubOpts turns off the client's own no-responders retry (250ms, twice):
+	// ours backs off shorter and honours the caller's deadline.
+	pubOpts []jetstream.PublishOpt
+}
+
+// NewPublisher returns a Publisher on js. It does no I/O.
+func NewPublisher(js jetstream.JetStream, opts Options) *Publisher {
+	if opts.MaxDataBytes <= 0 {
+		opts.MaxDataBytes = 64 << 10
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 2 * time.Second
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = 10 * time.Second
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = 20 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Publisher{
+		js:      js,
+		conn:    js.Conn(),
+		opts:    opts,
+		pubOpts: []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)},
+	}
+}
+
+// MaxDataBytes is the largest data a change may carry.
+func (p *Publisher) MaxDataBytes() int { return p.opts.MaxDataBytes }
+
+// Publish stores c and returns its id and seq once JetStream has stored it.
+// Transient failures are retried with the same id until ctx ends (or
+// Options.MaxWait when ctx has no deadline); see the Err* variables for
+// what an error means.
+func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
+	start := time.Now()
+	m, id, err := p.prepare(c, p.opts.Now())
+	if err != nil {
+		p.opts.Metrics.count(c.Type, resultOf(err, false), 1)
+		return Result{ID: id}, err
+	}
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	ack, err := p.publishSync(ctx, m)
+	if err != nil {
+		err = p.classify(m.Subject, err)
+	}
+	dup := ack != nil && ack.Duplicate
+	p.opts.Metrics.count(c.Type, resultOf(err, dup), 1)
+	p.opts.Metrics.observe(opSingle, time.Since(start))
+	if err != nil {
+		return Result{ID: id}, err
+	}
+	return Result{ID: id, Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// PublishBatch stores cs and returns a result per change, in the order of
+// cs. Invalid changes get their error without holding up the others. Valid
+// ones are published asynchronously with at most Options.MaxInFlight
+// awaiting an ack; transient failures are retried with the same ids until
+// ctx ends. Changes stored on a retry may get a seq after later changes of
+// the same batch.
+func (p *Publisher) PublishBatch(ctx context.Context, cs []Change) []BatchResult {
+	start := time.Now()
+	now := p.opts.Now()
+	res := make([]BatchResult, len(cs))
+	msgs := make([]*nats.Msg, len(cs))
+	pending := make([]int, 0, len(cs))
+	for i, c := range cs {
+		m, id, err := p.prepare(c, now)
+		res[i].ID = id
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		msgs[i] = m
+		pending = append(pending, i)
+	}
+	if len(pending) > 0 {
+		ctx, cancel := p.bound(ctx)
+		defer cancel()
+		b := p.newBackoff()
+		for {
+			pending = p.sendWindow(ctx, pending, msgs, res)
+			if len(pending) == 0 || !b.wait(ctx) {
+				break
+			}
+			p.opts.Metrics.retried(len(pending))
+		}
+		for _, i := range pending {
+			res[i].Err = p.classify(msgs[i].Subject, res[i].Err)
+		}
+	}
+	for i := range res {
+		p.opts.Metrics.count(cs[i].Type, resultOf(res[i].Err, res[i].Duplicate), 1)
+	}
+	p.opts.Metrics.observe(opBatch, time.Since(start))
+	return res
+}
+
+// inflight is one asynchronous publish awaiting its ack.
+type inflight struct {
+	i int
+	f jetstream.PubAckFuture
+}
+
+// sendWindow publishes msgs[idx...] asynchronously, keeping at most
+// MaxInFlight unacknowledged, and fills res. It returns the indexes that
+// failed transiently (their res Err holds the last error).
+func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult) []int {
+	var retry []int
+	settle := func(i int, ack *jetstream.PubAck, err error) {
+		if err == nil {
+			err = checkStream(ack)
+		}
+		switch {
+		case err == nil:
+			res[i].Err = nil
+			res[i].Seq, res[i].Duplicate = ack.Sequence, ack.Duplicate
+		case isTransient(err):
+			res[i].Err = err
+			retry = append(retry, i)
+		default:
+			res[i].Err = p.classify(msgs[i].Subject, err)
+		}
+	}
+	await := func(fl inflight) {
+		// Prefer an ack that is already there over a context that ended
+		// at the same moment: it is the truth about the store.
+		select {
+		case ack := <-fl.f.Ok():
+			settle(fl.i, ack, nil)
+			return
+		default:
+		}
+		select {
+		case ack := <-fl.f.Ok():
+			settle(fl.i, ack, nil)
+		case err := <-fl.f.Err():
+			settle(fl.i, nil, err)
+		case <-ctx.Done():
+			settle(fl.i, nil, ctx.Err())
+		}
+	}
+	window := min(p.opts.MaxInFlight, len(idx))
+	q := make([]inflight, 0, len(idx))
+	head := 0
+	for _, i := range idx {
+		if err := ctx.Err(); err != nil {
+			settle(i, nil, err)
+			continue
+		}
+		if !p.conn.IsConnected() {
+			settle(i, nil, errNotConnected)
+			continue
+		}
+		f, err := p.js.PublishMsgAsync(msgs[i], p.pubOpts...)
+		if err != nil {
+			settle(i, nil, err)
+			continue
+		}
+		q = append(q, inflight{i: i, f: f})
+		if len(q)-head >= window {
+			await(q[head])
+			head++
+		}
+	}
+	for ; head < len(q); head++ {
+		await(q[head])
+	}
+	return retry
+}
+
+// publishSync sends m until JetStream acks it, a permanent error occurs, or
+// ctx ends. Every attempt carries the same Nats-Msg-Id.
+func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	b := p.newBackoff()
+	for {
+		ack, err := p.attempt(ctx, m)
+		if err == nil {
+			return ack, nil
+		}
+		if !isTransient(err) || !b.wait(ctx) {
+			return nil, err
+		}
+		p.opts.Metrics.retried(1)
+	}
+}
+
+func (p *Publisher) attempt(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !p.conn.IsConnected() {
+		return nil, errNotConnected
+	}
+	actx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
+	defer cancel()
+	ack, err := p.js.PublishMsg(actx, m, p.pubOpts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStream(ack); err != nil {
+		return nil, err
+	}
+	return ack, nil
+}
+
+func checkStream(ack *jetstream.PubAck) error {
+	if ack.Stream != wire.StreamName {
+		return fmt.Errorf("%w: %s (seq %d), want %s", ErrWrongStream, ack.Stream, ack.Sequence, wire.StreamName)
+	}
+	return nil
+}
+
+// bound gives ctx a deadline when it has none, so retries end.
+func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, p.opts.MaxWait)
+}
+
+// prepare validates c and builds its message. On error it returns the
+// caller's id when that id is valid, else "".
+func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) {
+	// The id is checked first so every error below can carry it: a caller
+	// may echo it (the batch API does), so it must be valid or empty.
+	if c.ID != "" {
+		if err := wire.ValidateID(c.ID); err != nil {
+			return nil, "", fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if err := wire.ValidateEventID(c.EventID); err != nil {
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := wire.ValidateType(c.Type); err != nil {
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if c.SocketID != "" {
+		if err := ValidateSocketID(c.SocketID); err != nil {
+			return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if len(c.Data) > p.opts.MaxDataBytes {
+		return nil, c.ID, fmt.Errorf("%w: data of %s %s is %d bytes, the limit is %d", ErrTooLarge, c.EventID, c.Type, len(c.Data), p.opts.MaxDataBytes)
+	}
+	if len(c.Data) == 0 {
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
+			Msg: "data is required (any JSON value; use null for none)"})
+	}
+	if !json.Valid(c.Data) {
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
+			Msg: "data is not valid JSON"})
+	}
+	id := c.ID
+	if id == "" {
+		id = wire.NewID(now)
+	}
+	h := nats.Header{
+		wire.HeaderMsgID: {id},
+		wire.HeaderAt:    {wire.FormatAt(now)},
+	}
+	if c.SocketID != "" {
+		h[wire.HeaderSocketID] = []string{c.SocketID}
+	}
+	return &nats.Msg{Subject: wire.Subject(c.EventID, c.Type), Header: h, Data: c.Data}, id, nil
+}
+
+// MaxSocketIDLen bounds a socket id; Pusher's are two integers.
+const MaxSocketIDLen = 64
+
+// ValidateSocketID checks a Pusher socket id the way Pusher's libraries do:
+// ^\d+\.\d+$.
+func ValidateSocketID(s string) error {
+	dot := -1
+	ok := len(s) >= 3 && len(s) <= MaxSocketIDLen
+	for i := 0; ok && i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' && dot < 0 && i > 0 && i < len(s)-1:
+			dot = i
+		case c >= '0' && c <= '9':
+		default:
+			ok = false
+		}
+	}
+	if !ok || dot < 0 {
+		return &wire.InputError{Code: wire.CodeInvalidSocketID, Err: ErrInvalidSocketID,
+			Msg: fmt.Sprintf("socket id (X-Socket-Id) must be two numbers joined by a dot, like 123.456, at most %d bytes", MaxSocketIDLen)}
+	}
+	return nil
+}
+
+// isTransient reports whether another attempt with the same id may succeed.
+func isTransient(err error) bool {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout),
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs),
+		errors.Is(err, errNotConnected):
+		return true
+	}
+	// JetStream answers 503 while it has no quorum or is starting up.
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code >= 500
+}
+
+// classify wraps a publish error in the kind a caller branches on.
+func (p *Publisher) classify(subject string, err error) error {
+	switch {
+	case errors.Is(err, ErrWrongStream):
+		return fmt.Errorf("publish %s: %w", subject, err)
+	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum), errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Errorf("%w: publish %s: %w", ErrTooLarge, subject, err)
+	default:
+		return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, subject, err)
+	}
+}
+
+// backoff is one call's retry schedule; it is never shared.
+type backoff struct{ next time.Duration }
+
+func (p *Publisher) newBackoff() backoff { return backoff{next: p.opts.RetryBackoff} }
+
+// wait sleeps the next delay (with jitter) and reports true, or reports
+// false at once when ctx ends first or its deadline is too close for
+// another attempt to be worth it.
+func (b *backoff) wait(ctx context.Context) bool {
+	d := b.next/2 + rand.N(b.next/2+1)
+	b.next = min(2*b.next, maxBackoff)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
