@@ -53,8 +53,11 @@ func Mint(secret []byte, eventID string, ttl time.Duration, now time.Time) (stri
 }
 
 // Verify checks that token is genuine, unexpired at now, and for eventID.
+// A secret shorter than MinSecretLen verifies nothing: with an empty or
+// guessable secret anyone could mint tokens, so a misconfigured poller fails
+// closed.
 func Verify(secret []byte, token, eventID string, now time.Time) error {
-	if len(token) == 0 || len(token) > MaxTokenLen {
+	if len(secret) < MinSecretLen || len(token) == 0 || len(token) > MaxTokenLen {
 		return ErrInvalid
 	}
 	i := strings.LastIndexByte(token, '.')
