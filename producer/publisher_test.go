@@ -1,0 +1,359 @@
+package producer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/polltoken"
+	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestPublishStoresTheChangeAsTheContractSays(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{Now: func() time.Time { return fixedNow }})
+	data := json.RawMessage(` {"votes": [1, 2]} `)
+	res, err := p.Publish(t.Context(), Change{EventID: "e42", Type: wire.TypeVoteUpdated, Data: data, ID: "chg-1", SocketID: "123.456"})
+	if err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	if res.ID != "chg-1" || res.Seq != 1 || res.Duplicate {
+		t.Fatalf("Publish()=%+v, want id chg-1 seq 1 not duplicate", res)
+	}
+	msgs := testutil.ReadAll(t, js, wire.StreamName)
+	if len(msgs) != 1 {
+		t.Fatalf("stored %d messages, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.Subject != "live.events.e42.vote.updated" {
+		t.Fatalf("subject=%q", m.Subject)
+	}
+	if string(m.Data) != string(data) {
+		t.Fatalf("body=%q, want the data exactly as given %q", m.Data, data)
+	}
+	for h, want := range map[string]string{wire.HeaderMsgID: "chg-1", wire.HeaderAt: "2026-11-29T10:00:00.123Z", wire.HeaderSocketID: "123.456"} {
+		if got := m.Header.Get(h); got != want {
+			t.Fatalf("header %s=%q, want %q", h, got, want)
+		}
+	}
+	envs, sockets := stored(t, js)
+	if envs[0].ID != "chg-1" || envs[0].Seq != res.Seq || !envs[0].At.Equal(fixedNow) || sockets[0] != "123.456" {
+		t.Fatalf("decoded %+v socket %q", envs[0], sockets[0])
+	}
+}
+
+func TestPublishGeneratesAnIDWhenNoneIsGiven(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	res, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypePhaseChanged, Data: json.RawMessage(`null`)})
+	if err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	if err := wire.ValidateID(res.ID); err != nil || len(res.ID) != 26 {
+		t.Fatalf("generated id %q is not a ULID: %v", res.ID, err)
+	}
+	envs, sockets := stored(t, js)
+	if envs[0].ID != res.ID || sockets[0] != "" {
+		t.Fatalf("stored id %q socket %q, want %q and none", envs[0].ID, sockets[0], res.ID)
+	}
+}
+
+func TestPublishingTheSameIDTwiceStoresOneMessageAndAnswersTheSameSeq(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
+	first, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("first Publish()=%v", err)
+	}
+	if _, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{}`), ID: "other"}); err != nil {
+		t.Fatalf("other Publish()=%v", err)
+	}
+	again, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("second Publish()=%v", err)
+	}
+	if again.Seq != first.Seq || !again.Duplicate || first.Duplicate {
+		t.Fatalf("second Publish()=%+v, first %+v: want the first seq, flagged duplicate", again, first)
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 2 {
+		t.Fatalf("stored %d messages, want 2", n)
+	}
+}
+
+func TestPublishRejectsBadInputWithTheRightKindAndCode(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{MaxDataBytes: 16})
+	ok := json.RawMessage(`{}`)
+	tests := []struct {
+		name     string
+		c        Change
+		kind     error
+		sentinel error
+		code     string
+	}{
+		{"an empty eventId", Change{Type: "vote.updated", Data: ok}, ErrInvalid, wire.ErrInvalidEventID, wire.CodeInvalidEventID},
+		{"an eventId with a dot", Change{EventID: "a.b", Type: "vote.updated", Data: ok}, ErrInvalid, wire.ErrInvalidEventID, wire.CodeInvalidEventID},
+		{"an upper-case type", Change{EventID: "e1", Type: "Vote", Data: ok}, ErrInvalid, wire.ErrInvalidType, wire.CodeInvalidType},
+		{"an id with a space", Change{EventID: "e1", Type: "vote.updated", Data: ok, ID: "a b"}, ErrInvalid, wire.ErrInvalidID, wire.CodeInvalidID},
+		{"a socket id without a dot", Change{EventID: "e1", Type: "vote.updated", Data: ok, SocketID: "123"}, ErrInvalid, ErrInvalidSocketID, wire.CodeInvalidSocketID},
+		{"no data", Change{EventID: "e1", Type: "vote.updated"}, ErrInvalid, ErrInvalidData, wire.CodeInvalidJSON},
+		{"data that is not JSON", Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`{"a":`)}, ErrInvalid, ErrInvalidData, wire.CodeInvalidJSON},
+		{"data over the limit", Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`"` + strings.Repeat("x", 20) + `"`)}, ErrTooLarge, ErrTooLarge, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := p.Publish(t.Context(), tt.c)
+			if !errors.Is(err, tt.kind) || !errors.Is(err, tt.sentinel) {
+				t.Fatalf("Publish()=%v, want %v and %v", err, tt.kind, tt.sentinel)
+			}
+			if errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Publish()=%v is also unavailable", err)
+			}
+			var ie *wire.InputError
+			if tt.code != "" && (!errors.As(err, &ie) || ie.Code != tt.code) {
+				t.Fatalf("Publish()=%v, want an *wire.InputError with code %s", err, tt.code)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 0 {
+			t.Errorf("bad input stored %d messages", n)
+		}
+	})
+}
+
+func TestValidateSocketIDAcceptsOnlyPusherSocketIDs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"123.456", true}, {"1.2", true}, {"0.0", true},
+		{"", false}, {"123", false}, {".5", false}, {"5.", false}, {"1.2.3", false},
+		{"a.1", false}, {"1.a", false}, {" 1.2", false}, {"1.2\n", false}, {"-1.2", false},
+		{strings.Repeat("1", 40) + "." + strings.Repeat("2", 40), false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.in), func(t *testing.T) {
+			t.Parallel()
+			if got := ValidateSocketID(tt.in) == nil; got != tt.want {
+				t.Fatalf("ValidateSocketID(%q) ok=%v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPublishWithoutAStreamIsUnavailableWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	p := NewPublisher(srv.JS(t), Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := p.Publish(ctx, Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`), ID: "x1"})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Publish()=%v, want ErrUnavailable wrapping no stream response", err)
+	}
+	if res.ID != "x1" {
+		t.Fatalf("Publish() id=%q, want x1 so the caller can retry", res.ID)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Publish() returned after %v, far past its 300ms deadline", d)
+	}
+}
+
+func TestPublishRetriesUntilTheStreamAnswers(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	reg := prometheus.NewRegistry()
+	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	type outcome struct {
+		res Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := p.Publish(ctx, Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`)})
+		done <- outcome{res, err}
+	}()
+	// No stream answers, as during a leader election; then one does.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(p.opts.Metrics.retries) >= 2
+	}, "publish did not retry")
+	ensureStream(t, js)
+	got := <-done
+	if got.err != nil || got.res.Seq != 1 {
+		t.Fatalf("Publish()=%+v, %v; want seq 1 once the stream exists", got.res, got.err)
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+}
+
+func TestPublishDuringAnOutageIsUnavailableAndRecovers(t *testing.T) {
+	t.Parallel()
+	srv, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`)}
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := p.Publish(ctx, c); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Publish() during outage=%v, want ErrUnavailable", err)
+	}
+	res := p.PublishBatch(ctx, []Change{c, c})
+	for i, r := range res {
+		if !errors.Is(r.Err, ErrUnavailable) {
+			t.Fatalf("PublishBatch()[%d] during outage=%v, want ErrUnavailable", i, r.Err)
+		}
+	}
+	srv.Start()
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel2()
+	if _, err := p.Publish(ctx2, c); err != nil {
+		t.Fatalf("Publish() after restart=%v", err)
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+}
+
+func TestPublishIntoAForeignStreamIsReported(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"live.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`)}
+	if _, err := p.Publish(t.Context(), c); !errors.Is(err, ErrWrongStream) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Publish()=%v, want ErrWrongStream", err)
+	}
+	if r := p.PublishBatch(t.Context(), []Change{c}); !errors.Is(r[0].Err, ErrWrongStream) {
+		t.Fatalf("PublishBatch()=%v, want ErrWrongStream", r[0].Err)
+	}
+}
+
+func TestPublishBatchAnswersEveryChangeInOrder(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{MaxInFlight: 4})
+	var cs []Change
+	for i := range 40 {
+		cs = append(cs, Change{EventID: fmt.Sprintf("e%d", i%3), Type: wire.TypeVoteUpdated, Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+	}
+	cs[5].EventID = "bad id"
+	cs[6].Data = json.RawMessage(`nope`)
+	cs[7].ID = "dup-1"
+	cs[8].ID = "dup-1"
+	res := p.PublishBatch(t.Context(), cs)
+	if len(res) != len(cs) {
+		t.Fatalf("PublishBatch() gave %d results for %d changes", len(res), len(cs))
+	}
+	if !errors.Is(res[5].Err, wire.ErrInvalidEventID) || !errors.Is(res[6].Err, ErrInvalidData) {
+		t.Fatalf("invalid changes got %v and %v", res[5].Err, res[6].Err)
+	}
+	if res[7].Err != nil || res[8].Err != nil || res[8].Seq != res[7].Seq || !res[8].Duplicate {
+		t.Fatalf("duplicate ids in one batch: %+v %+v", res[7], res[8])
+	}
+	envs, _ := stored(t, js)
+	if len(envs) != len(cs)-3 {
+		t.Fatalf("stored %d changes, want %d", len(envs), len(cs)-3)
+	}
+	bySeq := map[uint64]wire.Envelope{}
+	for _, e := range envs {
+		bySeq[e.Seq] = e
+	}
+	for i, r := range res {
+		if i == 5 || i == 6 || i == 8 {
+			continue
+		}
+		if r.Err != nil {
+			t.Fatalf("change %d: %v", i, r.Err)
+		}
+		e, ok := bySeq[r.Seq]
+		if !ok || e.ID != r.ID || string(e.Data) != string(cs[i].Data) || e.EventID != cs[i].EventID {
+			t.Fatalf("change %d: result %+v, stored %+v", i, r, e)
+		}
+	}
+}
+
+func TestMintPollTokenSignsATokenThePollerAccepts(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123")
+	p := NewPublisher(testutil.RunJetStream(t).JS(t), Options{PollSecret: secret, Now: func() time.Time { return fixedNow }})
+	tok, exp, err := p.MintPollToken("e42", 0)
+	if err != nil {
+		t.Fatalf("MintPollToken()=%v", err)
+	}
+	if want := time.Unix(fixedNow.Add(time.Hour).Unix(), 0).UTC(); !exp.Equal(want) {
+		t.Fatalf("expiresAt=%v, want %v", exp, want)
+	}
+	if err := polltoken.Verify(secret, tok, "e42", fixedNow.Add(59*time.Minute)); err != nil {
+		t.Fatalf("Verify()=%v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		id   string
+		ttl  time.Duration
+		want error
+	}{
+		{"a ttl over 24h", "e42", 25 * time.Hour, ErrInvalidTTL},
+		{"a negative ttl", "e42", -time.Second, ErrInvalidTTL},
+		{"a bad eventId", "e/42", time.Hour, wire.ErrInvalidEventID},
+	} {
+		if _, _, err := p.MintPollToken(tc.id, tc.ttl); !errors.Is(err, ErrInvalid) || !errors.Is(err, tc.want) {
+			t.Fatalf("%s: MintPollToken()=%v, want %v", tc.name, err, tc.want)
+		}
+	}
+	noSecret := NewPublisher(p.js, Options{})
+	if _, _, err := noSecret.MintPollToken("e42", 0); !errors.Is(err, ErrNoPollSecret) {
+		t.Fatalf("MintPollToken() without secret=%v, want ErrNoPollSecret", err)
+	}
+}
+
+func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	reg := prometheus.NewRegistry()
+	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "m1"}
+	for range 2 {
+		if _, err := p.Publish(t.Context(), c); err != nil {
+			t.Fatalf("Publish()=%v", err)
+		}
+	}
+	p.PublishBatch(t.Context(), []Change{{EventID: "e1", Type: "custom.thing", Data: json.RawMessage(`1`)}, {EventID: "e1", Type: "BAD"}})
+	for _, tc := range []struct {
+		typ, result string
+		want        float64
+	}{
+		{wire.TypeVoteUpdated, resultStored, 1},
+		{wire.TypeVoteUpdated, resultDuplicate, 1},
+		{typeOther, resultStored, 1},
+		{typeOther, resultInvalid, 1},
+	} {
+		if got := promtest.ToFloat64(p.opts.Metrics.changes.WithLabelValues(tc.typ, tc.result)); got != tc.want {
+			t.Errorf("changes_total{type=%s,result=%s}=%v, want %v", tc.typ, tc.result, got, tc.want)
+		}
+	}
+	testutil.CollectAndLint(t, reg, "liveupdates_producer_")
+}
