@@ -1,0 +1,337 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// Config is the relay's configuration. LoadConfig fills it from the
+// environment; New fills any zero field with the default documented on it.
+type Config struct {
+	// AppID, Key and Secret are the Pusher app's credentials. All three
+	// empty means Pusher is off (PusherEnabled reports false).
+	AppID, Key, Secret string
+	// Cluster selects api-<cluster>.pusher.com. Zero means the library's
+	// legacy default host; Host overrides it.
+	Cluster string
+	// Host is host[:port] of a Pusher-compatible server. Zero means Pusher's
+	// own host for Cluster.
+	Host string
+	// Secure selects https. Zero (false) means plain http; LoadConfig
+	// defaults to true unless PUSHER_SECURE=false.
+	Secure bool
+	// MaxPayloadKB is Pusher's limit on one event's data, in KiB. Zero means 10.
+	MaxPayloadKB int
+
+	// BatchWindow is how long the relay gathers changes after the first one
+	// before sending. Zero means 20ms.
+	BatchWindow time.Duration
+	// BatchSize bounds the changes fetched in one window. Zero means 500.
+	BatchSize int
+	// MaxInFlight is the number of sequential lanes, hence the bound on
+	// Pusher requests in flight. Zero means 4.
+	MaxInFlight int
+	// AckWait is the consumer's ack wait; held changes are kept alive with
+	// InProgress well within it. Zero means 30s.
+	AckWait time.Duration
+	// MaxDeliver is the consumer's delivery limit; a change that reaches it
+	// is dead-lettered. Zero means 10.
+	MaxDeliver int
+	// MaxAckPending is the consumer's bound on unacked changes across all
+	// replicas. Zero means 5000.
+	MaxAckPending int
+	// CoalesceTypes lists the change types whose changes of one channel
+	// inside a window collapse into the newest. Nil or empty means none;
+	// LoadConfig defaults to wire.KnownTypes.
+	CoalesceTypes []string
+	// ChannelPrefix goes before the eventId in the channel name. Zero means
+	// "event-".
+	ChannelPrefix string
+	// PrivateChannels prepends "private-" to every channel name. Zero
+	// (false) means public channels.
+	PrivateChannels bool
+	// RequestsPerSecond limits Pusher requests. Zero means unlimited.
+	RequestsPerSecond float64
+	// MessagesPerSecond limits Pusher events (the plan's quota). Zero means
+	// unlimited.
+	MessagesPerSecond float64
+	// Timeout bounds one Pusher HTTP request. Zero means 5s.
+	Timeout time.Duration
+
+	// The knobs below have no environment variable; tests shorten them.
+
+	// BackoffBase is the first retry delay after a failed request. Zero
+	// means 100ms.
+	BackoffBase time.Duration
+	// BackoffMax caps the retry delay. Zero means 30s.
+	BackoffMax time.Duration
+	// AuthRetryInterval is how often the relay probes Pusher (and logs)
+	// while Pusher refuses its credentials (401/403/404). Zero means 30s.
+	AuthRetryInterval time.Duration
+	// IdleWait is how long one pull waits for a first change. Zero means 1s;
+	// it bounds how long Run takes to return after cancellation.
+	IdleWait time.Duration
+	// LagInterval is how often consumer info is sampled for the pending
+	// gauge. Zero means 10s.
+	LagInterval time.Duration
+}
+
+// Consumer is the durable pull consumer every relay replica shares.
+const Consumer = "relay"
+
+// maxChannelLen is Pusher's server-side limit on a channel name.
+const maxChannelLen = 164
+
+// LoadConfig reads the relay's environment; every problem is reported at
+// once, each naming its variable. Missing Pusher credentials are not an
+// error (PusherEnabled reports false); partial credentials are.
+//
+//	PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET  credentials (all or none)
+//	PUSHER_CLUSTER, PUSHER_HOST               where Pusher is
+//	PUSHER_SECURE                             true (default) or false
+//	PUSHER_MAX_PAYLOAD_KB                     1..10240, default 10
+//	LIVE_RELAY_BATCH_WINDOW                   duration, default 20ms
+//	LIVE_RELAY_BATCH_SIZE                     1..10000, default 500
+//	LIVE_RELAY_MAX_IN_FLIGHT                  1..64, default 4
+//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 30s
+//	LIVE_RELAY_MAX_DELIVER                    1..1000, default 10
+//	LIVE_RELAY_MAX_ACK_PENDING                >= batch size, default 5000
+//	LIVE_RELAY_COALESCE                       off, or a comma list of types; default the six known
+//	LIVE_RELAY_CHANNEL_PREFIX                 default event-
+//	LIVE_RELAY_PRIVATE_CHANNELS               true or false (default)
+//	LIVE_RELAY_REQUESTS_PER_SECOND            >= 0, 0 (default) unlimited
+//	LIVE_RELAY_MESSAGES_PER_SECOND            >= 0, 0 (default) unlimited
+//	LIVE_RELAY_TIMEOUT                        duration, default 5s
+func LoadConfig(getenv func(string) string) (Config, error) {
+	c := Config{
+		Secure:        true,
+		MaxPayloadKB:  10,
+		BatchWindow:   20 * time.Millisecond,
+		BatchSize:     500,
+		MaxInFlight:   4,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    10,
+		MaxAckPending: 5000,
+		CoalesceTypes: wire.KnownTypes(),
+		ChannelPrefix: "event-",
+		Timeout:       5 * time.Second,
+	}
+	var errs []error
+	c.AppID = strings.TrimSpace(getenv("PUSHER_APP_ID"))
+	c.Key = strings.TrimSpace(getenv("PUSHER_KEY"))
+	c.Secret = strings.TrimSpace(getenv("PUSHER_SECRET"))
+	c.Cluster = strings.TrimSpace(getenv("PUSHER_CLUSTER"))
+	c.Host = strings.TrimSpace(getenv("PUSHER_HOST"))
+	if set := c.AppID != "" || c.Key != "" || c.Secret != ""; set && !c.PusherEnabled() {
+		for _, kv := range [][2]string{{"PUSHER_APP_ID", c.AppID}, {"PUSHER_KEY", c.Key}, {"PUSHER_SECRET", c.Secret}} {
+			if kv[1] == "" {
+				errs = append(errs, fmt.Errorf("%s is empty while other Pusher credentials are set: set all of PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, or none", kv[0]))
+			}
+		}
+	}
+	boolVar := func(name string, dst *bool) {
+		if v := getenv(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
+			}
+			*dst = b
+		}
+	}
+	intVar := func(name string, dst *int, lo, hi int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				errs = append(errs, fmt.Errorf("%s=%q: want an integer from %d to %d", name, v, lo, hi))
+			}
+			*dst = n
+		}
+	}
+	durVar := func(name string, dst *time.Duration, lo time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < lo {
+				errs = append(errs, fmt.Errorf("%s=%q: want a duration of at least %v", name, v, lo))
+			}
+			*dst = d
+		}
+	}
+	rateVar := func(name string, dst *float64) {
+		if v := getenv(name); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f != f {
+				errs = append(errs, fmt.Errorf("%s=%q: want a number >= 0 (0 is unlimited)", name, v))
+			}
+			*dst = f
+		}
+	}
+	boolVar("PUSHER_SECURE", &c.Secure)
+	intVar("PUSHER_MAX_PAYLOAD_KB", &c.MaxPayloadKB, 1, 10240)
+	durVar("LIVE_RELAY_BATCH_WINDOW", &c.BatchWindow, time.Millisecond)
+	intVar("LIVE_RELAY_BATCH_SIZE", &c.BatchSize, 1, 10000)
+	intVar("LIVE_RELAY_MAX_IN_FLIGHT", &c.MaxInFlight, 1, 64)
+	durVar("LIVE_RELAY_ACK_WAIT", &c.AckWait, time.Second)
+	intVar("LIVE_RELAY_MAX_DELIVER", &c.MaxDeliver, 1, 1000)
+	intVar("LIVE_RELAY_MAX_ACK_PENDING", &c.MaxAckPending, 1, 1_000_000)
+	if v := getenv("LIVE_RELAY_COALESCE"); v != "" {
+		types, err := parseCoalesce(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("LIVE_RELAY_COALESCE=%q: %w", v, err))
+		}
+		c.CoalesceTypes = types
+	}
+	if v := getenv("LIVE_RELAY_CHANNEL_PREFIX"); v != "" {
+		c.ChannelPrefix = v
+	}
+	boolVar("LIVE_RELAY_PRIVATE_CHANNELS", &c.PrivateChannels)
+	rateVar("LIVE_RELAY_REQUESTS_PER_SECOND", &c.RequestsPerSecond)
+	rateVar("LIVE_RELAY_MESSAGES_PER_SECOND", &c.MessagesPerSecond)
+	durVar("LIVE_RELAY_TIMEOUT", &c.Timeout, time.Millisecond)
+
+	if err := c.validateChannelPrefix(); err != nil {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", c.ChannelPrefix, err))
+	}
+	if c.MaxAckPending < c.BatchSize {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_ACK_PENDING=%d: want at least LIVE_RELAY_BATCH_SIZE (%d)", c.MaxAckPending, c.BatchSize))
+	}
+	if c.AckWait <= 2*c.BatchWindow {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_ACK_WAIT=%v: want more than twice LIVE_RELAY_BATCH_WINDOW (%v)", c.AckWait, c.BatchWindow))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func parseCoalesce(v string) ([]string, error) {
+	if strings.EqualFold(strings.TrimSpace(v), "off") {
+		return []string{}, nil
+	}
+	var types []string
+	var errs []error
+	for _, t := range strings.Split(v, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		if err := wire.ValidateType(t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		types = append(types, t)
+	}
+	if len(errs) == 0 && len(types) == 0 {
+		errs = append(errs, errors.New(`want "off" or a comma list of change types`))
+	}
+	return types, errors.Join(errs...)
+}
+
+// validateChannelPrefix keeps every channel name within Pusher's rules: the
+// allowed characters, and 164 characters for the longest eventId.
+func (c Config) validateChannelPrefix() error {
+	p := c.ChannelPrefix
+	if p == "" {
+		p = "event-"
+	}
+	for i := 0; i < len(p); i++ {
+		if !channelByte(p[i]) {
+			return fmt.Errorf("may hold only A-Z a-z 0-9 and - _ = @ , . ; (found %q at offset %d)", p[i], i)
+		}
+	}
+	longest := len(p) + wire.MaxEventIDLen
+	if c.PrivateChannels {
+		longest += len("private-")
+	}
+	if longest > maxChannelLen {
+		return fmt.Errorf("too long: a channel name for a %d-character eventId would have %d characters, Pusher allows %d", wire.MaxEventIDLen, longest, maxChannelLen)
+	}
+	return nil
+}
+
+func channelByte(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		strings.IndexByte("-_=@,.;", c) >= 0
+}
+
+// PusherEnabled reports whether all Pusher credentials are set.
+func (c Config) PusherEnabled() bool {
+	return c.AppID != "" && c.Key != "" && c.Secret != ""
+}
+
+// Redacted returns the configuration for logging, with the secret hidden.
+// The key is public (browsers hold it), so it stays.
+func (c Config) Redacted() map[string]any {
+	secret := ""
+	if c.Secret != "" {
+		secret = "[redacted]"
+	}
+	return map[string]any{
+		"pusher_app_id":         c.AppID,
+		"pusher_key":            c.Key,
+		"pusher_secret":         secret,
+		"pusher_cluster":        c.Cluster,
+		"pusher_host":           c.Host,
+		"pusher_secure":         c.Secure,
+		"pusher_max_payload_kb": c.MaxPayloadKB,
+		"pusher_enabled":        c.PusherEnabled(),
+		"batch_window":          c.BatchWindow.String(),
+		"batch_size":            c.BatchSize,
+		"max_in_flight":         c.MaxInFlight,
+		"ack_wait":              c.AckWait.String(),
+		"max_deliver":           c.MaxDeliver,
+		"max_ack_pending":       c.MaxAckPending,
+		"coalesce_types":        strings.Join(c.CoalesceTypes, ","),
+		"channel_prefix":        c.ChannelPrefix,
+		"private_channels":      c.PrivateChannels,
+		"requests_per_second":   c.RequestsPerSecond,
+		"messages_per_second":   c.MessagesPerSecond,
+		"pusher_timeout":        c.Timeout.String(),
+	}
+}
+
+// withDefaults fills zero fields with their documented defaults.
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defInt(&c.MaxPayloadKB, 10)
+	def(&c.BatchWindow, 20*time.Millisecond)
+	defInt(&c.BatchSize, 500)
+	defInt(&c.MaxInFlight, 4)
+	def(&c.AckWait, 30*time.Second)
+	defInt(&c.MaxDeliver, 10)
+	defInt(&c.MaxAckPending, 5000)
+	if c.ChannelPrefix == "" {
+		c.ChannelPrefix = "event-"
+	}
+	def(&c.Timeout, 5*time.Second)
+	def(&c.BackoffBase, 100*time.Millisecond)
+	def(&c.BackoffMax, 30*time.Second)
+	def(&c.AuthRetryInterval, 30*time.Second)
+	def(&c.IdleWait, time.Second)
+	def(&c.LagInterval, 10*time.Second)
+	if c.BackoffMax < c.BackoffBase {
+		c.BackoffMax = c.BackoffBase
+	}
+	return c
+}
+
+// channel returns the Pusher channel of an eventId.
+func (c Config) channel(eventID string) string {
+	if c.PrivateChannels {
+		return "private-" + c.ChannelPrefix + eventID
+	}
+	return c.ChannelPrefix + eventID
+}

@@ -1,0 +1,174 @@
+package relay
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// gate is the relay's one view of Pusher's health, shared by every lane, so
+// an outage costs one probe per backoff step, not one per lane. While it is
+// closed, the lanes hold their changes and the fetcher stops fetching.
+type gate struct {
+	base, max    time.Duration
+	authInterval time.Duration
+	jitter       func(n int64) int64 // uniform in [0, n)
+
+	mu       sync.Mutex
+	failures int       // consecutive failed requests; 0 means healthy
+	until    time.Time // no request before this
+	probing  bool      // a lane is probing; the others wait for its result
+	refusal  error     // non-nil while Pusher refuses our credentials
+	changed  chan struct{}
+}
+
+func newGate(base, max, authInterval time.Duration) *gate {
+	return &gate{
+		base: base, max: max, authInterval: authInterval,
+		jitter:  rand.Int64N,
+		changed: make(chan struct{}),
+	}
+}
+
+// broadcast wakes every waiter; callers hold mu.
+func (g *gate) broadcast() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// Wait returns when the caller may send: at once while healthy; after the
+// backoff, as the one prober, while failing. It returns ctx's error when ctx
+// ends first.
+func (g *gate) Wait(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		if g.failures == 0 {
+			g.mu.Unlock()
+			return nil
+		}
+		ch := g.changed
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !g.probing {
+			d := time.Until(g.until)
+			if d <= 0 {
+				g.probing = true
+				g.mu.Unlock()
+				return nil
+			}
+			timer = time.NewTimer(d)
+			fire = timer.C
+		}
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-ch:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// WaitHealthy returns when Pusher is known healthy, without probing: the
+// fetcher waits here so an outage does not pull more changes in.
+func (g *gate) WaitHealthy(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		if g.failures == 0 {
+			g.mu.Unlock()
+			return nil
+		}
+		ch := g.changed
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Success records an answer from Pusher that is not a failure of Pusher
+// (2xx, or a rejection of our data). It reports whether Pusher had been
+// failing.
+func (g *gate) Success() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failures == 0 && !g.probing {
+		return false
+	}
+	recovered := g.failures > 0
+	g.failures, g.probing, g.refusal = 0, false, nil
+	g.broadcast()
+	return recovered
+}
+
+// Abandon gives up a probe without an answer (the caller's ctx ended), so
+// another lane may probe.
+func (g *gate) Abandon() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.probing {
+		g.probing = false
+		g.broadcast()
+	}
+}
+
+// Failure records a retryable failure and returns the delay before the next
+// probe: exponential with full jitter between base and the step's ceiling,
+// and never less than Retry-After.
+func (g *gate) Failure(retryAfter time.Duration) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failures++
+	d := g.backoff(g.failures)
+	if retryAfter > d {
+		d = retryAfter
+	}
+	g.until = time.Now().Add(d)
+	g.probing = false
+	g.broadcast()
+	return d
+}
+
+// Refused records that Pusher refuses our credentials: probe again only
+// every authInterval (or Retry-After, when longer).
+func (g *gate) Refused(err error, retryAfter time.Duration) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failures++
+	g.refusal = err
+	d := max(g.authInterval, retryAfter)
+	g.until = time.Now().Add(d)
+	g.probing = false
+	g.broadcast()
+	return d
+}
+
+// Refusal returns why Pusher refuses us, or nil.
+func (g *gate) Refusal() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refusal
+}
+
+// backoff is the delay after n consecutive failures: uniform in
+// [base, min(max, base*2^(n-1))]. The floor of base keeps an outage from
+// turning into a hot loop.
+func (g *gate) backoff(n int) time.Duration {
+	ceil := g.base
+	for i := 1; i < n && ceil < g.max; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, g.max)
+	if ceil <= g.base {
+		return g.base
+	}
+	return g.base + time.Duration(g.jitter(int64(ceil-g.base)+1))
+}

@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+)
+
+// lane sends the changes of its channels one request at a time, so a
+// channel's changes reach Pusher in seq order while lanes run in parallel.
+type lane struct {
+	lc    *laneClient
+	wake  chan struct{} // capacity 1
+	mu    sync.Mutex
+	queue []*item
+}
+
+func (l *lane) push(items []*item) {
+	l.mu.Lock()
+	l.queue = append(l.queue, items...)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns everything queued, waiting for something to be queued.
+func (l *lane) take(ctx context.Context) ([]*item, error) {
+	for {
+		l.mu.Lock()
+		q := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		if len(q) > 0 {
+			return q, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-l.wake:
+		}
+	}
+}
+
+// runLane sends what its lane holds until ctx ends. Changes it leaves behind
+// stay held and are released by Run.
+func (r *Relay) runLane(ctx context.Context, l *lane) {
+	enc := newEncoder(r.cfg.MaxPayloadKB)
+	for {
+		items, err := l.take(ctx)
+		if err != nil {
+			return
+		}
+		groups := coalesce(items, r.coalesce)
+		events := make([]*outEvent, len(groups))
+		for i, g := range groups {
+			events[i] = enc.event(g)
+		}
+		for i := 0; i < len(events); i += pusherMaxBatch {
+			if err := r.deliver(ctx, l, events[i:min(i+pusherMaxBatch, len(events))]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// deliver sends events until Pusher accepts them or each one Pusher rejects
+// is dead-lettered. It backs off through the shared gate on retryable
+// failures and returns only ctx's error, leaving the changes held.
+func (r *Relay) deliver(ctx context.Context, l *lane, events []*outEvent) error {
+	for {
+		if err := r.gate.Wait(ctx); err != nil {
+			return err
+		}
+		if err := r.wait(ctx, len(events)); err != nil {
+			r.gate.Abandon()
+			return err
+		}
+		res := l.lc.send(events, r.now)
+		class := statusClass(res.exchange.status, res.exchange.err != nil)
+		r.m.requestSeconds.WithLabelValues(class).Observe(res.duration.Seconds())
+		switch res.outcome {
+		case accepted:
+			if r.gate.Success() {
+				r.log.Info("pusher recovered")
+			}
+			r.accept(events)
+			return nil
+		case retryable:
+			d := r.gate.Failure(res.exchange.retryAfter)
+			r.m.retries.WithLabelValues(class).Inc()
+			r.logOutage.Do(func() {
+				r.log.WithError(res.err).WithFields(logrus.Fields{
+					"http_status": res.exchange.status, "backoff": d.String(), "batch_size": len(events),
+				}).Warn("pusher unavailable, holding changes")
+			})
+		case refused:
+			err := fmt.Errorf("%w: http status %d", ErrPusherRefused, res.exchange.status)
+			d := r.gate.Refused(err, res.exchange.retryAfter)
+			r.m.retries.WithLabelValues(class).Inc()
+			r.logRefusal.Do(func() {
+				r.log.WithError(res.err).WithFields(logrus.Fields{
+					"http_status": res.exchange.status, "retry_in": d.String(),
+				}).Error("pusher refuses the relay's credentials, holding every change")
+			})
+		case rejected:
+			if res.exchange.called {
+				r.gate.Success()
+			} else {
+				r.gate.Abandon()
+			}
+			if len(events) == 1 {
+				return r.deadLetterEvent(ctx, events[0], res)
+			}
+			// One status answers the whole request: split it to find the
+			// event Pusher refuses, keeping seq order.
+			mid := len(events) / 2
+			if err := r.deliver(ctx, l, events[:mid]); err != nil {
+				return err
+			}
+			return r.deliver(ctx, l, events[mid:])
+		}
+	}
+}
+
+// wait takes one request and len(events) messages from the rate limits.
+func (r *Relay) wait(ctx context.Context, events int) error {
+	if err := r.reqLim.Wait(ctx); err != nil {
+		return err
+	}
+	return r.msgLim.WaitN(ctx, events)
+}
+
+// accept acks every change of events after Pusher accepted them.
+func (r *Relay) accept(events []*outEvent) {
+	now := r.now()
+	changes := 0
+	for _, ev := range events {
+		for _, it := range ev.items {
+			if err := it.msg.Ack(); err != nil {
+				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
+			}
+			r.hold.done(it)
+		}
+		changes += len(ev.items)
+		r.m.coalesced.Add(float64(len(ev.items) - 1))
+		switch ev.shape {
+		case shapeCompressed:
+			r.m.compressed.Inc()
+		case shapeReference:
+			r.m.referenced.Inc()
+		}
+		r.m.latency.Observe(now.Sub(ev.newest().env.At).Seconds())
+	}
+	r.m.delivered.Add(float64(changes))
+	r.m.pusherEvents.Add(float64(len(events)))
+	r.m.batchSize.Observe(float64(len(events)))
+}

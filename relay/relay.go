@@ -1,0 +1,471 @@
+// Package relay forwards changes from the LIVE_EVENTS stream to Pusher: a
+// durable pull consumer shared by every replica, batching within a short
+// window, coalescing per (channel, type), shrinking envelopes over Pusher's
+// limit, sequential lanes so a channel's changes keep their seq order, and
+// backoff that holds changes unacked while Pusher fails. A change is acked
+// only after Pusher accepted it, or after it was stored in LIVE_DLQ.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/time/rate"
+
+	"github.com/nostressplanner/liveupdates/stream"
+)
+
+// pusherMaxBatch is Pusher's limit on events per batch request.
+const pusherMaxBatch = 10
+
+// Sentinel errors.
+var (
+	// ErrPusherDisabled is returned by New when the configuration has no
+	// Pusher credentials: there is nothing to relay to, and clients poll.
+	ErrPusherDisabled = errors.New("pusher is not configured (set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET); clients will use polling")
+	// ErrPusherRefused is wrapped by Ready while Pusher answers 401, 403 or
+	// 404: a configuration error (credentials, app id, quota) that
+	// retrying does not fix; the relay keeps every change meanwhile.
+	ErrPusherRefused = errors.New("pusher refuses the relay's requests")
+	// ErrNotRunning is returned by Ready before Run has set up the consumer.
+	ErrNotRunning = errors.New("relay consumer is not set up yet")
+)
+
+// Deps are the relay's collaborators.
+type Deps struct {
+	// JS is the JetStream handle; required.
+	JS jetstream.JetStream
+	// Stream is the LIVE_EVENTS configuration; its DLQ() is LIVE_DLQ.
+	Stream stream.Config
+	// Log is the parent logger; nil means discard.
+	Log logrus.FieldLogger
+	// Registerer takes the relay's metrics; nil means a private registry.
+	Registerer prometheus.Registerer
+	// HTTPClient is the base for Pusher requests; nil means a new client.
+	// Its Transport is wrapped to classify answers by status.
+	HTTPClient *http.Client
+	// Now is the clock for the publish-to-Pusher latency; nil means time.Now.
+	Now func() time.Time
+}
+
+// Relay forwards changes to Pusher. Create it with New; Run it once.
+type Relay struct {
+	cfg      Config
+	js       jetstream.JetStream
+	streams  stream.Config
+	log      logrus.FieldLogger
+	m        *metrics
+	now      func() time.Time
+	gate     *gate
+	coalesce map[string]bool
+	lanes    []*lane
+	hold     *holder
+	reqLim   *rate.Limiter
+	msgLim   *rate.Limiter
+	// Rate-limited logs: an outage or a refusal is logged once per interval.
+	logOutage  rate.Sometimes
+	logRefusal rate.Sometimes
+	logAck     rate.Sometimes
+
+	mu   sync.Mutex
+	cons jetstream.Consumer // set by Run
+}
+
+// New checks cfg and builds a relay; it does no I/O. It returns
+// ErrPusherDisabled when cfg has no Pusher credentials.
+func New(cfg Config, deps Deps) (*Relay, error) {
+	if !cfg.PusherEnabled() {
+		return nil, ErrPusherDisabled
+	}
+	if deps.JS == nil {
+		return nil, errors.New("new relay: Deps.JS is required")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validateChannelPrefix(); err != nil {
+		return nil, fmt.Errorf("new relay: channel prefix %q: %w", cfg.ChannelPrefix, err)
+	}
+	log := deps.Log
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = l
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("new relay: %w", err)
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	base := deps.HTTPClient
+	if base == nil {
+		base = &http.Client{}
+	}
+	transport := base.Transport
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 2 * cfg.MaxInFlight
+		transport = t
+	}
+	r := &Relay{
+		cfg:        cfg,
+		js:         deps.JS,
+		streams:    deps.Stream.WithDefaults(),
+		log:        log.WithField("component", "relay"),
+		m:          m,
+		now:        now,
+		gate:       newGate(cfg.BackoffBase, cfg.BackoffMax, cfg.AuthRetryInterval),
+		coalesce:   make(map[string]bool, len(cfg.CoalesceTypes)),
+		hold:       newHolder(int64(2*cfg.BatchSize), m.held),
+		reqLim:     limiter(cfg.RequestsPerSecond, cfg.MaxInFlight),
+		msgLim:     limiter(cfg.MessagesPerSecond, pusherMaxBatch),
+		logOutage:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
+		logRefusal: rate.Sometimes{First: 1, Interval: cfg.AuthRetryInterval},
+		logAck:     rate.Sometimes{First: 1, Interval: 10 * time.Second},
+	}
+	for _, t := range cfg.CoalesceTypes {
+		r.coalesce[t] = true
+	}
+	for range cfg.MaxInFlight {
+		r.lanes = append(r.lanes, &lane{wake: make(chan struct{}, 1), lc: newLaneClient(cfg, base, transport, time.Now)})
+	}
+	return r, nil
+}
+
+// limiter returns a token bucket of perSec with at least burst tokens, or an
+// unlimited one for perSec 0.
+func limiter(perSec float64, burst int) *rate.Limiter {
+	if perSec <= 0 {
+		return rate.NewLimiter(rate.Inf, burst)
+	}
+	return rate.NewLimiter(rate.Limit(perSec), max(burst, int(math.Ceil(perSec))))
+}
+
+// Run ensures LIVE_EVENTS, LIVE_DLQ and the durable consumer, then forwards
+// changes until ctx is done. On cancellation it lets requests in flight
+// finish, releases (Naks) every change it still holds, and returns nil. It
+// returns an error only when the streams or the consumer cannot be set up.
+func (r *Relay) Run(ctx context.Context) error {
+	st, _, err := stream.Ensure(ctx, r.js, r.streams)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	if _, _, err := stream.Ensure(ctx, r.js, r.streams.DLQ()); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	cons, err := r.ensureConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	adv := make(chan *nats.Msg, 64)
+	sub, err := r.js.Conn().ChanSubscribe(advisorySubject(r.streams.Name), adv)
+	if err != nil {
+		return fmt.Errorf("relay: subscribe to max-deliveries advisories: %w", err)
+	}
+	r.log.WithFields(logrus.Fields{"stream": r.streams.Name, "consumer": Consumer, "lanes": len(r.lanes)}).Info("relay started")
+
+	var wg sync.WaitGroup
+	wg.Go(func() { r.fetchLoop(ctx, cons) })
+	for _, l := range r.lanes {
+		wg.Go(func() { r.runLane(ctx, l) })
+	}
+	wg.Go(func() { r.keepAlive(ctx) })
+	wg.Go(func() { r.sampleLag(ctx) })
+	wg.Go(func() { r.handleAdvisories(ctx, st, adv) })
+	wg.Wait()
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.log.WithError(err).Warn("unsubscribe advisories")
+	}
+	r.releaseAll(ctx)
+	r.log.Info("relay stopped")
+	return nil
+}
+
+func advisorySubject(streamName string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + streamName + "." + Consumer
+}
+
+func (r *Relay) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, r.streams.Name, jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   "liveupdates relay: forwards changes to Pusher",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       r.cfg.AckWait,
+		MaxDeliver:    r.cfg.MaxDeliver,
+		MaxAckPending: r.cfg.MaxAckPending,
+		MaxWaiting:    512,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: create consumer %s on %s: %w", Consumer, r.streams.Name, err)
+	}
+	r.mu.Lock()
+	r.cons = cons
+	r.mu.Unlock()
+	return cons, nil
+}
+
+// Ready reports nil while the relay can do its work: the consumer is
+// reachable and Pusher does not refuse its credentials.
+func (r *Relay) Ready(ctx context.Context) error {
+	if err := r.gate.Refusal(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	cons := r.cons
+	r.mu.Unlock()
+	if cons == nil {
+		return ErrNotRunning
+	}
+	if _, err := cons.Info(ctx); err != nil {
+		return fmt.Errorf("relay consumer info: %w", err)
+	}
+	return nil
+}
+
+// fetchLoop pulls changes while Pusher is healthy and the process holds
+// fewer than twice the batch size, and routes them to lanes. During an
+// outage it stops pulling, so no delivery attempt is spent.
+func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
+	n := int64(r.cfg.BatchSize)
+	failures := 0
+	for {
+		if r.gate.WaitHealthy(ctx) != nil || r.hold.sem.Acquire(ctx, n) != nil {
+			return
+		}
+		msgs, err := r.fetch(ctx, cons, r.cfg.BatchSize)
+		r.hold.sem.Release(n - int64(len(msgs)))
+		r.dispatch(ctx, msgs)
+		if err == nil || ctx.Err() != nil {
+			failures = 0
+			continue
+		}
+		failures++
+		d := min(r.cfg.BackoffBase<<min(failures, 8), 5*time.Second)
+		r.log.WithError(err).WithField("backoff", d.String()).Warn("fetch changes")
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if c, cerr := r.ensureConsumer(ctx); cerr == nil {
+				cons = c
+			}
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// fetch gathers up to n changes: it waits up to IdleWait for the first,
+// then up to BatchWindow for the rest.
+func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, r.cfg.IdleWait)
+	defer cancel()
+	first, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, fmt.Errorf("fetch from %s: %w", Consumer, err)
+	}
+	var msgs []jetstream.Msg
+	for m := range first.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := first.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
+	}
+	if len(msgs) == 0 || n == 1 || ctx.Err() != nil {
+		return msgs, nil
+	}
+	rest, err := cons.Fetch(n-1, jetstream.FetchMaxWait(r.cfg.BatchWindow))
+	if err != nil {
+		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
+	}
+	for m := range rest.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := rest.Error(); err != nil {
+		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
+	}
+	return msgs, nil
+}
+
+// dispatch decodes fetched changes, dead-letters the invalid ones and hands
+// the others to their channel's lane, in seq order.
+func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
+	if len(msgs) == 0 {
+		return
+	}
+	r.m.received.Add(float64(len(msgs)))
+	perLane := make([][]*item, len(r.lanes))
+	now := time.Now()
+	for _, msg := range msgs {
+		it := &item{msg: msg, touched: now}
+		var stored time.Time
+		if meta, err := msg.Metadata(); err == nil {
+			it.seq, it.delivered, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
+		}
+		r.hold.add(it)
+		env, socketID, err := decode(r.cfg, msg, it.seq, stored)
+		if err != nil {
+			// On cancellation the change stays held and Run releases it.
+			_ = r.deadLetterItem(ctx, it, 0, reasonInvalid, err.Error())
+			continue
+		}
+		it.env, it.socketID, it.channel = env, socketID, r.cfg.channel(env.EventID)
+		i := laneOf(it.channel, len(r.lanes))
+		perLane[i] = append(perLane[i], it)
+	}
+	for i, items := range perLane {
+		if len(items) > 0 {
+			r.lanes[i].push(items)
+		}
+	}
+}
+
+// laneOf routes a channel to a lane; one channel always uses one lane, so
+// its changes are sent in order.
+func laneOf(channel string, lanes int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(channel)) // hash writes do not fail
+	return int(h.Sum32() % uint32(lanes))
+}
+
+// keepAlive resets the ack wait of every change held longer than a third of
+// it, so changes held through an outage are not redelivered elsewhere.
+func (r *Relay) keepAlive(ctx context.Context) {
+	every := max(r.cfg.AckWait/3, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, it := range r.hold.stale(time.Now(), every) {
+			if err := it.msg.InProgress(); err != nil {
+				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("extend ack wait") })
+			}
+		}
+	}
+}
+
+// sampleLag updates the consumer's pending gauges periodically.
+func (r *Relay) sampleLag(ctx context.Context) {
+	t := time.NewTicker(r.cfg.LagInterval)
+	defer t.Stop()
+	for {
+		r.mu.Lock()
+		cons := r.cons
+		r.mu.Unlock()
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			r.m.pending.Set(float64(info.NumPending))
+			r.m.ackPending.Set(float64(info.NumAckPending))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// releaseAll gives back every change still held when Run ends: Nak, so
+// another replica sends it at once; a change on its last delivery attempt is
+// dead-lettered instead, as the server would not deliver it again.
+func (r *Relay) releaseAll(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	items := r.hold.all()
+	for _, it := range items {
+		if it.delivered >= uint64(r.cfg.MaxDeliver) {
+			if err := r.deadLetterItem(dctx, it, 0, reasonMaxDeliver, "relay stopped during the last delivery attempt"); err != nil {
+				r.log.WithError(err).WithField("seq", it.seq).Error("dead-letter change on its last attempt")
+			}
+			continue
+		}
+		if err := it.msg.Nak(); err != nil {
+			r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("release change") })
+		}
+		r.hold.done(it)
+	}
+	if len(items) > 0 {
+		r.log.WithField("changes", len(items)).Info("released held changes")
+	}
+}
+
+// holder tracks the changes this process holds unacked, and bounds them.
+type holder struct {
+	sem   *semaphore.Weighted
+	gauge prometheus.Gauge
+	mu    sync.Mutex
+	items map[*item]struct{}
+}
+
+func newHolder(capacity int64, gauge prometheus.Gauge) *holder {
+	return &holder{sem: semaphore.NewWeighted(capacity), gauge: gauge, items: make(map[*item]struct{})}
+}
+
+// add records a change fetched under a semaphore unit already acquired.
+func (h *holder) add(it *item) {
+	h.mu.Lock()
+	h.items[it] = struct{}{}
+	h.gauge.Set(float64(len(h.items)))
+	h.mu.Unlock()
+}
+
+// done forgets a change that was acked, termed or released.
+func (h *holder) done(it *item) {
+	h.mu.Lock()
+	_, ok := h.items[it]
+	delete(h.items, it)
+	h.gauge.Set(float64(len(h.items)))
+	h.mu.Unlock()
+	if ok {
+		h.sem.Release(1)
+	}
+}
+
+// stale returns the changes not touched for at least d and marks them touched.
+func (h *holder) stale(now time.Time, d time.Duration) []*item {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*item
+	for it := range h.items {
+		if now.Sub(it.touched) >= d {
+			it.touched = now
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+func (h *holder) all() []*item {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*item, 0, len(h.items))
+	for it := range h.items {
+		out = append(out, it)
+	}
+	return out
+}
