@@ -1,0 +1,227 @@
+package poller
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/polltoken"
+	"github.com/nostressplanner/liveupdates/stream"
+)
+
+// Config is the poller's configuration. Every zero value means the default
+// named on the field, so a Config{} works.
+type Config struct {
+	// Secret verifies poll tokens (LIVE_POLL_SECRET). Zero (empty) means
+	// reads are open to anyone: fine for dev, never for production.
+	Secret []byte
+	// RingSize is how many recent changes are held per eventId. Zero means 64.
+	RingSize int
+	// RingAge drops held changes older than this (by stream time). Zero
+	// means 10m.
+	RingAge time.Duration
+	// MaxEvents caps the eventIds held; the least recently changed are
+	// evicted beyond it. Zero means 100,000.
+	MaxEvents int
+	// MaxBytes caps the encoded envelope bytes held; the least recently
+	// changed eventIds are evicted beyond it. Zero means 256 MiB.
+	MaxBytes int64
+	// ReplayDepth is how many of the newest stored changes are replayed at
+	// start. Zero means 1,000,000.
+	ReplayDepth uint64
+	// MaxWait caps a long-poll's wait=. Zero means 30s.
+	MaxWait time.Duration
+	// BehindWait is how long a request whose cursor is ahead of this
+	// replica waits for the replica to catch up. Zero means 2s.
+	BehindWait time.Duration
+	// CORSOrigins are the browser origins allowed to read; "*" allows any.
+	// Zero (empty) means no CORS headers at all (same-origin only).
+	CORSOrigins []string
+	// Rate is each client's sustained requests per second. Zero means 5;
+	// negative means unlimited.
+	Rate float64
+	// Burst is each client's burst. Zero means 20.
+	Burst int
+	// MaxClients caps the clients tracked for rate limiting and the active
+	// clients gauge. Zero means 100,000.
+	MaxClients int
+	// Heartbeat is the SSE comment-line interval. Zero means 15s.
+	Heartbeat time.Duration
+	// PollInterval is the browsers' polling interval; a client counts as
+	// active when seen within two of them. Zero means 2s.
+	PollInterval time.Duration
+}
+
+// Open reports whether reads need no token (no LIVE_POLL_SECRET).
+func (c Config) Open() bool { return len(c.Secret) == 0 }
+
+// String renders the configuration for logs with the secret redacted.
+func (c Config) String() string {
+	c = c.withDefaults()
+	secret := "none (open)"
+	if !c.Open() {
+		secret = "[redacted]"
+	}
+	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s",
+		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat)
+}
+
+func (c Config) withDefaults() Config {
+	d := defaults()
+	if c.RingSize == 0 {
+		c.RingSize = d.RingSize
+	}
+	if c.RingAge == 0 {
+		c.RingAge = d.RingAge
+	}
+	if c.MaxEvents == 0 {
+		c.MaxEvents = d.MaxEvents
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = d.MaxBytes
+	}
+	if c.ReplayDepth == 0 {
+		c.ReplayDepth = d.ReplayDepth
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = d.MaxWait
+	}
+	if c.BehindWait == 0 {
+		c.BehindWait = d.BehindWait
+	}
+	if c.Rate == 0 {
+		c.Rate = d.Rate
+	}
+	if c.Burst == 0 {
+		c.Burst = d.Burst
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = d.MaxClients
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = d.Heartbeat
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = d.PollInterval
+	}
+	return c
+}
+
+func defaults() Config {
+	return Config{
+		RingSize:     64,
+		RingAge:      10 * time.Minute,
+		MaxEvents:    100_000,
+		MaxBytes:     256 << 20,
+		ReplayDepth:  1_000_000,
+		MaxWait:      30 * time.Second,
+		BehindWait:   2 * time.Second,
+		Rate:         5,
+		Burst:        20,
+		MaxClients:   100_000,
+		Heartbeat:    15 * time.Second,
+		PollInterval: 2 * time.Second,
+	}
+}
+
+// LoadConfig reads the poller's variables; every problem is reported at once.
+//
+//	LIVE_POLL_SECRET          token secret (>= 16 bytes); empty means open reads
+//	LIVE_POLLER_RING_SIZE     changes held per eventId, default 64
+//	LIVE_POLLER_RING_AGE      max age of a held change, default 10m
+//	LIVE_POLLER_MAX_EVENTS    eventIds held, default 100000
+//	LIVE_POLLER_MAX_BYTES     envelope bytes held (KiB/MiB/GiB), default 256MiB
+//	LIVE_POLLER_REPLAY_DEPTH  changes replayed at start, default 1000000
+//	LIVE_POLLER_MAX_WAIT      longest long-poll, default 30s
+//	LIVE_POLLER_BEHIND_WAIT   wait for a cursor ahead of this replica, default 2s
+//	LIVE_POLLER_CORS_ORIGINS  comma list of origins, "*" for any
+//	LIVE_POLLER_RATE          requests/s per client, default 5; "off" disables
+//	LIVE_POLLER_BURST         burst per client, default 20
+//	LIVE_POLLER_MAX_CLIENTS   clients tracked, default 100000
+//	LIVE_POLLER_HEARTBEAT     SSE heartbeat, default 15s
+//	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
+func LoadConfig(getenv func(string) string) (Config, error) {
+	c := defaults()
+	var errs []error
+	if v := getenv("LIVE_POLL_SECRET"); v != "" {
+		if len(v) < polltoken.MinSecretLen {
+			// Never echo the secret itself.
+			errs = append(errs, fmt.Errorf("LIVE_POLL_SECRET: want at least %d bytes, got %d", polltoken.MinSecretLen, len(v)))
+		}
+		c.Secret = []byte(v)
+	}
+	posInt := func(name string, min, max int, dst *int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < min || n > max {
+				errs = append(errs, fmt.Errorf("%s=%q: want an integer from %d to %d", name, v, min, max))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, min, max time.Duration, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < min || d > max {
+				errs = append(errs, fmt.Errorf("%s=%q: want a duration from %s to %s", name, v, min, max))
+				return
+			}
+			*dst = d
+		}
+	}
+	posInt("LIVE_POLLER_RING_SIZE", 1, 1<<16, &c.RingSize)
+	dur("LIVE_POLLER_RING_AGE", time.Second, 7*24*time.Hour, &c.RingAge)
+	posInt("LIVE_POLLER_MAX_EVENTS", 1, 1<<26, &c.MaxEvents)
+	if v := getenv("LIVE_POLLER_MAX_BYTES"); v != "" {
+		n, err := stream.ParseBytes(v)
+		if err != nil || n < 1<<10 {
+			errs = append(errs, fmt.Errorf("LIVE_POLLER_MAX_BYTES=%q: want a size of at least 1KiB such as 256MiB", v))
+		} else {
+			c.MaxBytes = n
+		}
+	}
+	if v := getenv("LIVE_POLLER_REPLAY_DEPTH"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			errs = append(errs, fmt.Errorf("LIVE_POLLER_REPLAY_DEPTH=%q: want a positive integer", v))
+		} else {
+			c.ReplayDepth = n
+		}
+	}
+	dur("LIVE_POLLER_MAX_WAIT", time.Second, 5*time.Minute, &c.MaxWait)
+	dur("LIVE_POLLER_BEHIND_WAIT", time.Millisecond, time.Minute, &c.BehindWait)
+	if v := getenv("LIVE_POLLER_CORS_ORIGINS"); v != "" {
+		c.CORSOrigins = nil
+		for o := range strings.SplitSeq(v, ",") {
+			o = strings.TrimSpace(o)
+			if o == "" {
+				continue
+			}
+			if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+				errs = append(errs, fmt.Errorf("LIVE_POLLER_CORS_ORIGINS: origin %q: want \"*\" or an http(s)://host[:port] origin", o))
+				continue
+			}
+			c.CORSOrigins = append(c.CORSOrigins, strings.TrimSuffix(o, "/"))
+		}
+	}
+	if v := getenv("LIVE_POLLER_RATE"); v != "" {
+		if strings.EqualFold(v, "off") {
+			c.Rate = -1
+		} else if f, err := strconv.ParseFloat(v, 64); err != nil || !(f > 0) || f > 1e9 {
+			errs = append(errs, fmt.Errorf("LIVE_POLLER_RATE=%q: want a positive number of requests per second, or off", v))
+		} else {
+			c.Rate = f
+		}
+	}
+	posInt("LIVE_POLLER_BURST", 1, 1<<20, &c.Burst)
+	posInt("LIVE_POLLER_MAX_CLIENTS", 1, 1<<24, &c.MaxClients)
+	dur("LIVE_POLLER_HEARTBEAT", time.Second, 10*time.Minute, &c.Heartbeat)
+	dur("LIVE_POLLER_POLL_INTERVAL", 100*time.Millisecond, time.Minute, &c.PollInterval)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}

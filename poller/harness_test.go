@@ -1,0 +1,187 @@
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/stream"
+	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// harness is one poller following a real embedded JetStream, served over a
+// real HTTP server.
+type harness struct {
+	t    *testing.T
+	p    *Poller
+	reg  *prometheus.Registry
+	url  string
+	stop func()
+}
+
+func testStream() stream.Config { return stream.Config{} } // file storage: it survives an outage
+
+// ensureStream creates LIVE_EVENTS so tests can publish before a poller runs.
+func ensureStream(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	if _, _, err := stream.Ensure(t.Context(), js, testStream()); err != nil {
+		t.Fatalf("Ensure()=%v", err)
+	}
+}
+
+func startPoller(t *testing.T, srv *testutil.JetStream, cfg Config) *harness {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	p, err := New(cfg, Deps{JS: srv.JS(t), Stream: testStream(), Registerer: reg})
+	if err != nil {
+		t.Fatalf("New()=%v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	mux := http.NewServeMux()
+	p.Register(mux)
+	hs := httptest.NewServer(mux)
+	stopped := false
+	h := &harness{t: t, p: p, reg: reg, url: hs.URL}
+	h.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		p.Drain()
+		hs.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run()=%v, want nil on cancellation", err)
+		}
+	}
+	t.Cleanup(h.stop)
+	testutil.EventuallyErr(t, 10*time.Second, func() error { return p.Ready(t.Context()) })
+	return h
+}
+
+// publish stores one change in the stored-message contract and returns its seq.
+func publish(t *testing.T, js jetstream.JetStream, eventID, typ, data string) uint64 {
+	t.Helper()
+	m := nats.NewMsg(wire.Subject(eventID, typ))
+	m.Header.Set(wire.HeaderMsgID, wire.NewID(time.Now()))
+	m.Header.Set(wire.HeaderAt, wire.FormatAt(time.Now()))
+	m.Data = []byte(data)
+	ack, err := js.PublishMsg(t.Context(), m)
+	if err != nil {
+		t.Fatalf("PublishMsg(%s)=%v", m.Subject, err)
+	}
+	return ack.Sequence
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (h *harness) get(path string, hdr ...string) reply {
+	h.t.Helper()
+	return getURL(h.t, h.url+path, hdr...)
+}
+
+func getURL(t *testing.T, url string, hdr ...string) reply {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("request %s: %v", url, err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	return reply{res.StatusCode, res.Header, b}
+}
+
+type updates struct {
+	Cursor string          `json:"cursor"`
+	Reset  bool            `json:"reset"`
+	Events []wire.Envelope `json:"events"`
+}
+
+func decodeUpdates(t *testing.T, r reply) updates {
+	t.Helper()
+	if r.status != http.StatusOK {
+		t.Fatalf("status=%d body=%s, want 200", r.status, r.body)
+	}
+	var u updates
+	if err := json.Unmarshal(r.body, &u); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+	return u
+}
+
+func seqs(es []wire.Envelope) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+// metricValue reads one sample from reg: a counter or gauge with the given
+// labels (name=value pairs).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue next
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func hasLabel(m *dto.Metric, k, v string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == k && l.GetValue() == v {
+			return true
+		}
+	}
+	return false
+}
+
+func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+func mustRequest(t testing.TB, target string) *http.Request {
+	t.Helper()
+	return httptest.NewRequest(http.MethodGet, target, nil)
+}

@@ -1,0 +1,497 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/polltoken"
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// Register mounts the read API on mux:
+//
+//	GET /v1/events/{eventId}/updates?since=<seq>&wait=<s>   poll and long-poll
+//	GET /v1/events/{eventId}/stream                         Server-Sent Events
+//	GET /v1/events/{eventId}/messages/{seq}                 one change by seq
+//
+// plus OPTIONS for CORS preflight and a JSON 405 for other methods.
+func (p *Poller) Register(mux *http.ServeMux) {
+	routes := []struct {
+		path, route string
+		h           http.HandlerFunc
+	}{
+		{"/v1/events/{eventId}/updates", routeUpdates, p.handleUpdates},
+		{"/v1/events/{eventId}/stream", routeStream, p.handleStream},
+		{"/v1/events/{eventId}/messages/{seq}", routeMessage, p.handleMessage},
+	}
+	for _, rt := range routes {
+		mux.HandleFunc("GET "+rt.path, rt.h)
+		mux.HandleFunc("OPTIONS "+rt.path, p.handlePreflight)
+		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+			wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
+		})
+	}
+}
+
+// begin runs what every read does first: path and query validation, CORS,
+// the token check and the rate limit. It answers the error itself and
+// returns ok=false when the request must stop.
+func (p *Poller) begin(w http.ResponseWriter, r *http.Request, route string) (id string, q query, ok bool) {
+	p.cors(w, r)
+	id = r.PathValue("eventId")
+	if err := wire.ValidateEventID(id); err != nil {
+		p.fail(w, route, outBadRequest, http.StatusBadRequest, wire.CodeInvalidEventID, err.Error())
+		return "", q, false
+	}
+	q, err := parseQuery(r.URL.RawQuery, p.cfg.MaxWait)
+	if err != nil {
+		var ie *wire.InputError
+		errors.As(err, &ie)
+		p.fail(w, route, outBadRequest, http.StatusBadRequest, ie.Code, ie.Msg)
+		return "", q, false
+	}
+	client := ""
+	if !p.cfg.Open() {
+		tok := q.token
+		if tok == "" {
+			if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+				tok = strings.TrimSpace(a[7:])
+			}
+		}
+		if tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, "a poll token is required: query token= or Authorization: Bearer")
+			return "", q, false
+		}
+		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
+			if errors.Is(err, polltoken.ErrWrongEvent) {
+				p.fail(w, route, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
+				return "", q, false
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
+			return "", q, false
+		}
+		client = tok
+	}
+	if client == "" {
+		client = r.RemoteAddr
+		if h, _, err := net.SplitHostPort(client); err == nil {
+			client = h
+		}
+	}
+	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
+		p.fail(w, route, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+		return "", q, false
+	}
+	if !p.isReady() {
+		w.Header().Set("Retry-After", "1")
+		p.fail(w, route, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "the poller is still loading the stream; retry shortly")
+		return "", q, false
+	}
+	return id, q, true
+}
+
+func (p *Poller) fail(w http.ResponseWriter, route, outcome string, status int, code, msg string) {
+	p.m.count(route, outcome)
+	wire.WriteError(w, status, code, msg)
+}
+
+func (p *Poller) draining() bool {
+	select {
+	case <-p.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// handleUpdates answers a poll or a long-poll. See the index for what the
+// cursor and "reset" mean.
+func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
+	id, q, ok := p.begin(w, r, routeUpdates)
+	if !ok {
+		return
+	}
+	inm := r.Header.Get("If-None-Match")
+	waiting := q.wait > 0 && !p.draining()
+	// The cheap path: the client's copy names this eventId's newest seq,
+	// so nothing changed for it; no cursor arithmetic is needed.
+	if inm != "" && !waiting {
+		if newest := p.idx.newestOf(id); etagMatch(inm, newest) {
+			p.writeNotModified(w, newest, outNotModified)
+			return
+		}
+	}
+	var (
+		buf      [16]item
+		timer    *time.Timer
+		behindT  *time.Timer
+		timedOut bool
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+			p.m.waiting.Dec()
+		}
+		if behindT != nil {
+			behindT.Stop()
+		}
+	}()
+	for {
+		v := p.idx.read(id, q.since, q.hasSince, waiting, buf[:0])
+		if v.behind {
+			// This replica has not applied the client's cursor yet: wait
+			// for it rather than answer from an older state.
+			if behindT == nil {
+				behindT = time.NewTimer(p.cfg.BehindWait)
+			}
+			select {
+			case <-v.advanced:
+				continue
+			case <-behindT.C:
+			case <-r.Context().Done():
+				return
+			}
+			if p.lag.Load() == 0 && p.following.Load() {
+				// Caught up with the stream and still behind the cursor:
+				// the cursor is not from this stream (recreated, or made
+				// up). Only a full refetch is safe.
+				p.writeReset(w, p.idx.appliedSeq())
+				return
+			}
+			w.Header().Set("Retry-After", "1")
+			p.fail(w, routeUpdates, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "this poller replica is behind your cursor; retry shortly")
+			return
+		}
+		if v.reset {
+			p.writeReset(w, v.applied)
+			return
+		}
+		matched := inm != "" && etagMatch(inm, v.newest)
+		if !waiting || len(v.items) > 0 || (inm != "" && !matched) {
+			if v.wake != nil {
+				p.idx.unwait(id, v.wake)
+			}
+			outcome := outOK
+			if timedOut && len(v.items) == 0 {
+				outcome = outTimeout
+			}
+			if matched && len(v.items) == 0 {
+				if !timedOut {
+					outcome = outNotModified
+				}
+				p.writeNotModified(w, v.newest, outcome)
+				return
+			}
+			p.writeUpdates(w, v, outcome)
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(q.wait)
+			p.m.waiting.Inc()
+		}
+		select {
+		case <-v.wake.ch:
+		case <-timer.C:
+			waiting, timedOut = false, true
+		case <-p.drain:
+			waiting, timedOut = false, true
+		case <-r.Context().Done():
+			p.idx.unwait(id, v.wake)
+			return
+		}
+		p.idx.unwait(id, v.wake)
+	}
+}
+
+func (p *Poller) setReadHeaders(w http.ResponseWriter, newest uint64) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	// private: no shared proxy may store a token-gated answer; no-cache: the
+	// browser may keep it but must revalidate (cheaply, with the ETag).
+	h["Cache-Control"] = []string{"private, no-cache"}
+	var b [24]byte
+	h["Etag"] = []string{string(appendETag(b[:0], newest))}
+}
+
+func (p *Poller) writeNotModified(w http.ResponseWriter, newest uint64, outcome string) {
+	h := w.Header()
+	h["Cache-Control"] = []string{"private, no-cache"}
+	var b [24]byte
+	h["Etag"] = []string{string(appendETag(b[:0], newest))}
+	w.WriteHeader(http.StatusNotModified)
+	p.m.count(routeUpdates, outcome)
+}
+
+func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Cache-Control"] = []string{"no-store"}
+	b := make([]byte, 0, 64)
+	b = append(b, `{"reset":true,"cursor":"`...)
+	b = formatSeq(b, applied)
+	b = append(b, "\"}\n"...)
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b) // a failed write means the client left
+	p.m.count(routeUpdates, outReset)
+}
+
+// writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
+// envelopes' stored JSON.
+func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
+	p.setReadHeaders(w, v.newest)
+	var head [64]byte
+	hb := append(head[:0], `{"cursor":"`...)
+	hb = formatSeq(hb, v.applied)
+	hb = append(hb, `","events":[`...)
+	n := len(hb) + 3
+	for i, it := range v.items {
+		if i > 0 {
+			n++
+		}
+		n += len(it.json)
+	}
+	w.Header()["Content-Length"] = []string{strconv.Itoa(n)}
+	w.WriteHeader(http.StatusOK)
+	p.m.count(routeUpdates, outcome)
+	// Write errors mean the client left; there is nobody to tell.
+	if _, err := w.Write(hb); err != nil {
+		return
+	}
+	for i, it := range v.items {
+		if i > 0 {
+			if _, err := w.Write([]byte{','}); err != nil {
+				return
+			}
+		}
+		if _, err := w.Write(it.json); err != nil {
+			return
+		}
+	}
+	_, _ = w.Write([]byte("]}\n"))
+}
+
+// handleStream serves Server-Sent Events: id = seq, event = type, data =
+// envelope; a reset is an event named "reset". It resumes from
+// Last-Event-ID (or since=), and ends on Drain.
+func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
+	id, q, ok := p.begin(w, r, routeStream)
+	if !ok {
+		return
+	}
+	if le := r.Header.Get("Last-Event-ID"); le != "" {
+		s, err := parseSeq(le, "Last-Event-ID")
+		if err != nil {
+			p.fail(w, routeStream, outBadRequest, http.StatusBadRequest, wire.CodeInvalidCursor, err.Error())
+			return
+		}
+		q.since, q.hasSince = s, true
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	p.m.count(routeStream, outOK)
+	p.m.streams.Inc()
+	defer p.m.streams.Dec()
+	if _, err := w.Write([]byte("retry: 2000\n\n")); err != nil {
+		return
+	}
+	if rc.Flush() != nil {
+		return
+	}
+	hb := time.NewTicker(p.cfg.Heartbeat)
+	defer hb.Stop()
+	var buf [16]item
+	out := make([]byte, 0, 512)
+	for {
+		v := p.idx.read(id, q.since, q.hasSince, true, buf[:0])
+		out = out[:0]
+		switch {
+		case v.behind:
+		case v.reset:
+			out = append(out, "id: "...)
+			out = formatSeq(out, v.applied)
+			out = append(out, "\nevent: reset\ndata: {\"reset\":true,\"cursor\":\""...)
+			out = formatSeq(out, v.applied)
+			out = append(out, "\"}\n\n"...)
+			q.since, q.hasSince = v.applied, true
+		default:
+			for _, it := range v.items {
+				out = append(out, "id: "...)
+				out = formatSeq(out, it.seq)
+				out = append(out, "\nevent: "...)
+				out = append(out, it.typ...)
+				out = append(out, "\ndata: "...)
+				out = append(out, it.json...)
+				out = append(out, "\n\n"...)
+			}
+			// Every change of this eventId up to applied was just sent.
+			q.since, q.hasSince = v.applied, true
+		}
+		if len(out) > 0 {
+			if v.wake != nil {
+				p.idx.unwait(id, v.wake)
+			}
+			if _, err := w.Write(out); err != nil {
+				return
+			}
+			if rc.Flush() != nil {
+				return
+			}
+			continue
+		}
+		var wake <-chan struct{}
+		if v.wake != nil {
+			wake = v.wake.ch
+		}
+		var advanced <-chan struct{}
+		if v.behind {
+			advanced = v.advanced
+		}
+		stop := false
+		for !stop {
+			select {
+			case <-wake:
+				stop = true
+			case <-advanced:
+				stop = true
+			case <-hb.C:
+				if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil || rc.Flush() != nil {
+					if v.wake != nil {
+						p.idx.unwait(id, v.wake)
+					}
+					return
+				}
+			case <-p.drain:
+				if v.wake != nil {
+					p.idx.unwait(id, v.wake)
+				}
+				return
+			case <-r.Context().Done():
+				if v.wake != nil {
+					p.idx.unwait(id, v.wake)
+				}
+				return
+			}
+		}
+		if v.wake != nil {
+			p.idx.unwait(id, v.wake)
+		}
+	}
+}
+
+// handleMessage answers one change by seq: from memory when held, else by a
+// direct get on the stream. A seq of another eventId is a 404 like a
+// missing one, so nothing leaks across eventIds.
+func (p *Poller) handleMessage(w http.ResponseWriter, r *http.Request) {
+	id, _, ok := p.begin(w, r, routeMessage)
+	if !ok {
+		return
+	}
+	seq, err := parseSeq(r.PathValue("seq"), "seq")
+	if err != nil || seq == 0 {
+		p.fail(w, routeMessage, outBadRequest, http.StatusBadRequest, wire.CodeInvalidCursor, "seq must be a stream seq: 1 to 20 decimal digits, not 0")
+		return
+	}
+	body, held := p.idx.get(id, seq)
+	if !held {
+		body, err = p.fetch(r.Context(), id, seq)
+		if errors.Is(err, errNoSuchChange) {
+			p.fail(w, routeMessage, outNotFound, http.StatusNotFound, wire.CodeNotFound, fmt.Sprintf("no change with seq %d for this event", seq))
+			return
+		}
+		if err != nil {
+			p.log.WithError(err).WithField("seq", seq).Warn("fetch change failed")
+			w.Header().Set("Retry-After", "1")
+			p.fail(w, routeMessage, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "the stream is not reachable; retry shortly")
+			return
+		}
+	}
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	// A seq names one change forever; the browser may keep it.
+	h["Cache-Control"] = []string{"private, max-age=3600, immutable"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body) + 1)}
+	w.WriteHeader(http.StatusOK)
+	p.m.count(routeMessage, outOK)
+	if _, err := w.Write(body); err == nil {
+		_, _ = w.Write([]byte{'\n'})
+	}
+}
+
+var errNoSuchChange = errors.New("no such change")
+
+func (p *Poller) fetch(ctx context.Context, id string, seq uint64) ([]byte, error) {
+	stp := p.st.Load()
+	if stp == nil {
+		return nil, errors.New("stream not opened yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := (*stp).GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, errNoSuchChange
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s seq %d: %w", p.scfg.Name, seq, err)
+	}
+	env, _, err := wire.DecodeMessage(m.Subject, m.Header, m.Data, m.Sequence, m.Time)
+	if err != nil || env.EventID != id {
+		return nil, errNoSuchChange
+	}
+	return env.AppendJSON(nil), nil
+}
+
+// cors sets the CORS answer headers when the request's Origin is allowed.
+func (p *Poller) cors(w http.ResponseWriter, r *http.Request) bool {
+	if len(p.cfg.CORSOrigins) == 0 {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	if origin == "" {
+		return false
+	}
+	allow := ""
+	if slices.Contains(p.cfg.CORSOrigins, "*") {
+		allow = "*"
+	} else if slices.Contains(p.cfg.CORSOrigins, origin) {
+		allow = origin
+	}
+	if allow == "" {
+		return false
+	}
+	h.Set("Access-Control-Allow-Origin", allow)
+	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After")
+	return true
+}
+
+func (p *Poller) handlePreflight(w http.ResponseWriter, r *http.Request) {
+	if !p.cors(w, r) {
+		p.fail(w, routePreflight, outForbidden, http.StatusForbidden, wire.CodeForbidden, "origin not allowed")
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, If-None-Match, Last-Event-ID, Cache-Control")
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+	p.m.count(routePreflight, outOK)
+}

@@ -1,0 +1,335 @@
+// Package poller is the service browsers poll when Pusher is off or
+// unreachable, and where clients fetch changes the relay sent by reference.
+// It follows LIVE_EVENTS with an ordered consumer into an in-memory index and
+// answers every read from it: replicas are stateless and interchangeable, and
+// the stream seq is the cursor.
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/stream"
+	"github.com/nostressplanner/liveupdates/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+)
+
+// Deps are the poller's collaborators.
+type Deps struct {
+	// JS reaches LIVE_EVENTS. Required.
+	JS jetstream.JetStream
+	// Stream is LIVE_EVENTS's configuration, for stream.Ensure.
+	Stream stream.Config
+	// Log receives the poller's logs. Zero means logs are discarded.
+	Log logrus.FieldLogger
+	// Registerer receives the poller's metrics. Zero means a private
+	// registry nobody scrapes.
+	Registerer prometheus.Registerer
+	// Now is the clock. Zero means time.Now.
+	Now func() time.Time
+}
+
+// ErrNotReady is returned by Ready until the poller has replayed the stream.
+var ErrNotReady = errors.New("poller not ready")
+
+// Poller follows LIVE_EVENTS and serves the polling API.
+type Poller struct {
+	cfg  Config
+	js   jetstream.JetStream
+	scfg stream.Config
+	log  logrus.FieldLogger
+	now  func() time.Time
+	m    *metrics
+	idx  *index
+	lim  *limiter
+
+	// ready is closed once the replay is done.
+	ready     chan struct{}
+	readyOnce sync.Once
+	// following is false while the consumer is being re-created.
+	following atomic.Bool
+	// drain is closed by Drain.
+	drain     chan struct{}
+	drainOnce sync.Once
+	// st is the stream handle for by-seq reads, set by Run.
+	st atomic.Pointer[jetstream.Stream]
+	// replayTarget is the stream's last seq when the replay started.
+	replayTarget atomic.Uint64
+	// lag is the stream's messages after the last applied one.
+	lag atomic.Uint64
+}
+
+// New builds a poller. It does no I/O.
+func New(cfg Config, deps Deps) (*Poller, error) {
+	if deps.JS == nil {
+		return nil, errors.New("poller: Deps.JS is required")
+	}
+	cfg = cfg.withDefaults()
+	if !cfg.Open() && len(cfg.Secret) < 16 {
+		return nil, errors.New("poller: Config.Secret must be at least 16 bytes when set")
+	}
+	log := deps.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
+	p := &Poller{
+		cfg:   cfg,
+		js:    deps.JS,
+		scfg:  deps.Stream.WithDefaults(),
+		log:   log.WithField("component", "poller"),
+		now:   now,
+		idx:   newIndex(cfg),
+		lim:   newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
+		ready: make(chan struct{}),
+		drain: make(chan struct{}),
+	}
+	m, err := newMetrics(reg, p)
+	if err != nil {
+		return nil, fmt.Errorf("poller metrics: %w", err)
+	}
+	p.m = m
+	return p, nil
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// Ready reports nil once the stream has been replayed into memory and the
+// consumer is following; until then it wraps ErrNotReady.
+func (p *Poller) Ready(context.Context) error {
+	select {
+	case <-p.ready:
+	default:
+		return fmt.Errorf("%w: replaying %s (applied seq %d)", ErrNotReady, p.scfg.Name, p.idx.appliedSeq())
+	}
+	if !p.following.Load() {
+		return fmt.Errorf("%w: reconnecting to %s (applied seq %d)", ErrNotReady, p.scfg.Name, p.idx.appliedSeq())
+	}
+	return nil
+}
+
+// Drain ends every long-poll and SSE stream with a normal answer and makes
+// later long-polls answer at once. Call it on SIGTERM before the HTTP server
+// drains. It is safe to call more than once.
+func (p *Poller) Drain() {
+	p.drainOnce.Do(func() { close(p.drain) })
+}
+
+func (p *Poller) isReady() bool {
+	select {
+	case <-p.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run ensures the stream, replays what it retains (up to ReplayDepth), and
+// follows it until ctx is done. A broken consumer is re-created from the
+// last applied seq, so nothing is skipped. It returns nil on cancellation
+// and an error only when the stream conflicts with the configuration.
+func (p *Poller) Run(ctx context.Context) error {
+	var st jetstream.Stream
+	for attempt := 0; ; attempt++ {
+		s, changes, err := stream.Ensure(ctx, p.js, p.scfg)
+		if err == nil {
+			for _, c := range changes {
+				p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
+			}
+			st = s
+			break
+		}
+		if errors.Is(err, stream.ErrConflict) {
+			return fmt.Errorf("poller: %w", err)
+		}
+		if !p.backoff(ctx, attempt, err, "ensure stream failed") {
+			return nil
+		}
+	}
+	p.st.Store(&st)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { p.housekeep(ctx) })
+
+	start := true
+	for attempt := 0; ctx.Err() == nil; {
+		if start {
+			ok, err := p.replayStart(ctx, st)
+			if err != nil {
+				if !p.backoff(ctx, attempt, err, "stream info failed") {
+					return nil
+				}
+				attempt++
+				continue
+			}
+			start = !ok
+		}
+		err := p.follow(ctx, st)
+		p.following.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.m.consumerRestarts.Inc()
+		if !p.backoff(ctx, attempt, err, "consumer failed, resuming from applied seq") {
+			return nil
+		}
+		attempt++
+		if p.idx.appliedSeq() > 0 {
+			attempt = min(attempt, 3)
+		}
+	}
+	return nil
+}
+
+// replayStart reads the stream's state and positions the index at the
+// replay start. It reports true when the replay target is known.
+func (p *Poller) replayStart(ctx context.Context, st jetstream.Stream) (bool, error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("info %s: %w", p.scfg.Name, err)
+	}
+	s := info.State
+	first := s.FirstSeq
+	if s.LastSeq >= p.cfg.ReplayDepth && s.LastSeq-p.cfg.ReplayDepth+1 > first {
+		first = s.LastSeq - p.cfg.ReplayDepth + 1
+	}
+	if s.Msgs == 0 {
+		first = s.LastSeq + 1
+	}
+	if first == 0 {
+		first = 1
+	}
+	p.idx.reset(first - 1)
+	p.replayTarget.Store(s.LastSeq)
+	p.log.WithFields(logrus.Fields{"first_seq": first, "last_seq": s.LastSeq}).Info("replaying stream")
+	if s.LastSeq < first {
+		p.markReady()
+	}
+	return true, nil
+}
+
+func (p *Poller) markReady() {
+	p.readyOnce.Do(func() {
+		p.log.WithField("seq", p.idx.appliedSeq()).Info("replay done, ready")
+		close(p.ready)
+	})
+}
+
+// follow consumes from the applied seq on until the consumer fails or ctx
+// is done.
+func (p *Poller) follow(ctx context.Context, st jetstream.Stream) error {
+	from := p.idx.appliedSeq() + 1
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+	})
+	if err != nil {
+		return fmt.Errorf("ordered consumer on %s from seq %d: %w", p.scfg.Name, from, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("messages of %s from seq %d: %w", p.scfg.Name, from, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	p.following.Store(true)
+	p.log.WithField("seq", from).Debug("following stream")
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("next message of %s after seq %d: %w", p.scfg.Name, p.idx.appliedSeq(), err)
+		}
+		p.applyMsg(msg)
+	}
+}
+
+func (p *Poller) applyMsg(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		p.m.invalid.Inc()
+		p.log.WithError(err).Warn("message without metadata skipped")
+		return
+	}
+	seq := md.Sequence.Stream
+	env, _, err := wire.DecodeMessage(msg.Subject(), msg.Headers(), msg.Data(), seq, md.Timestamp)
+	if err != nil {
+		p.m.invalid.Inc()
+		p.log.WithError(err).WithField("seq", seq).Warn("invalid change skipped")
+		p.idx.skip(seq)
+	} else {
+		p.idx.apply(env, md.Timestamp)
+	}
+	p.lag.Store(md.NumPending)
+	if md.NumPending == 0 || seq >= p.replayTarget.Load() {
+		p.markReady()
+	}
+}
+
+// backoff logs err (rate-limited by attempt) and waits before a retry. It
+// returns false when ctx ended.
+func (p *Poller) backoff(ctx context.Context, attempt int, err error, msg string) bool {
+	d := min(50*time.Millisecond<<min(attempt, 6), 3*time.Second)
+	if attempt < 3 || attempt%20 == 0 {
+		p.log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "backoff": d}).Warn(msg)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// housekeep ages out held changes and refreshes the busiest-events gauge.
+func (p *Poller) housekeep(ctx context.Context) {
+	tick := time.NewTicker(p.cfg.PollInterval)
+	defer tick.Stop()
+	sweepEvery := max(p.cfg.RingAge/4, p.cfg.PollInterval)
+	lastSweep := p.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := p.now()
+		if now.Sub(lastSweep) >= sweepEvery {
+			p.idx.sweepAge(now)
+			lastSweep = now
+		}
+		top := p.idx.busiest(busiestRanks)
+		p.m.setBusiest(top)
+		if len(top) > 0 {
+			p.log.WithFields(logrus.Fields{"event_id": top[0].id, "polls": top[0].polls}).Debug("busiest event")
+		}
+	}
+}
+
+func formatSeq(b []byte, s uint64) []byte { return strconv.AppendUint(b, s, 10) }
