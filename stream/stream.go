@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,6 +119,11 @@ func ParseBytes(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	// Without this check 16GiB-times-a-billion wraps round to a small,
+	// plausible size and is accepted silently.
+	if n > math.MaxInt64/mult || n < math.MinInt64/mult {
+		return 0, fmt.Errorf("size %q times %d: %w", s, mult, strconv.ErrRange)
 	}
 	return n * mult, nil
 }
