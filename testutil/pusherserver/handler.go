@@ -30,6 +30,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		drop(w)
 		return
 	}
+	// Read the body before waiting: only then does net/http watch the
+	// connection and cancel the request context when the client leaves.
+	body, readErr := readBody(r, s.lim.maxBodyBytes())
 	if d := s.faults.latencyNow(); d > 0 {
 		timer := time.NewTimer(d)
 		select {
@@ -55,7 +58,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	evs, apiErr := s.handle(r, n, at)
+	evs, apiErr := s.handle(r, body, readErr, n, at)
 	if apiErr != nil {
 		s.finish(ex, apiErr.status, apiErr.msg)
 		writeText(w, apiErr.status, apiErr.msg)
@@ -69,19 +72,26 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "{}") //nolint:errcheck // the client going away is not the server's error
 }
 
-// handle runs every check of a request and returns the events to record.
-func (s *Server) handle(r *http.Request, n int, at time.Time) ([]Event, *apiError) {
-	ep, apiErr := s.route(r)
-	if apiErr != nil {
-		return nil, apiErr
-	}
-	limit := s.lim.maxBodyBytes()
+// readBody reads at most limit bytes; more is a 413.
+func readBody(r *http.Request, limit int64) ([]byte, *apiError) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, badRequest("Reading the body: %v", err)
 	}
 	if int64(len(body)) > limit {
 		return nil, &apiError{status: http.StatusRequestEntityTooLarge, msg: "Request body too large"}
+	}
+	return body, nil
+}
+
+// handle runs every check of a request and returns the events to record.
+func (s *Server) handle(r *http.Request, body []byte, readErr *apiError, n int, at time.Time) ([]Event, *apiError) {
+	ep, apiErr := s.route(r)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if readErr != nil {
+		return nil, readErr
 	}
 	if apiErr := verify(s.creds, r.Method, r.URL.Path, r.URL.RawQuery, body, at); apiErr != nil {
 		return nil, apiErr
