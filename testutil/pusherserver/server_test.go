@@ -278,7 +278,7 @@ func TestLatencyOutlastingTheClientTimeoutRecordsNothing(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{})
 	s.SetLatency(time.Minute) // Close cuts it short at cleanup
-	err := s.Client(50 * time.Millisecond).Trigger("c", "e", "d")
+	err := s.Client(50*time.Millisecond).Trigger("c", "e", "d")
 	ue, ok := errors.AsType[*url.Error](err)
 	if !ok || !ue.Timeout() {
 		t.Fatalf("Trigger()=%v, want a *url.Error timeout", err)
