@@ -151,6 +151,13 @@ func (g *gate) Refused(err error, retryAfter time.Duration) time.Duration {
 	return d
 }
 
+// Healthy reports whether Pusher is believed healthy.
+func (g *gate) Healthy() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failures == 0
+}
+
 // Refusal returns why Pusher refuses us, or nil.
 func (g *gate) Refusal() error {
 	g.mu.Lock()

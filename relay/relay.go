@@ -164,15 +164,18 @@ func limiter(perSec float64, burst int) *rate.Limiter {
 // returns an error only when the streams or the consumer cannot be set up.
 func (r *Relay) Run(ctx context.Context) error {
 	st, _, err := stream.Ensure(ctx, r.js, r.streams)
+	if err == nil {
+		_, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ())
+	}
+	var cons jetstream.Consumer
+	if err == nil {
+		cons, err = r.ensureConsumer(ctx)
+	}
+	if ctx.Err() != nil {
+		return nil // cancelled while setting up: nothing held yet
+	}
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
-	}
-	if _, _, err := stream.Ensure(ctx, r.js, r.streams.DLQ()); err != nil {
-		return fmt.Errorf("relay: %w", err)
-	}
-	cons, err := r.ensureConsumer(ctx)
-	if err != nil {
-		return err
 	}
 	adv := make(chan *nats.Msg, 64)
 	sub, err := r.js.Conn().ChanSubscribe(advisorySubject(r.streams.Name), adv)
@@ -203,23 +206,28 @@ func advisorySubject(streamName string) string {
 }
 
 func (r *Relay) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, r.streams.Name, jetstream.ConsumerConfig{
-		Durable:       Consumer,
-		Description:   "liveupdates relay: forwards changes to Pusher",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       r.cfg.AckWait,
-		MaxDeliver:    r.cfg.MaxDeliver,
-		MaxAckPending: r.cfg.MaxAckPending,
-		MaxWaiting:    512,
-	})
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, r.streams.Name, r.cfg.consumerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("relay: create consumer %s on %s: %w", Consumer, r.streams.Name, err)
+		return nil, fmt.Errorf("create consumer %s on %s: %w", Consumer, r.streams.Name, err)
 	}
 	r.mu.Lock()
 	r.cons = cons
 	r.mu.Unlock()
 	return cons, nil
+}
+
+// consumerConfig is the durable consumer every replica shares.
+func (c Config) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   "liveupdates relay: forwards changes to Pusher",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+		MaxWaiting:    512,
+	}
 }
 
 // Ready reports nil while the relay can do its work: the consumer is
@@ -290,7 +298,7 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 	if err := first.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
-	if len(msgs) == 0 || n == 1 || ctx.Err() != nil {
+	if len(msgs) == 0 || n == 1 || ctx.Err() != nil || !r.gate.Healthy() {
 		return msgs, nil
 	}
 	rest, err := cons.Fetch(n-1, jetstream.FetchMaxWait(r.cfg.BatchWindow))
@@ -410,6 +418,11 @@ func (r *Relay) releaseAll(ctx context.Context) {
 		r.hold.done(it)
 	}
 	if len(items) > 0 {
+		// Naks are fire-and-forget: flush so they leave before the caller
+		// closes the connection.
+		if err := r.js.Conn().FlushWithContext(dctx); err != nil {
+			r.log.WithError(err).Warn("flush released changes")
+		}
 		r.log.WithField("changes", len(items)).Info("released held changes")
 	}
 }

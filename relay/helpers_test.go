@@ -1,0 +1,282 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/nostressplanner/liveupdates/stream"
+	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// rig is one integration test's world: a real nats-server with LIVE_EVENTS,
+// and the Pusher-compatible server.
+type rig struct {
+	t       testing.TB
+	nats    *testutil.JetStream
+	js      jetstream.JetStream
+	pusher  *pusherserver.Server
+	streams stream.Config
+	ids     atomic.Int64
+}
+
+func newRig(t testing.TB, opts pusherserver.Options) *rig {
+	t.Helper()
+	r := &rig{t: t, nats: testutil.RunJetStream(t), pusher: pusherserver.Start(t, opts)}
+	r.js = r.nats.JS(t)
+	r.streams = stream.Config{Storage: jetstream.MemoryStorage}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := stream.Ensure(ctx, r.js, r.streams); err != nil {
+		t.Fatalf("ensure stream: %v", err)
+	}
+	return r
+}
+
+// config is a relay configuration for tests: short timers, no coalescing.
+func (r *rig) config() Config {
+	return Config{
+		AppID: "1", Key: "key", Secret: "secret",
+		Host: r.pusher.Host(), Secure: false,
+		BatchWindow:       20 * time.Millisecond,
+		BatchSize:         500,
+		MaxInFlight:       4,
+		AckWait:           5 * time.Second,
+		MaxDeliver:        5,
+		Timeout:           2 * time.Second,
+		BackoffBase:       20 * time.Millisecond,
+		BackoffMax:        200 * time.Millisecond,
+		AuthRetryInterval: 200 * time.Millisecond,
+		IdleWait:          100 * time.Millisecond,
+		LagInterval:       50 * time.Millisecond,
+	}
+}
+
+// running is a relay started by a test.
+type running struct {
+	relay *Relay
+	reg   *prometheus.Registry
+	logs  *logtest.Hook
+	stop  func()
+}
+
+// start runs a relay on its own connection until stop (or the test's end).
+func (r *rig) start(cfg Config, js jetstream.JetStream) *running {
+	r.t.Helper()
+	if js == nil {
+		js = r.nats.JS(r.t)
+	}
+	reg := prometheus.NewRegistry()
+	log, hook := logtest.NewNullLogger()
+	log.SetLevel(logrus.DebugLevel)
+	rl, err := New(cfg, Deps{JS: js, Stream: r.streams, Log: log, Registerer: reg})
+	if err != nil {
+		r.t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rl.Run(ctx) }()
+	var stopped atomic.Bool
+	stop := func() {
+		if !stopped.CompareAndSwap(false, true) {
+			return
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				r.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			r.t.Errorf("Run did not return within 15s of cancellation")
+		}
+	}
+	r.t.Cleanup(stop)
+	return &running{relay: rl, reg: reg, logs: hook, stop: stop}
+}
+
+// change is one change to publish.
+type change struct {
+	eventID, typ, data, socketID string
+}
+
+// publish stores changes the way the producer does and returns their seqs
+// and ids.
+func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range changes {
+		id := "id-" + strconv.FormatInt(r.ids.Add(1), 10)
+		m := &nats.Msg{Subject: wire.Subject(c.eventID, c.typ), Header: nats.Header{}, Data: []byte(c.data)}
+		m.Header.Set(wire.HeaderMsgID, id)
+		m.Header.Set(wire.HeaderAt, wire.FormatAt(time.Now()))
+		if c.socketID != "" {
+			m.Header.Set(wire.HeaderSocketID, c.socketID)
+		}
+		ack, err := r.js.PublishMsg(ctx, m)
+		if err != nil {
+			r.t.Fatalf("publish %s: %v", m.Subject, err)
+		}
+		seqs = append(seqs, ack.Sequence)
+		ids = append(ids, id)
+	}
+	return seqs, ids
+}
+
+// publishRaw stores a message as is (to test what the producer would refuse).
+func (r *rig) publishRaw(m *nats.Msg) uint64 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := r.js.PublishMsg(ctx, m)
+	if err != nil {
+		r.t.Fatalf("publish %s: %v", m.Subject, err)
+	}
+	return ack.Sequence
+}
+
+// delivered decodes every envelope Pusher accepted, in acceptance order.
+func (r *rig) delivered() []received {
+	r.t.Helper()
+	var out []received
+	for _, ev := range r.pusher.Events() {
+		var env wire.Envelope
+		if err := json.Unmarshal([]byte(ev.Data), &env); err != nil {
+			r.t.Fatalf("event on %s is not an envelope: %v: %s", ev.Channel, err, ev.Data)
+		}
+		out = append(out, received{Event: ev, env: env})
+	}
+	return out
+}
+
+type received struct {
+	pusherserver.Event
+	env wire.Envelope
+}
+
+// waitIDs waits until every id was delivered at least once.
+func (r *rig) waitIDs(timeout time.Duration, ids []string) {
+	r.t.Helper()
+	testutil.EventuallyErr(r.t, timeout, func() error {
+		seen := map[string]bool{}
+		for _, ev := range r.delivered() {
+			seen[ev.env.ID] = true
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				return fmt.Errorf("change %s not delivered (%d distinct seen of %d)", id, len(seen), len(ids))
+			}
+		}
+		return nil
+	})
+}
+
+// consumerInfo reads the relay consumer's state; before the relay created
+// the consumer it reports an empty state.
+func (r *rig) consumerInfo() *jetstream.ConsumerInfo {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := r.js.Consumer(ctx, wire.StreamName, Consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return &jetstream.ConsumerInfo{}
+	}
+	if err != nil {
+		r.t.Fatalf("consumer: %v", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		r.t.Fatalf("consumer info: %v", err)
+	}
+	return info
+}
+
+// waitSettled waits until the consumer has nothing pending or unacked.
+func (r *rig) waitSettled(timeout time.Duration) {
+	r.t.Helper()
+	testutil.EventuallyErr(r.t, timeout, func() error {
+		info := r.consumerInfo()
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("consumer has %d pending and %d unacked", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
+}
+
+// dlq returns every dead letter (none before the relay created LIVE_DLQ).
+func (r *rig) dlq() []*jetstream.RawStreamMsg {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.js.Stream(ctx, wire.DLQStreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	return testutil.ReadAll(r.t, r.js, wire.DLQStreamName)
+}
+
+func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+func jetstreamMaxWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
+
+func jsonUnmarshalString(raw []byte, s *string) error { return json.Unmarshal(raw, s) }
+
+// counterValue sums every series of a counter family.
+func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// counterVecValue is the value of the series with label=value.
+func counterVecValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
