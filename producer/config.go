@@ -76,29 +76,32 @@ func LoadAPIConfig(getenv func(string) string) (APIConfig, error) {
 		r, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(r > 0) || r > 1e9 {
 			errs = append(errs, fmt.Errorf("LIVE_API_RATE=%q: want a positive number of changes per second", v))
+		} else {
+			c.Rate = r
 		}
-		c.Rate = r
 	}
 	if v := getenv("LIVE_API_BURST"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
 			errs = append(errs, fmt.Errorf("LIVE_API_BURST=%q: want a positive whole number of changes", v))
+		} else {
+			c.Burst = n
 		}
-		c.Burst = n
 	}
 	if v := getenv("LIVE_API_PUBLISH_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("LIVE_API_PUBLISH_TIMEOUT=%q: want a positive duration such as 5s", v))
+		} else {
+			c.PublishTimeout = d
 		}
-		c.PublishTimeout = d
 	}
 	if v := getenv("LIVE_POLL_SECRET"); v != "" {
 		c.PollSecret = []byte(v)
 	}
-	if len(errs) == 0 {
-		errs = append(errs, c.withDefaults().validate())
-	}
+	// Fields that did not parse stayed zero, so validate sees their
+	// defaults and reports only the remaining problems.
+	errs = append(errs, c.withDefaults().validate())
 	if err := errors.Join(errs...); err != nil {
 		return APIConfig{}, err
 	}
