@@ -182,9 +182,8 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.waitIDs(10*time.Second, ids)
 
-	outage := 2500 * time.Millisecond
 	start := time.Now()
-	rg.pusher.FailFor(outage, pusherserver.Fault{Status: 503})
+	rg.pusher.FailFor(time.Minute, pusherserver.Fault{Status: 503})
 	var cs []change
 	for i := range 60 {
 		cs = append(cs, change{eventID: "e" + strconv.Itoa(i%7), typ: wire.TypeVoteUpdated, data: `{"i":` + strconv.Itoa(i) + `}`})
@@ -192,12 +191,21 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	_, first := rg.publish(cs[:30]...)
 	// Up to MaxInFlight lanes fail at once; then one probe per step.
 	testutil.Eventually(t, 5*time.Second, func() bool { return rg.pusher.Requests() >= 1+cfg.MaxInFlight+3 }, "relay never probed")
-	_, second := rg.publish(cs[30:]...) // published during the outage: must not be fetched
-	info := rg.consumerInfo()
-	if info.NumPending < 29 {
-		t.Fatalf("consumer has %d changes pending during the outage, want the 30 published during it left unfetched (one pull may be in flight)", info.NumPending)
+	_, second := rg.publish(cs[30:]...) // published during the outage: must stay unfetched
+	probes := func(n int) {
+		want := rg.pusher.Requests() + n
+		testutil.Eventually(t, 5*time.Second, func() bool { return rg.pusher.Requests() >= want }, "relay stopped probing")
 	}
-	testutil.Eventually(t, 10*time.Second, func() bool { return time.Since(start) > outage }, "outage never ended")
+	probes(2) // a pull already in flight when the gate closed has ended by now
+	before := rg.consumerInfo().NumPending
+	probes(3)
+	after := rg.consumerInfo().NumPending
+	if before < 20 || after != before {
+		t.Fatalf("consumer pending went %d -> %d during the outage, want the changes published during it left unfetched", before, after)
+	}
+	// Outlast the ack wait, then end the outage.
+	testutil.Eventually(t, 10*time.Second, func() bool { return time.Since(start) > 3*cfg.AckWait/2 }, "clock stopped")
+	rg.pusher.FailFor(0, pusherserver.Fault{})
 	rg.waitIDs(20*time.Second, append(first, second...))
 	rg.waitSettled(5 * time.Second)
 
