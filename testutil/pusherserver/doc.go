@@ -50,9 +50,13 @@
 // # Faults
 //
 // Before any check, in this order: SetOutage drops the connection (no
-// answer; the client sees a *url.Error), SetLatency delays (the outage is
-// checked again afterwards), then FailNext and FailFor answer a Fault: a
-// status with optional Retry-After and body, or a dropped connection.
+// answer; the client sees a *url.Error); the body is read (so a client that
+// gives up during the latency is noticed and nothing is handled);
+// SetLatency delays (the outage is checked again afterwards); then FailNext
+// and FailFor answer a Fault: a status with optional Retry-After and body,
+// or a dropped connection. FailFor windows and auth_timestamp use
+// Options.Now, so a test can move time instead of sleeping; latency is
+// real time.
 // Every request, whatever its fate, counts in Requests and appears in
 // Exchanges; only 200s count in Accepted.
 //
