@@ -131,7 +131,11 @@ func (g *gate) Failure(retryAfter time.Duration) time.Duration {
 	if retryAfter > d {
 		d = retryAfter
 	}
-	g.until = time.Now().Add(d)
+	// Lanes that failed together must not shorten a Retry-After another
+	// lane was given.
+	if until := time.Now().Add(d); until.After(g.until) {
+		g.until = until
+	}
 	g.probing = false
 	g.broadcast()
 	return d
@@ -145,7 +149,9 @@ func (g *gate) Refused(err error, retryAfter time.Duration) time.Duration {
 	g.failures++
 	g.refusal = err
 	d := max(g.authInterval, retryAfter)
-	g.until = time.Now().Add(d)
+	if until := time.Now().Add(d); until.After(g.until) {
+		g.until = until
+	}
 	g.probing = false
 	g.broadcast()
 	return d
