@@ -21,7 +21,7 @@ import (
 // harness is one poller following a real embedded JetStream, served over a
 // real HTTP server.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	p    *Poller
 	reg  *prometheus.Registry
 	url  string
@@ -31,14 +31,14 @@ type harness struct {
 func testStream() stream.Config { return stream.Config{} } // file storage: it survives an outage
 
 // ensureStream creates LIVE_EVENTS so tests can publish before a poller runs.
-func ensureStream(t *testing.T, js jetstream.JetStream) {
+func ensureStream(t testing.TB, js jetstream.JetStream) {
 	t.Helper()
 	if _, _, err := stream.Ensure(t.Context(), js, testStream()); err != nil {
 		t.Fatalf("Ensure()=%v", err)
 	}
 }
 
-func startPoller(t *testing.T, srv *testutil.JetStream, cfg Config) *harness {
+func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	p, err := New(cfg, Deps{JS: srv.JS(t), Stream: testStream(), Registerer: reg})
@@ -71,7 +71,7 @@ func startPoller(t *testing.T, srv *testutil.JetStream, cfg Config) *harness {
 }
 
 // publish stores one change in the stored-message contract and returns its seq.
-func publish(t *testing.T, js jetstream.JetStream, eventID, typ, data string) uint64 {
+func publish(t testing.TB, js jetstream.JetStream, eventID, typ, data string) uint64 {
 	t.Helper()
 	m := nats.NewMsg(wire.Subject(eventID, typ))
 	m.Header.Set(wire.HeaderMsgID, wire.NewID(time.Now()))
@@ -95,7 +95,7 @@ func (h *harness) get(path string, hdr ...string) reply {
 	return getURL(h.t, h.url+path, hdr...)
 }
 
-func getURL(t *testing.T, url string, hdr ...string) reply {
+func getURL(t testing.TB, url string, hdr ...string) reply {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {

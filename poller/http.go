@@ -135,7 +135,7 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var (
-		buf      [16]item
+		buf      [2]item
 		timer    *time.Timer
 		behindT  *time.Timer
 		timedOut bool

@@ -1,0 +1,175 @@
+// Command loadgen drives the poller's HTTP API from a separate process, so
+// the benchmark measures the server and not the client. It prints one JSON
+// result on stdout.
+//
+//	loadgen -mode rps  -base URL -ids 10000 -conns 64 -duration 3s -kind 304|200
+//	loadgen -mode hold -base URL -ids 10000 -since N -wait 30
+//
+// rps first learns each eventId's ETag (one GET each), then polls as fast as
+// it can: kind 304 sends If-None-Match with the learnt ETag, kind 200 asks
+// since the seq before the eventId's newest, so each answer holds one change.
+// hold opens one long-poll per eventId and, once they end, reports when each
+// answer carrying a change arrived (unix nanoseconds), for wake latency.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type result struct {
+	Requests int64            `json:"requests"`
+	Seconds  float64          `json:"seconds"`
+	RPS      float64          `json:"rps"`
+	Status   map[int]int64    `json:"status"`
+	Errors   int64            `json:"errors"`
+	Arrivals map[string]int64 `json:"arrivals,omitempty"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	mode := flag.String("mode", "rps", "rps or hold")
+	base := flag.String("base", "", "poller base URL, such as http://127.0.0.1:8080")
+	ids := flag.Int("ids", 10000, "distinct eventIds e0..e<ids-1>")
+	conns := flag.Int("conns", 64, "concurrent connections (rps)")
+	duration := flag.Duration("duration", 3*time.Second, "how long to poll (rps)")
+	kind := flag.String("kind", "304", "304 or 200 (rps)")
+	since := flag.Uint64("since", 0, "cursor for long-polls (hold)")
+	wait := flag.Int("wait", 30, "long-poll seconds (hold)")
+	flag.Parse()
+	if *base == "" {
+		return fmt.Errorf("-base is required")
+	}
+	switch *mode {
+	case "rps":
+		return rps(*base, *ids, *conns, *duration, *kind)
+	case "hold":
+		return hold(*base, *ids, *since, *wait)
+	}
+	return fmt.Errorf("unknown -mode %q", *mode)
+}
+
+func client(conns int) *http.Client {
+	dials := make(chan struct{}, 128) // keep the listen backlog from overflowing
+	d := &net.Dialer{Timeout: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		DisableCompression:  true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials <- struct{}{}
+			defer func() { <-dials }()
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func rps(base string, ids, conns int, duration time.Duration, kind string) error {
+	c := client(conns)
+	etags := make([]string, ids)
+	newest := make([]uint64, ids)
+	for i := range ids {
+		res, err := c.Get(fmt.Sprintf("%s/v1/events/e%d/updates", base, i))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		etags[i] = res.Header.Get("ETag")
+		newest[i], _ = strconv.ParseUint(strings.Trim(etags[i], `"`), 10, 64)
+	}
+	var n, errs atomic.Int64
+	var mu sync.Mutex
+	status := map[int]int64{}
+	deadline := time.Now().Add(duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range conns {
+		wg.Go(func() {
+			local := map[int]int64{}
+			buf := make([]byte, 4096)
+			for i := w; time.Now().Before(deadline); i += conns {
+				id := i % ids
+				var url string
+				req, _ := http.NewRequest(http.MethodGet, "", nil)
+				if kind == "304" {
+					url = fmt.Sprintf("%s/v1/events/e%d/updates?since=%d", base, id, newest[id])
+					req.Header.Set("If-None-Match", etags[id])
+				} else {
+					url = fmt.Sprintf("%s/v1/events/e%d/updates?since=%d", base, id, max(newest[id], 1)-1)
+				}
+				req.URL, _ = req.URL.Parse(url)
+				req.Host = req.URL.Host
+				res, err := c.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				for {
+					if _, err := res.Body.Read(buf); err != nil {
+						break
+					}
+				}
+				res.Body.Close()
+				local[res.StatusCode]++
+				n.Add(1)
+			}
+			mu.Lock()
+			for k, v := range local {
+				status[k] += v
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	return json.NewEncoder(os.Stdout).Encode(result{Requests: n.Load(), Seconds: el, RPS: float64(n.Load()) / el, Status: status, Errors: errs.Load()})
+}
+
+func hold(base string, ids int, since uint64, wait int) error {
+	c := client(ids)
+	c.Timeout = time.Duration(wait+30) * time.Second
+	var errs atomic.Int64
+	var mu sync.Mutex
+	status := map[int]int64{}
+	arrivals := map[string]int64{}
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			id := "e" + strconv.Itoa(i)
+			res, err := c.Get(fmt.Sprintf("%s/v1/events/%s/updates?since=%d&wait=%d", base, id, since, wait))
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			b, err := io.ReadAll(res.Body)
+			at := time.Now().UnixNano()
+			res.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			status[res.StatusCode]++
+			if err == nil && strings.Contains(string(b), `"events":[{`) {
+				arrivals[id] = at
+			}
+		})
+	}
+	wg.Wait()
+	return json.NewEncoder(os.Stdout).Encode(result{Requests: int64(ids), Status: status, Errors: errs.Load(), Arrivals: arrivals})
+}
