@@ -167,9 +167,7 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 		p.opts.Metrics.count(c.Type, resultOf(err, false), 1)
 		return Result{ID: id}, err
 	}
-	ctx, cancel := p.bound(ctx)
-	defer cancel()
-	ack, err := p.publishSync(ctx, m)
+	ack, err := p.publishSync(ctx, m, p.deadline(ctx))
 	if err != nil {
 		err = p.classify(m.Subject, err)
 	}
@@ -205,12 +203,12 @@ func (p *Publisher) PublishBatch(ctx context.Context, cs []Change) []BatchResult
 		pending = append(pending, i)
 	}
 	if len(pending) > 0 {
-		ctx, cancel := p.bound(ctx)
+		ctx, cancel := context.WithDeadline(ctx, p.deadline(ctx))
 		defer cancel()
 		b := p.newBackoff()
 		for {
 			pending = p.sendWindow(ctx, pending, msgs, res)
-			if len(pending) == 0 || !b.wait(ctx) {
+			if len(pending) == 0 || !b.wait(ctx, time.Time{}) {
 				break
 			}
 			p.opts.Metrics.retried(len(pending))
@@ -299,30 +297,36 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 	return retry
 }
 
-// publishSync sends m until JetStream acks it, a permanent error occurs, or
-// ctx ends. Every attempt carries the same Nats-Msg-Id.
-func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+// publishSync sends m until JetStream acks it, a permanent error occurs,
+// ctx ends or deadline passes. Every attempt carries the same Nats-Msg-Id.
+// The deadline is a value, not a derived context, so the happy path costs
+// one timer (the attempt's), as a raw jetstream publish does.
+func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
 	for {
-		ack, err := p.attempt(ctx, m)
+		ack, err := p.attempt(ctx, m, deadline)
 		if err == nil {
 			return ack, nil
 		}
-		if !isTransient(err) || !b.wait(ctx) {
+		if !isTransient(err) || !b.wait(ctx, deadline) {
 			return nil, err
 		}
 		p.opts.Metrics.retried(1)
 	}
 }
 
-func (p *Publisher) attempt(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if !p.conn.IsConnected() {
 		return nil, errNotConnected
 	}
-	actx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
+	timeout := min(p.opts.AttemptTimeout, time.Until(deadline))
+	if timeout <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ack, err := p.js.PublishMsg(actx, m, p.pubOpts...)
 	if err != nil {
@@ -341,12 +345,13 @@ func checkStream(ack *jetstream.PubAck) error {
 	return nil
 }
 
-// bound gives ctx a deadline when it has none, so retries end.
-func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+// deadline is ctx's deadline, or Options.MaxWait from now when it has none,
+// so retries end.
+func (p *Publisher) deadline(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
 	}
-	return context.WithTimeout(ctx, p.opts.MaxWait)
+	return time.Now().Add(p.opts.MaxWait)
 }
 
 // prepare validates c and builds its message. On error it returns the
@@ -457,12 +462,15 @@ type backoff struct{ next time.Duration }
 func (p *Publisher) newBackoff() backoff { return backoff{next: p.opts.RetryBackoff} }
 
 // wait sleeps the next delay (with jitter) and reports true, or reports
-// false at once when ctx ends first or its deadline is too close for
-// another attempt to be worth it.
-func (b *backoff) wait(ctx context.Context) bool {
+// false at once when ctx ends first, or when ctx's deadline or deadline (if
+// not zero) is too close for another attempt to be worth it.
+func (b *backoff) wait(ctx context.Context, deadline time.Time) bool {
 	d := b.next/2 + rand.N(b.next/2+1)
 	b.next = min(2*b.next, maxBackoff)
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+	if dl, ok := ctx.Deadline(); ok && (deadline.IsZero() || dl.Before(deadline)) {
+		deadline = dl
+	}
+	if !deadline.IsZero() && time.Until(deadline) < d {
 		return false
 	}
 	t := time.NewTimer(d)
