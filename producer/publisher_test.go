@@ -357,3 +357,29 @@ func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	}
 	testutil.CollectAndLint(t, reg, "liveupdates_producer_")
 }
+
+func TestPublishRidesOutAShortOutageWithinItsDeadline(t *testing.T) {
+	t.Parallel()
+	srv, js := newStream(t)
+	reg := prometheus.NewRegistry()
+	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	srv.Stop()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := p.Publish(ctx, Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`), ID: "ride-out"})
+		done <- err
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(p.opts.Metrics.retries) >= 1
+	}, "publish did not retry during the outage")
+	srv.Start()
+	if err := <-done; err != nil {
+		t.Fatalf("Publish() across a restart=%v", err)
+	}
+	envs, _ := stored(t, js)
+	if len(envs) != 1 || envs[0].ID != "ride-out" {
+		t.Fatalf("stored %+v, want exactly the one change", envs)
+	}
+}
