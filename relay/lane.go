@@ -1,7 +1,10 @@
 package relay
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"time"
 	"fmt"
 	"sync"
 
@@ -24,6 +27,47 @@ func (l *lane) push(items []*item) {
 	select {
 	case l.wake <- struct{}{}:
 	default:
+	}
+}
+
+// requeue puts a partial tail back in front of the queue when more changes
+// are already waiting, so a backlog goes out in full batches at no latency
+// cost. It reports whether it did.
+func (l *lane) requeue(tail []*outEvent) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) == 0 {
+		return false
+	}
+	var items []*item
+	for _, ev := range tail {
+		items = append(items, ev.items...)
+	}
+	// Groups hold their changes oldest first and the tail is in seq order
+	// of each group's newest, so sorting by seq restores the fetch order.
+	slices.SortFunc(items, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
+	l.queue = append(items, l.queue...)
+	return true
+}
+
+// awaitMore waits up to d for more changes to be queued. Only a lane that
+// took more than a batch (a backlog) asks, so steady traffic pays nothing.
+func (l *lane) awaitMore(ctx context.Context, d time.Duration) bool {
+	l.mu.Lock()
+	n := len(l.queue)
+	l.mu.Unlock()
+	if n > 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return false
+	case <-l.wake:
+		return true
 	}
 }
 
@@ -60,7 +104,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			events[i] = enc.event(g)
 		}
 		for i := 0; i < len(events); i += pusherMaxBatch {
-			if err := r.deliver(ctx, l, events[i:min(i+pusherMaxBatch, len(events))]); err != nil {
+			chunk := events[i:min(i+pusherMaxBatch, len(events))]
+			if len(chunk) < pusherMaxBatch && i > 0 && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk) {
+				break // more is queued: the tail rides with it in a full batch
+			}
+			if err := r.deliver(ctx, l, chunk); err != nil {
 				return
 			}
 		}

@@ -133,7 +133,7 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		now:        now,
 		gate:       newGate(cfg.BackoffBase, cfg.BackoffMax, cfg.AuthRetryInterval),
 		coalesce:   make(map[string]bool, len(cfg.CoalesceTypes)),
-		hold:       newHolder(int64(2*cfg.BatchSize), m.held),
+		hold:       newHolder(int64(min(4*cfg.BatchSize, cfg.MaxAckPending)), m.held),
 		reqLim:     limiter(cfg.RequestsPerSecond, cfg.MaxInFlight),
 		msgLim:     limiter(cfg.MessagesPerSecond, pusherMaxBatch),
 		logOutage:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
@@ -249,7 +249,7 @@ func (r *Relay) Ready(ctx context.Context) error {
 }
 
 // fetchLoop pulls changes while Pusher is healthy and the process holds
-// fewer than twice the batch size, and routes them to lanes. During an
+// fewer than four batches (bounded by MaxAckPending), and routes them to lanes. During an
 // outage it stops pulling, so no delivery attempt is spent.
 func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 	n := int64(r.cfg.BatchSize)
