@@ -3,10 +3,10 @@ package relay
 import (
 	"cmp"
 	"context"
-	"slices"
-	"time"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
