@@ -293,7 +293,9 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 	at := make([]int, 0, len(items)) // changes[j] is items[at[j]]
 	for i, it := range items {
 		if len(it.Data) > a.cfg.MaxEventBytes {
-			ids[i] = it.ID
+			if wire.ValidateID(it.ID) == nil {
+				ids[i] = it.ID // echoed in the answer, so only when valid
+			}
 			errs[i] = fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(it.Data), a.cfg.MaxEventBytes)
 			continue
 		}

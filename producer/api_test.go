@@ -286,6 +286,7 @@ func TestAPIBatchAnswersAResultPerChange(t *testing.T) {
 		{"eventId":"e2","type":"attendee.updated","data":[1,2],"socketId":"9.9"},
 		{"eventId":"e1","type":"vote.updated","data":"` + strings.Repeat("x", 80) + `","id":"c4"},
 		{"eventId":"e1","type":"vote.updated"},
+		{"eventId":"e1","type":"vote.updated","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","id":"bad\u0000id"},
 		{"eventId":"e1","type":"vote.updated","data":{"n":1},"id":"c1"}
 	]`
 	a := e.do(t, "POST", "/v1/publish", testKey, map[string]string{"X-Socket-Id": "1.2"}, body)
@@ -293,11 +294,11 @@ func TestAPIBatchAnswersAResultPerChange(t *testing.T) {
 		t.Fatalf("status=%d body=%s, want 207 for a mixed batch", a.status, a.body)
 	}
 	var got struct{ Results []idSeq }
-	if err := json.Unmarshal(a.body, &got); err != nil || len(got.Results) != 6 {
+	if err := json.Unmarshal(a.body, &got); err != nil || len(got.Results) != 7 {
 		t.Fatalf("answer %s: %v", a.body, err)
 	}
 	r := got.Results
-	wantErr := map[int]string{1: wire.CodeInvalidEventID, 3: wire.CodeTooLarge, 4: wire.CodeInvalidJSON}
+	wantErr := map[int]string{1: wire.CodeInvalidEventID, 3: wire.CodeTooLarge, 4: wire.CodeInvalidJSON, 5: wire.CodeTooLarge}
 	for i, res := range r {
 		code := ""
 		if res.Error != nil {
@@ -307,7 +308,7 @@ func TestAPIBatchAnswersAResultPerChange(t *testing.T) {
 			t.Fatalf("result %d: %+v, want error code %q (body %s)", i, res, wantErr[i], a.body)
 		}
 	}
-	if r[0].ID != "c1" || r[5].Seq != r[0].Seq || !r[5].Duplicate || r[1].ID != "c2" || r[3].ID != "c4" {
+	if r[0].ID != "c1" || r[6].Seq != r[0].Seq || !r[6].Duplicate || r[1].ID != "c2" || r[3].ID != "c4" || r[5].ID != "" {
 		t.Fatalf("results %+v", r)
 	}
 	envs, sockets := stored(t, e.js)

@@ -153,6 +153,18 @@ func NewPublisher(js jetstream.JetStream, opts Options) *Publisher {
 	}
 }
 
+// Ready reports nil when the NATS client is connected and JetStream answers
+// for wire.StreamName: a check for ops.Checks (/readyz).
+func (p *Publisher) Ready(ctx context.Context) error {
+	if !p.conn.IsConnected() {
+		return fmt.Errorf("%w: %s", errNotConnected, p.conn.Status())
+	}
+	if _, err := p.js.Stream(ctx, wire.StreamName); err != nil {
+		return fmt.Errorf("look up stream %s: %w", wire.StreamName, err)
+	}
+	return nil
+}
+
 // MaxDataBytes is the largest data a change may carry.
 func (p *Publisher) MaxDataBytes() int { return p.opts.MaxDataBytes }
 

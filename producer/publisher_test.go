@@ -383,3 +383,23 @@ func TestPublishRidesOutAShortOutageWithinItsDeadline(t *testing.T) {
 		t.Fatalf("stored %+v, want exactly the one change", envs)
 	}
 }
+
+func TestReadyFollowsTheConnectionAndTheStream(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	p := NewPublisher(js, Options{})
+	if err := p.Ready(t.Context()); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("Ready() without the stream=%v, want ErrStreamNotFound", err)
+	}
+	ensureStream(t, js)
+	if err := p.Ready(t.Context()); err != nil {
+		t.Fatalf("Ready()=%v", err)
+	}
+	srv.Stop()
+	if err := p.Ready(t.Context()); err == nil {
+		t.Fatalf("Ready() with the server down=nil")
+	}
+	srv.Start()
+	testutil.EventuallyErr(t, 10*time.Second, func() error { return p.Ready(t.Context()) })
+}
