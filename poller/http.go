@@ -36,10 +36,16 @@ func (p *Poller) Register(mux *http.ServeMux) {
 	for _, rt := range routes {
 		mux.HandleFunc("GET "+rt.path, rt.h)
 		mux.HandleFunc("OPTIONS "+rt.path, p.handlePreflight)
-		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-			wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
-		})
+		// Methods are listed, not left open: an open pattern here would
+		// conflict with the ingest API's POST /v1/events/{eventId}/{type}
+		// when both are mounted on one mux (dev). POST is left to that
+		// route; alone, the mux answers it 405 with an Allow header.
+		for _, m := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			mux.HandleFunc(m+" "+rt.path, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+				wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
+			})
+		}
 	}
 }
 
