@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/nostressplanner/liveupdates/ops"
+	"github.com/nostressplanner/liveupdates/stream"
+)
+
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// newLogger builds the process logger: JSON for the deployed roles, text for
+// dev and the operator tools, unless LIVE_LOG_FORMAT says otherwise.
+func newLogger(getenv func(string) string, out io.Writer, defaultFormat string) (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(out)
+	var errs []error
+	format := getenv("LIVE_LOG_FORMAT")
+	if format == "" {
+		format = defaultFormat
+	}
+	switch format {
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	default:
+		errs = append(errs, fmt.Errorf("LIVE_LOG_FORMAT=%q: want json or text", format))
+	}
+	if v := getenv("LIVE_LOG_LEVEL"); v != "" {
+		lvl, err := logrus.ParseLevel(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("LIVE_LOG_LEVEL=%q: want debug, info, warn or error", v))
+		} else {
+			log.SetLevel(lvl)
+		}
+	}
+	return log, errors.Join(errs...)
+}
+
+// httpAddr is LIVE_HTTP_ADDR or :8080.
+func httpAddr(getenv func(string) string) string {
+	if v := getenv("LIVE_HTTP_ADDR"); v != "" {
+		return v
+	}
+	return ":8080"
+}
+
+// connectNATS connects with reconnects forever: a role outlives a NATS
+// restart or a node loss, and reports not ready meanwhile.
+func connectNATS(getenv func(string) string, name string, log logrus.FieldLogger, extra ...nats.Option) (*nats.Conn, error) {
+	url := getenv("LIVE_NATS_URL")
+	if url == "" {
+		url = defaultNATSURL
+	}
+	opts := []nats.Option{
+		nats.Name("liveupdates-" + name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.WithError(err).Warn("nats disconnected")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.WithField("server", nc.ConnectedUrlRedacted()).Info("nats reconnected")
+		}),
+	}
+	if creds := getenv("LIVE_NATS_CREDS"); creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	opts = append(opts, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", redactURL(url), err)
+	}
+	return nc, nil
+}
+
+// redactURL hides a password in a NATS URL before it is logged.
+func redactURL(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	return u[:scheme+3] + "redacted@" + u[at+1:]
+}
+
+// ensureStream creates or checks LIVE_EVENTS, retrying while NATS is not
+// there yet (a role may start before the cluster). A conflicting stream is
+// not retried: it needs an operator.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg stream.Config, log logrus.FieldLogger) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, changes, err := stream.Ensure(ctx, js, cfg)
+		if err == nil {
+			for _, c := range changes {
+				log.WithFields(logrus.Fields{"stream": cfg.WithDefaults().Name, "field": c.Field, "old": c.Old, "new": c.New}).
+					Warn("stream limit updated to match configuration")
+			}
+			return nil
+		}
+		if errors.Is(err, stream.ErrConflict) {
+			return err
+		}
+		log.WithError(err).WithField("attempt", attempt).Warn("stream not ready, retrying")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure stream: %w", context.Cause(ctx))
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// natsReady is the readiness check of a NATS dependency: connected, and
+// JetStream answering for the stream.
+func natsReady(nc *nats.Conn, js jetstream.JetStream, streamName string) ops.ReadyCheck {
+	return func(ctx context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats not connected (%s)", nc.Status())
+		}
+		if _, err := js.Stream(ctx, streamName); err != nil {
+			return fmt.Errorf("jetstream stream %s: %w", streamName, err)
+		}
+		return nil
+	}
+}
+
+// httpMetrics wraps a handler with request counts and durations by route
+// pattern (a closed set) and status code.
+type httpMetrics struct {
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer, role string) *httpMetrics {
+	m := &httpMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "liveupdates_" + role + "_http_request_duration_seconds",
+		Help:    "HTTP requests by route pattern and status code.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "code"})}
+	reg.MustRegister(m.duration)
+	return m
+}
+
+func (m *httpMetrics) wrap(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		mux.ServeHTTP(sw, r)
+		// ServeMux records the matched pattern on r: a closed set of labels.
+		pattern := r.Pattern
+		if pattern == "" {
+			pattern = "unmatched"
+		}
+		m.duration.WithLabelValues(pattern, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines (SSE and
+// long-polls need them).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

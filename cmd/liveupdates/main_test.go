@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{"no command prints usage", nil, nil, "usage"},
+		{"an unknown command prints usage", []string{"frobnicate"}, nil, "usage"},
+		{"an unknown flag prints usage", []string{"api", "--no-such-flag"}, nil, "usage"},
+		{"api without keys names the variable", []string{"api"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "LIVE_API_KEYS"},
+		{"relay without pusher credentials says so", []string{"relay"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "Pusher credentials are not set"},
+		{"a bad stream setting names the variable", []string{"api", "--stream-max-age", "soon"}, map[string]string{"LIVE_API_KEYS": "k"}, "LIVE_STREAM_MAX_AGE"},
+		{"a bad log format names the variable", []string{"poller"}, map[string]string{"LIVE_LOG_FORMAT": "xml"}, "LIVE_LOG_FORMAT"},
+		{"publish without an event names the flag", []string{"publish", "--type", "vote.updated"}, nil, "--event is required"},
+		{"publish with invalid JSON says so", []string{"publish", "--event", "e1", "--type", "vote.updated", "--data", "{"}, nil, "not valid JSON"},
+		{"tail with a bad eventId says so", []string{"tail", "--event", "e/1"}, nil, "eventId"},
+		{"dev with a bad listen address names the variable", []string{"dev"}, map[string]string{"LIVE_NATS_LISTEN": "nowhere"}, "LIVE_NATS_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr syncBuffer
+			err := run(t.Context(), tt.args, envOf(tt.env), &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("run(%v) = nil, want an error mentioning %q", tt.args, tt.wantErr)
+			}
+			got := err.Error() + stderr.String()
+			if !strings.Contains(got, tt.wantErr) {
+				t.Fatalf("run(%v) = %v (stderr %q), want it to mention %q", tt.args, err, stderr.String(), tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestAFlagWinsOverItsVariable(t *testing.T) {
+	t.Parallel()
+	c := command{name: "api", vars: apiVars()}
+	s, err := parseSettings(c, []string{"--nats-url", "nats://flag:4222"}, envOf(map[string]string{
+		"LIVE_NATS_URL": "nats://env:4222", "LIVE_HTTP_ADDR": ":9999",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Getenv("LIVE_NATS_URL"); got != "nats://flag:4222" {
+		t.Fatalf("LIVE_NATS_URL = %q, want the flag's value", got)
+	}
+	if got := s.Getenv("LIVE_HTTP_ADDR"); got != ":9999" {
+		t.Fatalf("LIVE_HTTP_ADDR = %q, want the variable's value when no flag is given", got)
+	}
+}
+
+func TestTheReadmeDocumentsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands() {
+		for _, v := range c.vars {
+			if !bytes.Contains(readme, []byte("`"+v.Name+"`")) && !bytes.Contains(readme, []byte(v.Name+"`")) {
+				t.Errorf("README.md does not document %s (used by %s)", v.Name, c.name)
+			}
+		}
+	}
+	for _, cmd := range []string{"make run", "make test"} {
+		if !bytes.Contains(readme, []byte(cmd)) {
+			t.Errorf("README.md does not show %q", cmd)
+		}
+	}
+}
+
+func TestRedactURLHidesThePassword(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"nats://user:pw@host:4222": "nats://redacted@host:4222",
+		"nats://host:4222":         "nats://host:4222",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDevServesTheNewcomerPath is the README's promise: `make run`, then a
+// curl with the key "dev" gets 202 with a seq, `tail --from-start` shows the
+// change, a poll returns it, and SIGTERM stops everything cleanly.
+func TestDevServesTheNewcomerPath(t *testing.T) {
+	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	env := envOf(map[string]string{
+		"LIVE_HTTP_ADDR":   httpAddr,
+		"LIVE_NATS_LISTEN": natsAddr,
+		"LIVE_DATA_DIR":    t.TempDir(),
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"dev"}, env, io.Discard, &logs) }()
+
+	base := "http://" + httpAddr
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "dev never became ready; logs:\n%s", &logs)
+	for _, want := range []string{`API key \"dev\"`, "pusher is off", "LIVE_POLL_SECRET is unset"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("dev logs do not say %q; logs:\n%s", want, logs.String())
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events/e42/vote.updated", strings.NewReader(`{"v":1}`))
+	req.Header.Set("Authorization", "Bearer dev")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST = %d %s, want 202", resp.StatusCode, body)
+	}
+	var res struct {
+		ID  string `json:"id"`
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil || res.Seq == 0 || res.ID == "" {
+		t.Fatalf("POST body = %s (%v), want an id and a seq", body, err)
+	}
+
+	var tailOut syncBuffer
+	tailCtx, tailCancel := context.WithTimeout(ctx, 15*time.Second)
+	defer tailCancel()
+	err = run(tailCtx, []string{"tail", "--event", "e42", "--from-start", "--limit", "1"},
+		envOf(map[string]string{"LIVE_NATS_URL": "nats://" + natsAddr}), &tailOut, io.Discard)
+	if err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	var got wire.Envelope
+	if err := json.Unmarshal([]byte(tailOut.String()), &got); err != nil {
+		t.Fatalf("tail printed %q: %v", tailOut.String(), err)
+	}
+	if got.Seq != res.Seq || got.ID != res.ID || got.EventID != "e42" || got.Type != "vote.updated" || string(got.Data) != `{"v":1}` {
+		t.Fatalf("tail printed %+v, want seq %d id %s with the data", got, res.Seq, res.ID)
+	}
+
+	var poll struct {
+		Cursor string            `json:"cursor"`
+		Events []json.RawMessage `json:"events"`
+	}
+	testutil.EventuallyErr(t, 10*time.Second, func() error {
+		resp, err := http.Get(base + "/v1/events/e42/updates?since=0")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&poll); err != nil {
+			return err
+		}
+		if poll.Cursor != strconv.FormatUint(res.Seq, 10) || len(poll.Events) != 1 {
+			return fmt.Errorf("poll = %+v, want cursor %d and one change", poll, res.Seq)
+		}
+		return nil
+	})
+
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, re := range []string{`liveupdates_api_\w+`, `liveupdates_poller_\w+`, `liveupdates_dev_http_request_duration_seconds`} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics has no %s", re)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev stopped with %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev did not stop within 20s of cancellation")
+	}
+}

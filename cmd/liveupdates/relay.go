@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/nostressplanner/liveupdates/relay"
+)
+
+// runRelay forwards changes to Pusher. Without Pusher credentials it fails:
+// a relay that cannot send would only hold changes back.
+func runRelay(ctx context.Context, env *settings) error {
+	cfg, cfgErr := relay.LoadConfig(env.Getenv)
+	if cfgErr == nil && !cfg.PusherEnabled() {
+		cfgErr = errors.New("Pusher credentials are not set (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, and PUSHER_CLUSTER or PUSHER_HOST): the relay has nothing to send to; clients keep working through the poller")
+	}
+	r, err := newRole(env, "relay", cfgErr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	rl, err := newRelay(r, cfg)
+	if err != nil {
+		return err
+	}
+	srv := r.server(env, "relay", nil, nil)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rl.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
+}
+
+func newRelay(r *role, cfg relay.Config) (*relay.Relay, error) {
+	log := r.log.WithField("component", "relay")
+	log.WithFields(cfg.Redacted()).Info("relay configuration")
+	rl, err := relay.New(cfg, relay.Deps{
+		JS:         r.js,
+		Stream:     r.stream,
+		Log:        log,
+		Registerer: r.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	r.checks.Add("relay", rl.Ready)
+	return rl, nil
+}

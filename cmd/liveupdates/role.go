@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/nostressplanner/liveupdates/ops"
+	"github.com/nostressplanner/liveupdates/stream"
+)
+
+// role is what every long-running role shares: a logger, a registry, the
+// readiness checks, and a NATS connection with its JetStream handle.
+type role struct {
+	log    *logrus.Logger
+	reg    *prometheus.Registry
+	checks *ops.Checks
+	stream stream.Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+}
+
+// newRole reads the common settings, reporting every problem at once
+// together with the role's own (cfgErr), and connects to NATS.
+func newRole(env *settings, name string, cfgErr error, natsOpts ...nats.Option) (*role, error) {
+	log, logErr := newLogger(env.Getenv, env.stderr, "json")
+	streamCfg, streamErr := stream.LoadConfig(env.Getenv)
+	if err := errors.Join(logErr, streamErr, cfgErr); err != nil {
+		return nil, fmt.Errorf("%s configuration:\n%w", name, err)
+	}
+	return connectRole(env, name, log, streamCfg, natsOpts...)
+}
+
+func connectRole(env *settings, name string, log *logrus.Logger, streamCfg stream.Config, natsOpts ...nats.Option) (*role, error) {
+	entry := log.WithField("component", name)
+	nc, err := connectNATS(env.Getenv, name, entry, natsOpts...)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	r := &role{log: log, reg: ops.NewRegistry(), checks: &ops.Checks{}, stream: streamCfg, nc: nc, js: js}
+	r.checks.Add("nats", natsReady(nc, js, streamCfg.WithDefaults().Name))
+	return r, nil
+}
+
+// close drains the NATS connection so in-flight publishes and acks finish.
+func (r *role) close() {
+	if err := r.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.log.WithError(err).Warn("nats drain")
+	}
+}
+
+// server is the role's HTTP server on LIVE_HTTP_ADDR: its routes plus
+// /healthz, /readyz and /metrics.
+func (r *role) server(env *settings, name string, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
+	mux := ops.Mux(r.reg, r.checks)
+	if mount != nil {
+		mount(mux)
+	}
+	return &ops.Server{
+		Addr:        httpAddr(env.Getenv),
+		Handler:     newHTTPMetrics(r.reg, name).wrap(mux),
+		Log:         r.log.WithField("component", "http"),
+		BeforeDrain: beforeDrain,
+	}
+}
+
+// runEnsure ensures the stream in the background: the HTTP server (and
+// /healthz) is up at once, /readyz waits for the stream.
+func (r *role) ensure(ctx context.Context) error {
+	return ensureStream(ctx, r.js, r.stream, r.log.WithField("component", "stream"))
+}

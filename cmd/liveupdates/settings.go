@@ -1,0 +1,117 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// envVar is one setting: an environment variable and its flag.
+type envVar struct {
+	Name    string // LIVE_NATS_URL
+	Default string // shown in help; the loaders own the real defaults
+	Help    string
+	Secret  bool // never echoed
+}
+
+// flagName turns LIVE_NATS_URL into nats-url and PUSHER_APP_ID into
+// pusher-app-id: the flag of the same meaning.
+func flagName(env string) string {
+	n := strings.TrimPrefix(env, "LIVE_")
+	return strings.ReplaceAll(strings.ToLower(n), "_", "-")
+}
+
+var errHelp = errors.New("help shown")
+
+// settings resolves a setting from its flag, then the environment.
+type settings struct {
+	flags  map[string]*string
+	set    map[string]bool
+	getenv func(string) string
+	extra  map[string]*string // command-only flags without a variable
+	bools  map[string]*bool
+	stdout io.Writer // results (tail, publish)
+	stderr io.Writer // logs
+}
+
+// Getenv has the signature every LoadConfig takes.
+func (s *settings) Getenv(name string) string {
+	if s.set[name] {
+		return *s.flags[name]
+	}
+	return s.getenv(name)
+}
+
+// Flag returns a command-only flag's value.
+func (s *settings) Flag(name string) string { return *s.extra[name] }
+
+// Bool returns a command-only boolean flag.
+func (s *settings) Bool(name string) bool { return *s.bools[name] }
+
+type extraFlag struct {
+	name, def, help string
+	isBool          bool
+}
+
+var commandFlags = map[string][]extraFlag{
+	"publish": {
+		{name: "event", help: "the eventId (required)"},
+		{name: "type", help: "the change type, such as vote.updated (required)"},
+		{name: "data", def: "{}", help: "the change's data, JSON"},
+		{name: "id", help: "the change id (idempotency key); generated when empty"},
+		{name: "socket-id", help: "Pusher socket id of the sender, excluded by the relay"},
+		{name: "api-url", help: "publish through the ingest API at this base URL instead of NATS (uses LIVE_API_KEY)"},
+	},
+	"tail": {
+		{name: "event", help: "the eventId to follow (required)"},
+		{name: "type", help: "only this change type"},
+		{name: "from-start", help: "print what the stream still holds first", isBool: true},
+		{name: "limit", def: "0", help: "exit after this many envelopes (0: follow until interrupted)"},
+	},
+}
+
+func parseSettings(c command, args []string, getenv func(string) string, stderr io.Writer) (*settings, error) {
+	fs := flag.NewFlagSet("liveupdates "+c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	s := &settings{flags: map[string]*string{}, set: map[string]bool{}, getenv: getenv,
+		extra: map[string]*string{}, bools: map[string]*bool{}}
+	byFlag := map[string]string{}
+	for _, v := range c.vars {
+		help := v.Help + " (env " + v.Name
+		if v.Default != "" {
+			help += ", default " + v.Default
+		}
+		help += ")"
+		s.flags[v.Name] = fs.String(flagName(v.Name), "", help)
+		byFlag[flagName(v.Name)] = v.Name
+	}
+	for _, f := range commandFlags[c.name] {
+		if f.isBool {
+			s.bools[f.name] = fs.Bool(f.name, false, f.help)
+		} else {
+			s.extra[f.name] = fs.String(f.name, f.def, f.help)
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: liveupdates %s [flags]\n\n%s\n\n", c.name, c.summary)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "liveupdates %s: unexpected argument %q\n", c.name, fs.Arg(0))
+		return nil, errUsage
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if env, ok := byFlag[f.Name]; ok {
+			s.set[env] = true
+		}
+	})
+	return s, nil
+}

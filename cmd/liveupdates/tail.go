@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// runTail prints the envelopes of one eventId, one JSON line each, as they
+// are stored. It reads through an ordered consumer: no state on the server,
+// nothing to ack, and it never changes what the relay or pollers see.
+func runTail(ctx context.Context, env *settings) error {
+	eventID, typ := env.Flag("event"), env.Flag("type")
+	var errs []error
+	if eventID == "" {
+		errs = append(errs, errors.New("--event is required"))
+	} else if err := wire.ValidateEventID(eventID); err != nil {
+		errs = append(errs, fmt.Errorf("--event: %w", err))
+	}
+	if typ != "" {
+		if err := wire.ValidateType(typ); err != nil {
+			errs = append(errs, fmt.Errorf("--type: %w", err))
+		}
+	}
+	limit, err := strconv.Atoi(env.Flag("limit"))
+	if err != nil || limit < 0 {
+		errs = append(errs, fmt.Errorf("--limit=%q: want a count, 0 for no limit", env.Flag("limit")))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tail:\n%w", err)
+	}
+	log, err := newLogger(env.Getenv, env.stderr, "text")
+	if err != nil {
+		return err
+	}
+	nc, err := connectNATS(env.Getenv, "tail", log.WithField("component", "tail"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	filter := wire.EventSubjectFilter(eventID)
+	if typ != "" {
+		filter = wire.Subject(eventID, typ)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
+	if env.Bool("from-start") {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	cons, err := js.OrderedConsumer(ctx, wire.StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("tail %s: %w", filter, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("tail %s: %w", filter, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	printed := 0
+	var buf []byte
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tail %s: %w", filter, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("tail %s: %w", filter, err)
+		}
+		env2, _, err := wire.DecodeMessage(msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+		if err != nil {
+			log.WithError(err).WithField("seq", meta.Sequence.Stream).Warn("skipping invalid stored message")
+			continue
+		}
+		buf = append(env2.AppendJSON(buf[:0]), '\n')
+		if _, err := env.stdout.Write(buf); err != nil {
+			return fmt.Errorf("tail: write: %w", err)
+		}
+		printed++
+		if limit > 0 && printed >= limit {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package main
+
+// The settings of each command. The README's configuration table lists the
+// same names; a test keeps the two in step.
+
+func commonVars() []envVar {
+	return []envVar{
+		{Name: "LIVE_NATS_URL", Default: "nats://127.0.0.1:4222", Help: "NATS server URL(s), comma-separated"},
+		{Name: "LIVE_NATS_CREDS", Help: "NATS credentials file (optional)"},
+		{Name: "LIVE_HTTP_ADDR", Default: ":8080", Help: "address of the HTTP server (/healthz, /readyz, /metrics and the role's routes)"},
+		{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
+		{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev)", Help: "json or text"},
+	}
+}
+
+func streamVars() []envVar {
+	return []envVar{
+		{Name: "LIVE_STREAM_STORAGE", Default: "file", Help: "LIVE_EVENTS storage: file or memory"},
+		{Name: "LIVE_STREAM_MAX_AGE", Default: "24h", Help: "drop changes older than this"},
+		{Name: "LIVE_STREAM_MAX_BYTES", Default: "1GiB", Help: "bound the stream's size (-1 unlimited)"},
+		{Name: "LIVE_STREAM_REPLICAS", Default: "1", Help: "stream replicas: 1 in dev, 3 in a cluster"},
+		{Name: "LIVE_STREAM_DUPLICATES", Default: "2m", Help: "dedup window for change ids"},
+	}
+}
+
+func apiOnlyVars() []envVar {
+	return []envVar{
+		{Name: "LIVE_API_KEYS", Help: "comma-separated API keys accepted as Authorization: Bearer <key> (required for api; dev accepts \"dev\" when unset)", Secret: true},
+		{Name: "LIVE_API_MAX_EVENT_BYTES", Default: "64KiB", Help: "largest change data accepted"},
+		{Name: "LIVE_API_MAX_REQUEST_BYTES", Default: "1MiB", Help: "largest request body accepted"},
+		{Name: "LIVE_API_RATE", Default: "200", Help: "requests per second per API key"},
+		{Name: "LIVE_API_BURST", Help: "burst per API key"},
+		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens (POST /v1/tokens and poller reads); reads are open when unset", Secret: true},
+	}
+}
+
+func relayOnlyVars() []envVar {
+	return []envVar{
+		{Name: "PUSHER_APP_ID", Help: "Pusher app id"},
+		{Name: "PUSHER_KEY", Help: "Pusher key"},
+		{Name: "PUSHER_SECRET", Help: "Pusher secret", Secret: true},
+		{Name: "PUSHER_CLUSTER", Help: "Pusher cluster, such as eu"},
+		{Name: "PUSHER_HOST", Help: "host[:port] of a Pusher-compatible server (overrides the cluster)"},
+		{Name: "PUSHER_SECURE", Default: "true", Help: "use HTTPS towards Pusher"},
+		{Name: "PUSHER_MAX_PAYLOAD_KB", Default: "10", Help: "Pusher's event size limit for your plan"},
+		{Name: "LIVE_RELAY_BATCH_WINDOW", Default: "20ms", Help: "how long the relay gathers changes before sending"},
+		{Name: "LIVE_RELAY_BATCH_SIZE", Help: "most changes gathered per window"},
+		{Name: "LIVE_RELAY_MAX_IN_FLIGHT", Help: "Pusher requests in flight"},
+		{Name: "LIVE_RELAY_ACK_WAIT", Help: "consumer ack wait"},
+		{Name: "LIVE_RELAY_MAX_DELIVER", Help: "deliveries before a change is dead-lettered"},
+		{Name: "LIVE_RELAY_MAX_ACK_PENDING", Help: "unacked changes across all relay replicas"},
+		{Name: "LIVE_RELAY_COALESCE", Help: "types to coalesce per window: off, or a comma list (default: the six known types)"},
+		{Name: "LIVE_RELAY_CHANNEL_PREFIX", Default: "event-", Help: "Pusher channel prefix before the eventId"},
+		{Name: "LIVE_RELAY_PRIVATE_CHANNELS", Default: "false", Help: "send to private-<prefix><eventId>"},
+		{Name: "LIVE_RELAY_REQUESTS_PER_SECOND", Help: "Pusher requests per second (your plan's quota)"},
+		{Name: "LIVE_RELAY_MESSAGES_PER_SECOND", Help: "Pusher messages per second (your plan's quota)"},
+		{Name: "LIVE_RELAY_TIMEOUT", Help: "timeout of one Pusher request"},
+	}
+}
+
+func pollerOnlyVars() []envVar {
+	return []envVar{
+		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens; reads are open when unset", Secret: true},
+		{Name: "LIVE_POLLER_RING_SIZE", Help: "recent changes kept per eventId"},
+		{Name: "LIVE_POLLER_RING_AGE", Help: "how long recent changes are kept"},
+		{Name: "LIVE_POLLER_MAX_EVENTS", Help: "eventIds kept in memory; idle ones are evicted past this"},
+		{Name: "LIVE_POLLER_REPLAY_DEPTH", Help: "changes replayed from the stream at start"},
+		{Name: "LIVE_POLLER_MAX_WAIT", Default: "30s", Help: "longest long-poll"},
+		{Name: "LIVE_POLLER_CORS_ORIGINS", Help: "comma-separated origins allowed to read (or *)"},
+		{Name: "LIVE_POLLER_RATE", Help: "requests per second per client"},
+		{Name: "LIVE_POLLER_BURST", Help: "burst per client"},
+		{Name: "LIVE_POLLER_HEARTBEAT", Help: "SSE heartbeat interval"},
+	}
+}
+
+func devOnlyVars() []envVar {
+	return []envVar{
+		{Name: "LIVE_DATA_DIR", Default: "./data", Help: "where the embedded nats-server stores JetStream data"},
+		{Name: "LIVE_NATS_LISTEN", Default: "127.0.0.1:4222", Help: "where the embedded nats-server listens, for operator tools and separately started roles"},
+	}
+}
+
+func join(lists ...[]envVar) []envVar {
+	seen := map[string]bool{}
+	var out []envVar
+	for _, l := range lists {
+		for _, v := range l {
+			if !seen[v.Name] {
+				seen[v.Name] = true
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+func devVars() []envVar {
+	common := commonVars()[2:] // dev has no LIVE_NATS_URL: it embeds its own server
+	return join(devOnlyVars(), common, streamVars(), apiOnlyVars(), relayOnlyVars(), pollerOnlyVars())
+}
+func apiVars() []envVar    { return join(commonVars(), streamVars(), apiOnlyVars()) }
+func relayVars() []envVar  { return join(commonVars(), streamVars(), relayOnlyVars()) }
+func pollerVars() []envVar { return join(commonVars(), streamVars(), pollerOnlyVars()) }
+func publishVars() []envVar {
+	return append(commonVars()[:2:2], envVar{Name: "LIVE_API_KEY", Help: "API key for --api-url", Secret: true})
+}
+func tailVars() []envVar { return commonVars()[:2:2] }
