@@ -62,11 +62,13 @@ type APIDeps struct {
 // JetStream could not store (Retry-After), 501 not_configured for tokens
 // without LIVE_POLL_SECRET.
 //
-// The batch answers 200 when every change was stored, 207 when some were
-// and others were not (each result says which), 400 when none was valid,
-// and 503 when none was stored because JetStream was unavailable. Each
-// result is {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}; a
-// change that failed with "unavailable" may be retried with the same id.
+// The batch is all or nothing at the door: it answers 200 only when every
+// change was stored. Any invalid change makes it 400 (413 when the only
+// problem is size) and nothing is published. When JetStream could not store
+// some changes it answers 503 with Retry-After (500 for an internal error):
+// those stored are listed with their seq, and a retry of the whole batch
+// with the same ids stores only the rest. Each result is
+// {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
 type API struct {
 	cfg      APIConfig
 	pub      *Publisher
@@ -219,14 +221,26 @@ func (a *API) handleEvent(w http.ResponseWriter, r *http.Request, key int) {
 		return
 	}
 	c.Data = body
+	if c.ID == "" {
+		// Named here, not in Publish, so a failed answer can tell the
+		// client which id to retry with: a change JetStream stored just
+		// before the timeout is then not stored twice.
+		c.ID = wire.NewID(a.now())
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
 	defer cancel()
 	res, err := a.pub.Publish(ctx, c)
 	if err != nil {
 		status, code, msg := a.errorAnswer(err)
 		a.logFailure(err, status, routeEvent)
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
+		if status >= 500 {
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
+			// The id travels as a header too, so a client can retry with
+			// Idempotency-Key set to it without parsing the body.
+			w.Header().Set("Idempotency-Key", c.ID)
+			msg += "; retry with Idempotency-Key: " + c.ID
 		}
 		wire.WriteError(w, status, code, msg)
 		return
@@ -287,74 +301,91 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 		return
 	}
 
+	// The whole batch is checked before anything is published: bad input
+	// changes nothing, so a client fixes its batch and sends it again whole.
 	errs := make([]error, len(items))
-	ids := make([]string, len(items))
-	changes := make([]Change, 0, len(items))
-	at := make([]int, 0, len(items)) // changes[j] is items[at[j]]
+	results := make([]Result, len(items))
+	changes := make([]Change, len(items))
+	invalid, tooLarge := 0, 0
 	for i, it := range items {
-		if len(it.Data) > a.cfg.MaxEventBytes {
-			if wire.ValidateID(it.ID) == nil {
-				ids[i] = it.ID // echoed in the answer, so only when valid
-			}
-			errs[i] = fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(it.Data), a.cfg.MaxEventBytes)
-			continue
-		}
 		c := Change{EventID: it.EventID, Type: it.Type, Data: it.Data, ID: it.ID, SocketID: it.SocketID}
 		if c.SocketID == "" {
 			c.SocketID = socketID
 		}
-		changes = append(changes, c)
-		at = append(at, i)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
-	defer cancel()
-	results := make([]Result, len(items))
-	for j, br := range a.pub.PublishBatch(ctx, changes) {
-		i := at[j]
-		results[i], errs[i] = br.Result, br.Err
-	}
-	for i := range ids {
-		if errs[i] != nil && results[i].ID == "" {
-			results[i].ID = ids[i]
+		changes[i] = c
+		if len(it.Data) > a.cfg.MaxEventBytes {
+			// Echoed in the answer, so only when valid.
+			if wire.ValidateID(it.ID) == nil {
+				results[i].ID = it.ID
+			}
+			errs[i] = fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(it.Data), a.cfg.MaxEventBytes)
+			tooLarge++
+			continue
 		}
-	}
-
-	stored, unavailable, internal := 0, 0, 0
-	var firstFailure error
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			stored++
-		case errors.Is(err, ErrUnavailable):
-			unavailable++
-			firstFailure = cmpOr(firstFailure, err)
-		case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge):
-		default:
-			internal++
-			firstFailure = cmpOr(firstFailure, err)
+		if id, err := a.pub.Validate(c); err != nil {
+			results[i].ID, errs[i] = id, err
+			if errors.Is(err, ErrTooLarge) {
+				tooLarge++
+			} else {
+				invalid++
+			}
 		}
-	}
-	if firstFailure != nil {
-		status, _, _ := a.errorAnswer(firstFailure)
-		a.logFailure(firstFailure, status, routePublish)
 	}
 
 	status := http.StatusOK
 	var top *wire.ErrorDetail
-	switch {
-	case stored == len(items):
-	case stored > 0:
-		status = http.StatusMultiStatus
-	case internal > 0:
-		status = http.StatusInternalServerError
-		top = &wire.ErrorDetail{Code: wire.CodeInternal, Message: "no change was stored because of an internal error"}
-	case unavailable > 0:
-		status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "1")
-		top = &wire.ErrorDetail{Code: wire.CodeUnavailable, Message: "no change was stored: JetStream is unavailable; retry with the same ids"}
-	default:
+	if invalid+tooLarge > 0 {
 		status = http.StatusBadRequest
-		top = &wire.ErrorDetail{Code: wire.CodeInvalidRequest, Message: "no change in the batch is valid; see results"}
+		top = &wire.ErrorDetail{Code: wire.CodeInvalidRequest, Message: fmt.Sprintf(
+			"%d of %d changes are invalid and nothing was stored; see results, fix them and send the batch again", invalid+tooLarge, len(items))}
+		if invalid == 0 {
+			status = http.StatusRequestEntityTooLarge
+			top.Code = wire.CodeTooLarge
+		}
+		for i := range errs {
+			if errs[i] == nil {
+				results[i].ID = changes[i].ID
+				errs[i] = &wire.InputError{Code: wire.CodeBatchRejected, Err: ErrBatchRejected,
+					Msg: "valid, but not stored because other changes in the batch are invalid"}
+			}
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
+		defer cancel()
+		for i, br := range a.pub.PublishBatch(ctx, changes) {
+			results[i], errs[i] = br.Result, br.Err
+		}
+		unavailable, internal := 0, 0
+		var firstFailure error
+		for _, err := range errs {
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrUnavailable):
+				unavailable++
+				firstFailure = cmpOr(firstFailure, err)
+			default:
+				internal++
+				firstFailure = cmpOr(firstFailure, err)
+			}
+		}
+		if firstFailure != nil {
+			st, _, _ := a.errorAnswer(firstFailure)
+			a.logFailure(firstFailure, st, routePublish)
+		}
+		// Never 2xx unless every change is stored. Those that were stored
+		// are listed with their seq; a retry of the whole batch with the
+		// same ids stores only the rest (JetStream drops the duplicates).
+		switch {
+		case internal > 0:
+			status = http.StatusInternalServerError
+			top = &wire.ErrorDetail{Code: wire.CodeInternal, Message: fmt.Sprintf(
+				"%d of %d changes were not stored because of an internal error; retry the batch with the same ids", internal+unavailable, len(items))}
+		case unavailable > 0:
+			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+			top = &wire.ErrorDetail{Code: wire.CodeUnavailable, Message: fmt.Sprintf(
+				"%d of %d changes were not stored: JetStream is unavailable; retry the batch with the same ids", unavailable, len(items))}
+		}
 	}
 
 	b := make([]byte, 0, 64+48*len(items))

@@ -286,43 +286,66 @@ func TestAPIBatchAnswersAResultPerChange(t *testing.T) {
 		{"eventId":"e2","type":"attendee.updated","data":[1,2],"socketId":"9.9"},
 		{"eventId":"e1","type":"vote.updated","data":"` + strings.Repeat("x", 80) + `","id":"c4"},
 		{"eventId":"e1","type":"vote.updated"},
-		{"eventId":"e1","type":"vote.updated","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","id":"bad\u0000id"},
+		{"eventId":"e1","type":"vote.updated","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","id":"bad\u0000id"},
 		{"eventId":"e1","type":"vote.updated","data":{"n":1},"id":"c1"}
 	]`
 	a := e.do(t, "POST", "/v1/publish", testKey, map[string]string{"X-Socket-Id": "1.2"}, body)
-	if a.status != http.StatusMultiStatus {
-		t.Fatalf("status=%d body=%s, want 207 for a mixed batch", a.status, a.body)
+	if a.status != http.StatusBadRequest || a.errorCode(t) != wire.CodeInvalidRequest {
+		t.Fatalf("status=%d body=%s, want 400 invalid_request for a batch with invalid changes", a.status, a.body)
 	}
 	var got struct{ Results []idSeq }
 	if err := json.Unmarshal(a.body, &got); err != nil || len(got.Results) != 7 {
 		t.Fatalf("answer %s: %v", a.body, err)
 	}
 	r := got.Results
-	wantErr := map[int]string{1: wire.CodeInvalidEventID, 3: wire.CodeTooLarge, 4: wire.CodeInvalidJSON, 5: wire.CodeTooLarge}
+	wantErr := map[int]string{0: wire.CodeBatchRejected, 1: wire.CodeInvalidEventID, 2: wire.CodeBatchRejected,
+		3: wire.CodeTooLarge, 4: wire.CodeInvalidJSON, 5: wire.CodeTooLarge, 6: wire.CodeBatchRejected}
 	for i, res := range r {
 		code := ""
 		if res.Error != nil {
 			code = res.Error.Code
 		}
-		if code != wantErr[i] {
-			t.Fatalf("result %d: %+v, want error code %q (body %s)", i, res, wantErr[i], a.body)
+		if code != wantErr[i] || res.Seq != 0 {
+			t.Fatalf("result %d: %+v, want error code %q and no seq (body %s)", i, res, wantErr[i], a.body)
 		}
 	}
-	if r[0].ID != "c1" || r[6].Seq != r[0].Seq || !r[6].Duplicate || r[1].ID != "c2" || r[3].ID != "c4" || r[5].ID != "" {
-		t.Fatalf("results %+v", r)
+	if r[0].ID != "c1" || r[1].ID != "c2" || r[3].ID != "c4" || r[5].ID != "" {
+		t.Fatalf("results %+v, want valid given ids echoed", r)
+	}
+	if n := len(testutil.ReadAll(t, e.js, wire.StreamName)); n != 0 {
+		t.Fatalf("a refused batch stored %d changes, want none", n)
+	}
+
+	// The same batch without its invalid changes is stored whole.
+	valid := `[
+		{"eventId":"e1","type":"vote.updated","data":{"n":1},"id":"c1"},
+		{"eventId":"e2","type":"attendee.updated","data":[1,2],"socketId":"9.9"},
+		{"eventId":"e1","type":"vote.updated","data":{"n":1},"id":"c1"}
+	]`
+	a = e.do(t, "POST", "/v1/publish", testKey, map[string]string{"X-Socket-Id": "1.2"}, valid)
+	if a.status != http.StatusOK {
+		t.Fatalf("status=%d body=%s, want 200 when every change is stored", a.status, a.body)
+	}
+	got.Results = nil
+	if err := json.Unmarshal(a.body, &got); err != nil || len(got.Results) != 3 {
+		t.Fatalf("answer %s: %v", a.body, err)
+	}
+	r = got.Results
+	if r[0].ID != "c1" || r[0].Seq == 0 || r[2].Seq != r[0].Seq || !r[2].Duplicate || r[1].ID == "" || r[1].Seq == 0 {
+		t.Fatalf("results %+v, want c1 stored once and the repeat marked duplicate", r)
 	}
 	envs, sockets := stored(t, e.js)
 	if len(envs) != 2 || envs[0].ID != "c1" || string(envs[1].Data) != "[1,2]" || sockets[0] != "1.2" || sockets[1] != "9.9" {
 		t.Fatalf("stored %+v sockets %v", envs, sockets)
 	}
 
-	a = e.do(t, "POST", "/v1/publish", testKey, nil, `[{"eventId":"e3","type":"final.date.set","data":null}]`)
-	if a.status != http.StatusOK {
-		t.Fatalf("all stored: status=%d body=%s, want 200", a.status, a.body)
-	}
 	a = e.do(t, "POST", "/v1/publish", testKey, nil, `[{"eventId":"e3","type":"x y","data":1}]`)
 	if a.status != http.StatusBadRequest || a.errorCode(t) != wire.CodeInvalidRequest || !bytes.Contains(a.body, []byte(wire.CodeInvalidType)) {
 		t.Fatalf("none valid: status=%d body=%s, want 400 with the per-change codes", a.status, a.body)
+	}
+	a = e.do(t, "POST", "/v1/publish", testKey, nil, `[{"eventId":"e3","type":"vote.updated","data":"`+strings.Repeat("y", 80)+`"}]`)
+	if a.status != http.StatusRequestEntityTooLarge || a.errorCode(t) != wire.CodeTooLarge {
+		t.Fatalf("only too large: status=%d body=%s, want 413 payload_too_large", a.status, a.body)
 	}
 }
 
@@ -336,6 +359,13 @@ func TestAPIAnswers503DuringANATSOutageAndRecovers(t *testing.T) {
 	a := e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, map[string]string{"Idempotency-Key": "during"}, `2`)
 	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != wire.CodeUnavailable || a.header.Get("Retry-After") == "" {
 		t.Fatalf("single during outage: status=%d Retry-After=%q body=%s, want 503 with Retry-After", a.status, a.header.Get("Retry-After"), a.body)
+	}
+	if got := a.header.Get("Idempotency-Key"); got != "during" {
+		t.Fatalf("single during outage: Idempotency-Key=%q, want the change's id echoed for the retry", got)
+	}
+	anon := e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, nil, `2`)
+	if id := anon.header.Get("Idempotency-Key"); anon.status != http.StatusServiceUnavailable || wire.ValidateID(id) != nil || !bytes.Contains(anon.body, []byte(id)) {
+		t.Fatalf("without a key during outage: status=%d Idempotency-Key=%q body=%s, want 503 naming the generated id to retry with", anon.status, id, anon.body)
 	}
 	a = e.do(t, "POST", "/v1/publish", testKey, nil, `[{"eventId":"e1","type":"vote.updated","data":3,"id":"b1"},{"eventId":"e1","type":"vote.updated","data":4,"id":"b2"}]`)
 	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != wire.CodeUnavailable || a.header.Get("Retry-After") == "" {

@@ -21,8 +21,11 @@ type batchItem struct {
 
 // Sentinels in the *wire.InputError parseBatch returns.
 var (
-	ErrInvalidBody   = errors.New("invalid request body")
-	ErrTooManyItems  = errors.New("too many changes in one request")
+	ErrInvalidBody  = errors.New("invalid request body")
+	ErrTooManyItems = errors.New("too many changes in one request")
+	// ErrBatchRejected marks a valid change of a batch that was refused
+	// because other changes in it are invalid: it was not stored.
+	ErrBatchRejected = errors.New("batch rejected")
 	errBodyNotArray  = errors.New("body is not a JSON array")
 	errTrailingBytes = errors.New("trailing data after the JSON array")
 )

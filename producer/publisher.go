@@ -369,34 +369,8 @@ func (p *Publisher) deadline(ctx context.Context) time.Time {
 // prepare validates c and builds its message. On error it returns the
 // caller's id when that id is valid, else "".
 func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) {
-	// The id is checked first so every error below can carry it: a caller
-	// may echo it (the batch API does), so it must be valid or empty.
-	if c.ID != "" {
-		if err := wire.ValidateID(c.ID); err != nil {
-			return nil, "", fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	if err := wire.ValidateEventID(c.EventID); err != nil {
-		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if err := wire.ValidateType(c.Type); err != nil {
-		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	if c.SocketID != "" {
-		if err := ValidateSocketID(c.SocketID); err != nil {
-			return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	if len(c.Data) > p.opts.MaxDataBytes {
-		return nil, c.ID, fmt.Errorf("%w: data of %s %s is %d bytes, the limit is %d", ErrTooLarge, c.EventID, c.Type, len(c.Data), p.opts.MaxDataBytes)
-	}
-	if len(c.Data) == 0 {
-		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
-			Msg: "data is required (any JSON value; use null for none)"})
-	}
-	if !json.Valid(c.Data) {
-		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
-			Msg: "data is not valid JSON"})
+	if id, err := p.Validate(c); err != nil {
+		return nil, id, err
 	}
 	id := c.ID
 	if id == "" {
@@ -410,6 +384,41 @@ func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) 
 		h[wire.HeaderSocketID] = []string{c.SocketID}
 	}
 	return &nats.Msg{Subject: wire.Subject(c.EventID, c.Type), Header: h, Data: c.Data}, id, nil
+}
+
+// Validate checks c as Publish would, without publishing: an error wraps
+// ErrInvalid (with a *wire.InputError) or ErrTooLarge. On error it returns
+// the caller's id when that id is valid, else "", so a caller may echo it.
+func (p *Publisher) Validate(c Change) (string, error) {
+	// The id is checked first so every error below can carry it.
+	if c.ID != "" {
+		if err := wire.ValidateID(c.ID); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if err := wire.ValidateEventID(c.EventID); err != nil {
+		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := wire.ValidateType(c.Type); err != nil {
+		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if c.SocketID != "" {
+		if err := ValidateSocketID(c.SocketID); err != nil {
+			return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if len(c.Data) > p.opts.MaxDataBytes {
+		return c.ID, fmt.Errorf("%w: data of %s %s is %d bytes, the limit is %d", ErrTooLarge, c.EventID, c.Type, len(c.Data), p.opts.MaxDataBytes)
+	}
+	if len(c.Data) == 0 {
+		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
+			Msg: "data is required (any JSON value; use null for none)"})
+	}
+	if !json.Valid(c.Data) {
+		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
+			Msg: "data is not valid JSON"})
+	}
+	return "", nil
 }
 
 // MaxSocketIDLen bounds a socket id; Pusher's are two integers.

@@ -15,6 +15,7 @@ const (
 	CodeInvalidJSON      = "invalid_json"
 	CodeInvalidSocketID  = "invalid_socket_id"
 	CodeInvalidRequest   = "invalid_request"
+	CodeBatchRejected    = "batch_rejected"
 	CodeInvalidCursor    = "invalid_cursor"
 	CodeTooLarge         = "payload_too_large"
 	CodeUnauthorized     = "unauthorized"
