@@ -94,7 +94,7 @@ func runDev(ctx context.Context, env *settings) error {
 		devLog.Info("pusher is off (no PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET): the relay does not run and clients use polling at GET /v1/events/{eventId}/updates")
 	}
 
-	srv := r.server(env, "dev", func(mux *http.ServeMux) {
+	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
 	}, p.Drain)

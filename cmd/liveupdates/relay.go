@@ -26,7 +26,7 @@ func runRelay(ctx context.Context, env *settings) error {
 	if err != nil {
 		return err
 	}
-	srv := r.server(env, "relay", nil, nil)
+	srv := r.server(env, "relay", true, nil, nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rl.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })

@@ -61,15 +61,21 @@ func (r *role) close() {
 }
 
 // server is the role's HTTP server on LIVE_HTTP_ADDR: its routes plus
-// /healthz, /readyz and /metrics.
-func (r *role) server(env *settings, name string, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
+// /healthz, /readyz and /metrics. instrument adds request metrics by route
+// and code, for roles whose routes do not count themselves (the ingest API
+// does).
+func (r *role) server(env *settings, name string, instrument bool, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
 	mux := ops.Mux(r.reg, r.checks)
 	if mount != nil {
 		mount(mux)
 	}
+	var h http.Handler = mux
+	if instrument {
+		h = newHTTPMetrics(r.reg, name).wrap(mux)
+	}
 	return &ops.Server{
 		Addr:        httpAddr(env.Getenv),
-		Handler:     newHTTPMetrics(r.reg, name).wrap(mux),
+		Handler:     h,
 		Log:         r.log.WithField("component", "http"),
 		BeforeDrain: beforeDrain,
 	}
