@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -108,16 +109,57 @@ func TestAFlagWinsOverItsVariable(t *testing.T) {
 	}
 }
 
+// TestTheReadmeDocumentsEverySetting keeps three lists equal: the
+// variables the packages read, the settings (and flags) of the commands, and
+// the README's configuration table.
 func TestTheReadmeDocumentsEverySetting(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	name := regexp.MustCompile("`((?:LIVE|PUSHER)_[A-Z0-9_]+)`")
+	documented := map[string]bool{}
+	for _, line := range bytes.Split(readme, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte("| `")) { // the configuration table's rows
+			continue
+		}
+		for _, m := range name.FindAllSubmatch(line, -1) {
+			documented[string(m[1])] = true
+		}
+	}
+	settings := map[string]bool{}
 	for _, c := range commands() {
 		for _, v := range c.vars {
-			if !bytes.Contains(readme, []byte("`"+v.Name+"`")) && !bytes.Contains(readme, []byte(v.Name+"`")) {
-				t.Errorf("README.md does not document %s (used by %s)", v.Name, c.name)
+			settings[v.Name] = true
+			if !documented[v.Name] {
+				t.Errorf("README.md does not document %s (a setting of %s)", v.Name, c.name)
+			}
+		}
+	}
+	for v := range documented {
+		if !settings[v] {
+			t.Errorf("README.md documents %s, which no command reads", v)
+		}
+	}
+	read := regexp.MustCompile(`"((?:LIVE|PUSHER)_[A-Z0-9_]+)"`)
+	for _, dir := range []string{"producer", "relay", "poller", "stream", "cmd/liveupdates"} {
+		files, err := filepath.Glob(filepath.Join("../..", dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range read.FindAllSubmatch(src, -1) {
+				if !settings[string(m[1])] {
+					t.Errorf("%s reads %s, which no command lists as a setting (so it has no flag and no README row)", f, m[1])
+				}
 			}
 		}
 	}

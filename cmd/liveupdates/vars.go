@@ -28,9 +28,10 @@ func apiOnlyVars() []envVar {
 		{Name: "LIVE_API_KEYS", Help: "comma-separated API keys accepted as Authorization: Bearer <key> (required for api; dev accepts \"dev\" when unset)", Secret: true},
 		{Name: "LIVE_API_MAX_EVENT_BYTES", Default: "64KiB", Help: "largest change data accepted"},
 		{Name: "LIVE_API_MAX_REQUEST_BYTES", Default: "1MiB", Help: "largest request body accepted"},
-		{Name: "LIVE_API_RATE", Default: "200", Help: "requests per second per API key"},
-		{Name: "LIVE_API_BURST", Help: "burst per API key"},
-		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens (POST /v1/tokens and poller reads); reads are open when unset", Secret: true},
+		{Name: "LIVE_API_RATE", Default: "200", Help: "changes per second per API key (a batch of n counts n)"},
+		{Name: "LIVE_API_BURST", Default: "max(2×rate, 500)", Help: "burst per API key; at least 500 so a full batch can pass"},
+		{Name: "LIVE_API_PUBLISH_TIMEOUT", Default: "5s", Help: "how long a request waits for JetStream to store its changes"},
+		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens (POST /v1/tokens and poller reads), at least 16 bytes; reads are open when unset", Secret: true},
 	}
 }
 
@@ -44,32 +45,36 @@ func relayOnlyVars() []envVar {
 		{Name: "PUSHER_SECURE", Default: "true", Help: "use HTTPS towards Pusher"},
 		{Name: "PUSHER_MAX_PAYLOAD_KB", Default: "10", Help: "Pusher's event size limit for your plan"},
 		{Name: "LIVE_RELAY_BATCH_WINDOW", Default: "20ms", Help: "how long the relay gathers changes before sending"},
-		{Name: "LIVE_RELAY_BATCH_SIZE", Help: "most changes gathered per window"},
-		{Name: "LIVE_RELAY_MAX_IN_FLIGHT", Help: "Pusher requests in flight"},
-		{Name: "LIVE_RELAY_ACK_WAIT", Help: "consumer ack wait"},
-		{Name: "LIVE_RELAY_MAX_DELIVER", Help: "deliveries before a change is dead-lettered"},
-		{Name: "LIVE_RELAY_MAX_ACK_PENDING", Help: "unacked changes across all relay replicas"},
+		{Name: "LIVE_RELAY_BATCH_SIZE", Default: "500", Help: "most changes gathered per window"},
+		{Name: "LIVE_RELAY_MAX_IN_FLIGHT", Default: "4", Help: "Pusher requests in flight"},
+		{Name: "LIVE_RELAY_ACK_WAIT", Default: "30s", Help: "consumer ack wait"},
+		{Name: "LIVE_RELAY_MAX_DELIVER", Default: "10", Help: "deliveries before a change is dead-lettered"},
+		{Name: "LIVE_RELAY_MAX_ACK_PENDING", Default: "5000", Help: "unacked changes across all relay replicas"},
 		{Name: "LIVE_RELAY_COALESCE", Help: "types to coalesce per window: off, or a comma list (default: the six known types)"},
 		{Name: "LIVE_RELAY_CHANNEL_PREFIX", Default: "event-", Help: "Pusher channel prefix before the eventId"},
 		{Name: "LIVE_RELAY_PRIVATE_CHANNELS", Default: "false", Help: "send to private-<prefix><eventId>"},
-		{Name: "LIVE_RELAY_REQUESTS_PER_SECOND", Help: "Pusher requests per second (your plan's quota)"},
-		{Name: "LIVE_RELAY_MESSAGES_PER_SECOND", Help: "Pusher messages per second (your plan's quota)"},
-		{Name: "LIVE_RELAY_TIMEOUT", Help: "timeout of one Pusher request"},
+		{Name: "LIVE_RELAY_REQUESTS_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher requests per second (your plan's quota)"},
+		{Name: "LIVE_RELAY_MESSAGES_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher messages per second (your plan's quota)"},
+		{Name: "LIVE_RELAY_TIMEOUT", Default: "5s", Help: "timeout of one Pusher request"},
 	}
 }
 
 func pollerOnlyVars() []envVar {
 	return []envVar{
 		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens; reads are open when unset", Secret: true},
-		{Name: "LIVE_POLLER_RING_SIZE", Help: "recent changes kept per eventId"},
-		{Name: "LIVE_POLLER_RING_AGE", Help: "how long recent changes are kept"},
-		{Name: "LIVE_POLLER_MAX_EVENTS", Help: "eventIds kept in memory; idle ones are evicted past this"},
-		{Name: "LIVE_POLLER_REPLAY_DEPTH", Help: "changes replayed from the stream at start"},
+		{Name: "LIVE_POLLER_RING_SIZE", Default: "64", Help: "recent changes kept per eventId"},
+		{Name: "LIVE_POLLER_RING_AGE", Default: "10m", Help: "how long recent changes are kept"},
+		{Name: "LIVE_POLLER_MAX_EVENTS", Default: "100000", Help: "eventIds kept in memory; idle ones are evicted past this"},
+		{Name: "LIVE_POLLER_REPLAY_DEPTH", Default: "1000000", Help: "changes replayed from the stream at start"},
 		{Name: "LIVE_POLLER_MAX_WAIT", Default: "30s", Help: "longest long-poll"},
+		{Name: "LIVE_POLLER_MAX_BYTES", Default: "256MiB", Help: "memory bound of the index; idle eventIds are evicted past it"},
+		{Name: "LIVE_POLLER_MAX_CLIENTS", Default: "100000", Help: "clients tracked by the rate limiter"},
+		{Name: "LIVE_POLLER_BEHIND_WAIT", Default: "2s", Help: "how long a replica behind a client's cursor waits to catch up"},
+		{Name: "LIVE_POLLER_POLL_INTERVAL", Default: "2s", Help: "the clients' poll interval, for counting active clients"},
 		{Name: "LIVE_POLLER_CORS_ORIGINS", Help: "comma-separated origins allowed to read (or *)"},
-		{Name: "LIVE_POLLER_RATE", Help: "requests per second per client"},
-		{Name: "LIVE_POLLER_BURST", Help: "burst per client"},
-		{Name: "LIVE_POLLER_HEARTBEAT", Help: "SSE heartbeat interval"},
+		{Name: "LIVE_POLLER_RATE", Default: "5 (off disables)", Help: "requests per second per client"},
+		{Name: "LIVE_POLLER_BURST", Default: "20", Help: "burst per client"},
+		{Name: "LIVE_POLLER_HEARTBEAT", Default: "15s", Help: "SSE heartbeat interval"},
 	}
 }
 
