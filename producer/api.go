@@ -308,7 +308,7 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 	changes := make([]Change, len(items))
 	invalid, tooLarge := 0, 0
 	for i, it := range items {
-		c := Change{EventID: it.EventID, Type: it.Type, Data: it.Data, ID: it.ID, SocketID: it.SocketID}
+		c := Change(it)
 		if c.SocketID == "" {
 			c.SocketID = socketID
 		}
