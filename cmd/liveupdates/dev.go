@@ -99,11 +99,16 @@ func runDev(ctx context.Context, env *settings) error {
 		p.Register(mux)
 	}, p.Drain)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.ensure(gctx) })
+	g.Go(func() error {
+		if err := r.ensure(gctx); err != nil {
+			return err
+		}
+		if rl == nil {
+			return nil
+		}
+		return rl.Run(gctx)
+	})
 	g.Go(func() error { return p.Run(gctx) })
-	if rl != nil {
-		g.Go(func() error { return rl.Run(gctx) })
-	}
 	g.Go(func() error { return srv.Run(gctx) })
 	err = g.Wait()
 	devLog.Info("stopped")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -279,6 +280,74 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		}
 	}
 
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev stopped with %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev did not stop within 20s of cancellation")
+	}
+}
+
+// TestDevForwardsToAPusherCompatibleServer runs dev with Pusher credentials
+// pointing at the test server: a change posted to the API reaches its
+// channel through the real pusher-http-go client, with the envelope intact
+// and the sender's socket excluded.
+func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
+	ps := pusherserver.Start(t, pusherserver.Options{})
+	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	env := envOf(map[string]string{
+		"LIVE_HTTP_ADDR":          httpAddr,
+		"LIVE_NATS_LISTEN":        natsAddr,
+		"LIVE_DATA_DIR":           t.TempDir(),
+		"PUSHER_APP_ID":           "1",
+		"PUSHER_KEY":              "key",
+		"PUSHER_SECRET":           "secret",
+		"PUSHER_HOST":             ps.Host(),
+		"PUSHER_SECURE":           "false",
+		"LIVE_RELAY_BATCH_WINDOW": "5ms",
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"dev"}, env, io.Discard, &logs) }()
+	base := "http://" + httpAddr
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "dev never became ready; logs:\n%s", &logs)
+	if strings.Contains(logs.String(), "pusher is off") || strings.Contains(logs.String(), "secret\"") {
+		t.Fatalf("dev logs say pusher is off or show the secret:\n%s", logs.String())
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events/e7/phase.changed", strings.NewReader(`{"phase":"vote"}`))
+	req.Header.Set("Authorization", "Bearer dev")
+	req.Header.Set("X-Socket-Id", "123.456")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST = %d, want 202", resp.StatusCode)
+	}
+	testutil.Eventually(t, 15*time.Second, func() bool { return len(ps.EventsOn("event-e7")) > 0 },
+		"nothing reached Pusher; logs:\n%s", &logs)
+	got := ps.EventsOn("event-e7")[0]
+	var envl wire.Envelope
+	if err := json.Unmarshal([]byte(got.Data), &envl); err != nil {
+		t.Fatalf("pusher data %q: %v", got.Data, err)
+	}
+	if got.Name != "phase.changed" || got.SocketID != "123.456" || envl.EventID != "e7" || string(envl.Data) != `{"phase":"vote"}` || envl.Seq == 0 {
+		t.Fatalf("pusher got %+v with envelope %+v, want phase.changed for e7 excluding socket 123.456", got, envl)
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -28,7 +28,14 @@ func runRelay(ctx context.Context, env *settings) error {
 	}
 	srv := r.server(env, "relay", true, nil, nil)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rl.Run(gctx) })
+	g.Go(func() error {
+		// The relay creates its streams itself but gives up when NATS is
+		// not there yet; wait for it here so a relay may start first.
+		if err := r.ensure(gctx); err != nil {
+			return err
+		}
+		return rl.Run(gctx)
+	})
 	g.Go(func() error { return srv.Run(gctx) })
 	return g.Wait()
 }
