@@ -52,6 +52,13 @@ type Config struct {
 	// PollInterval is the browsers' polling interval; a client counts as
 	// active when seen within two of them. Zero means 2s.
 	PollInterval time.Duration
+	// Park is how an HTTP/1.1 long-poll waits: ParkKeepAlive hijacks the
+	// connection, parks it without goroutines and, after the answer, hands
+	// it back to a server with the outer server's handler and timeouts;
+	// ParkClose parks too but answers with Connection: close; ParkOff keeps
+	// the plain net/http wait (~21 KiB per waiting client instead of ~2).
+	// Zero (empty) means ParkKeepAlive.
+	Park string
 }
 
 // Open reports whether reads need no token (no LIVE_POLL_SECRET).
@@ -64,8 +71,8 @@ func (c Config) String() string {
 	if !c.Open() {
 		secret = "[redacted]"
 	}
-	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s",
-		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat)
+	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s park=%s",
+		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.Park)
 }
 
 func (c Config) withDefaults() Config {
@@ -106,6 +113,9 @@ func (c Config) withDefaults() Config {
 	if c.PollInterval == 0 {
 		c.PollInterval = d.PollInterval
 	}
+	if c.Park == "" {
+		c.Park = d.Park
+	}
 	return c
 }
 
@@ -123,6 +133,7 @@ func defaults() Config {
 		MaxClients:   100_000,
 		Heartbeat:    15 * time.Second,
 		PollInterval: 2 * time.Second,
+		Park:         ParkKeepAlive,
 	}
 }
 
@@ -142,6 +153,7 @@ func defaults() Config {
 //	LIVE_POLLER_MAX_CLIENTS   clients tracked, default 100000
 //	LIVE_POLLER_HEARTBEAT     SSE heartbeat, default 15s
 //	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
+//	LIVE_POLLER_PARK          keepalive (default), close or off: see Config.Park
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := defaults()
 	var errs []error
@@ -220,6 +232,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	posInt("LIVE_POLLER_MAX_CLIENTS", 1, 1<<24, &c.MaxClients)
 	dur("LIVE_POLLER_HEARTBEAT", time.Second, 10*time.Minute, &c.Heartbeat)
 	dur("LIVE_POLLER_POLL_INTERVAL", 100*time.Millisecond, time.Minute, &c.PollInterval)
+	switch v := strings.ToLower(getenv("LIVE_POLLER_PARK")); v {
+	case "":
+	case ParkKeepAlive, ParkClose, ParkOff:
+		c.Park = v
+	default:
+		errs = append(errs, fmt.Errorf("LIVE_POLLER_PARK=%q: want keepalive, close or off", v))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}

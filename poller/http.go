@@ -156,7 +156,7 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	for {
-		v := p.idx.read(id, q.since, q.hasSince, waiting, buf[:0])
+		v := p.idx.read(id, q.since, q.hasSince, waiting, buf[:0], nil)
 		if v.behind {
 			// This replica has not applied the client's cursor yet: wait
 			// for it rather than answer from an older state.
@@ -203,6 +203,9 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			}
 			p.writeUpdates(w, v, outcome)
 			return
+		}
+		if timer == nil && p.tryPark(w, r, id, q, inm, v.wake) {
+			return // the parked connection is answered from elsewhere
 		}
 		if timer == nil {
 			timer = time.NewTimer(q.wait)
@@ -326,7 +329,7 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 	var buf [16]item
 	out := make([]byte, 0, 512)
 	for {
-		v := p.idx.read(id, q.since, q.hasSince, true, buf[:0])
+		v := p.idx.read(id, q.since, q.hasSince, true, buf[:0], nil)
 		out = out[:0]
 		switch {
 		case v.behind:

@@ -52,6 +52,12 @@ type index struct {
 
 	wmu   sync.Mutex
 	waits map[string]*waitSet
+	// onWake takes over parked connections whose eventId changed (or was
+	// evicted); it is called under wmu and must not block.
+	onWake func([]*parked)
+	// parkClosed refuses new parked connections (Drain, Run's end).
+	parkClosed bool
+	nParked    atomic.Int64
 
 	// Sizes, readable without the lock (metrics).
 	nEntries   atomic.Int64
@@ -98,7 +104,10 @@ type tomb struct {
 
 type waitSet struct {
 	ch chan struct{}
-	n  int
+	n  int // channel waiters (handlers and streams)
+	// parked is the list of hijacked long-poll connections waiting here,
+	// linked through parked.prev/next; see park.go.
+	parked *parked
 }
 
 // entryOverhead approximates the bytes an entry costs beyond its envelopes
@@ -304,6 +313,9 @@ func (x *index) wakeLocked(id string) {
 	if ws := x.waits[id]; ws != nil {
 		close(ws.ch)
 		delete(x.waits, id)
+		if ws.parked != nil {
+			x.onWake(x.takeParkedLocked(ws, nil))
+		}
 	}
 	x.wmu.Unlock()
 }
@@ -325,7 +337,12 @@ type view struct {
 // returns the held changes. wantWake registers a waiter in the same critical
 // section, so no change can slip between the read and the wait; the caller
 // must release it with unwait.
-func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []item) view {
+//
+// With pc set (a parked connection), the waiter registered is pc itself
+// instead of a channel waiter, and only when pc has not expired, parking is
+// open and pc's If-None-Match still names the newest seq; v.wake is then
+// non-nil and pc belongs to the wait set.
+func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []item, pc *parked) view {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	v := view{applied: x.applied, advanced: x.advanced, items: buf[:0]}
@@ -358,14 +375,20 @@ func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []ite
 	}
 	if wantWake && !v.reset && !v.behind && len(v.items) == 0 {
 		x.wmu.Lock()
-		ws := x.waits[id]
-		if ws == nil {
-			ws = &waitSet{ch: make(chan struct{})}
-			x.waits[id] = ws
+		if pc == nil || (!pc.expired && !x.parkClosed && (pc.inm == "" || etagMatch(pc.inm, v.newest))) {
+			ws := x.waits[id]
+			if ws == nil {
+				ws = &waitSet{ch: make(chan struct{})}
+				x.waits[id] = ws
+			}
+			if pc == nil {
+				ws.n++
+			} else {
+				x.linkLocked(ws, pc)
+			}
+			v.wake = ws
 		}
-		ws.n++
 		x.wmu.Unlock()
-		v.wake = ws
 	}
 	return v
 }
@@ -375,7 +398,7 @@ func (x *index) unwait(id string, ws *waitSet) {
 	x.wmu.Lock()
 	defer x.wmu.Unlock()
 	ws.n--
-	if ws.n == 0 && x.waits[id] == ws {
+	if ws.n == 0 && ws.parked == nil && x.waits[id] == ws {
 		delete(x.waits, id)
 	}
 }

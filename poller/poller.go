@@ -49,6 +49,7 @@ type Poller struct {
 	m    *metrics
 	idx  *index
 	lim  *limiter
+	pk   *parking
 
 	// ready is closed once the replay is done.
 	ready     chan struct{}
@@ -105,6 +106,8 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		return nil, fmt.Errorf("poller metrics: %w", err)
 	}
 	p.m = m
+	p.pk = &parking{p: p}
+	p.idx.onWake = p.pk.enqueue
 	return p, nil
 }
 
@@ -128,9 +131,13 @@ func (p *Poller) Ready(context.Context) error {
 
 // Drain ends every long-poll and SSE stream with a normal answer and makes
 // later long-polls answer at once. Call it on SIGTERM before the HTTP server
-// drains. It is safe to call more than once.
+// drains. Parked long-polls are answered (with Connection: close) before it
+// returns. It is safe to call more than once.
 func (p *Poller) Drain() {
-	p.drainOnce.Do(func() { close(p.drain) })
+	p.drainOnce.Do(func() {
+		close(p.drain)
+		p.pk.drainParked()
+	})
 }
 
 func (p *Poller) isReady() bool {
@@ -165,6 +172,9 @@ func (p *Poller) Run(ctx context.Context) error {
 		}
 	}
 	p.st.Store(&st)
+	// Last out: nothing wakes parked long-polls once the index stops
+	// following, so they are answered, and the inner servers stopped.
+	defer p.pk.shutdown()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -324,6 +334,7 @@ func (p *Poller) housekeep(ctx context.Context) {
 			p.idx.sweepAge(now)
 			lastSweep = now
 		}
+		p.reapParked()
 		top := p.idx.busiest(busiestRanks)
 		p.m.setBusiest(top)
 		if len(top) > 0 {

@@ -1,0 +1,483 @@
+package poller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// Parking. A long-poll that must wait costs, on the plain net/http path, two
+// goroutines (the handler's and the connection's background reader) and
+// about 10 KiB of bufio buffers: ~21 KiB per waiting client. So once an
+// HTTP/1.1 long-poll must wait, the handler hijacks the connection, builds
+// a small parked record and returns; net/http releases its goroutines and
+// buffers. The parked record sits in the eventId's wait set with one timer.
+// Whoever ends the wait (a change of the eventId, the timer, Drain, or the
+// reaper finding the client gone) first takes the record out of the wait
+// set under index.wmu, so exactly one party answers it. Answers to woken
+// records are written by a small on-demand worker pool, never on the
+// publisher's (the index's) path. After the answer the connection is handed
+// to an inner http.Server with the outer server's handler and timeouts, so
+// the browser keeps its keep-alive connection (ParkKeepAlive), or it is
+// answered with "Connection: close" (ParkClose, draining, or no server to
+// hand it to). HTTP/2 and HTTP/1.0 requests cannot be hijacked and keep the
+// plain path.
+
+// Park modes (Config.Park, LIVE_POLLER_PARK).
+const (
+	ParkKeepAlive = "keepalive"
+	ParkClose     = "close"
+	ParkOff       = "off"
+)
+
+const (
+	// parkWorkers bounds the goroutines writing answers to parked
+	// connections; parkChunk is how many each takes at a time.
+	parkWorkers = 8
+	parkChunk   = 32
+	// parkWriteTimeout bounds one answer's write to a parked connection,
+	// so a client that stopped reading cannot hold a worker.
+	parkWriteTimeout = 10 * time.Second
+)
+
+// parked is one hijacked long-poll connection waiting for a change.
+type parked struct {
+	conn     net.Conn
+	id       string
+	since    uint64
+	hasSince bool
+	inm      string
+	// hdr holds the header lines the request had gathered before it
+	// parked (CORS, Vary), written in every answer as the plain path would.
+	hdr []byte
+	// close answers with Connection: close (the client asked for it, or
+	// sent bytes after its request).
+	close bool
+	// srv takes the connection back after the answer; nil closes it.
+	srv   *innerServer
+	timer *time.Timer
+
+	// Guarded by index.wmu.
+	ws         *waitSet
+	prev, next *parked
+	expired    bool
+}
+
+// linkLocked adds pc to ws. The caller holds wmu.
+func (x *index) linkLocked(ws *waitSet, pc *parked) {
+	pc.ws, pc.prev, pc.next = ws, nil, ws.parked
+	if ws.parked != nil {
+		ws.parked.prev = pc
+	}
+	ws.parked = pc
+	x.nParked.Add(1)
+}
+
+// unlinkLocked takes pc out of its wait set. The caller holds wmu.
+func (x *index) unlinkLocked(pc *parked) {
+	ws := pc.ws
+	if pc.prev != nil {
+		pc.prev.next = pc.next
+	} else {
+		ws.parked = pc.next
+	}
+	if pc.next != nil {
+		pc.next.prev = pc.prev
+	}
+	pc.ws, pc.prev, pc.next = nil, nil, nil
+	x.nParked.Add(-1)
+	if ws.n == 0 && ws.parked == nil && x.waits[pc.id] == ws {
+		delete(x.waits, pc.id)
+	}
+}
+
+// takeParkedLocked empties ws's parked list into dst.
+func (x *index) takeParkedLocked(ws *waitSet, dst []*parked) []*parked {
+	for pc := ws.parked; pc != nil; {
+		next := pc.next
+		pc.ws, pc.prev, pc.next = nil, nil, nil
+		x.nParked.Add(-1)
+		dst = append(dst, pc)
+		pc = next
+	}
+	ws.parked = nil
+	return dst
+}
+
+// expire marks pc as past its wait and takes it when it is parked. Marking
+// under wmu keeps a record being answered concurrently from parking again.
+func (x *index) expire(pc *parked) bool {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	pc.expired = true
+	if pc.ws == nil {
+		return false
+	}
+	x.unlinkLocked(pc)
+	return true
+}
+
+// take takes pc when it is still parked.
+func (x *index) take(pc *parked) bool {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	if pc.ws == nil {
+		return false
+	}
+	x.unlinkLocked(pc)
+	return true
+}
+
+// closeParking refuses further parking and takes every parked record.
+func (x *index) closeParking() []*parked {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	x.parkClosed = true
+	var out []*parked
+	for id, ws := range x.waits {
+		if ws.parked != nil {
+			out = x.takeParkedLocked(ws, out)
+			if ws.n == 0 {
+				delete(x.waits, id)
+			}
+		}
+	}
+	return out
+}
+
+// parkedSnapshot lists the parked records (for the reaper).
+func (x *index) parkedSnapshot(dst []*parked) []*parked {
+	x.wmu.Lock()
+	defer x.wmu.Unlock()
+	for _, ws := range x.waits {
+		for pc := ws.parked; pc != nil; pc = pc.next {
+			dst = append(dst, pc)
+		}
+	}
+	return dst
+}
+
+// parking owns the answer workers and the inner servers that take
+// connections back.
+type parking struct {
+	p *Poller
+	// stopping is set by Drain and Run's end: no more parking, and
+	// answers close their connection.
+	stopping atomic.Bool
+
+	mu      sync.Mutex
+	queue   []*parked
+	workers int
+	closed  bool
+	servers map[*http.Server]*innerServer
+	wg      sync.WaitGroup
+}
+
+// enqueue hands taken records to the workers, starting one per chunk up
+// to parkWorkers. It never blocks, so the index may call it under its
+// locks.
+func (k *parking) enqueue(pcs []*parked) {
+	if len(pcs) == 0 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.queue = append(k.queue, pcs...)
+	for k.workers < parkWorkers && k.workers*parkChunk < len(k.queue) {
+		k.workers++
+		k.wg.Go(k.work)
+	}
+}
+
+func (k *parking) work() {
+	for {
+		k.mu.Lock()
+		n := min(len(k.queue), parkChunk)
+		if n == 0 {
+			k.queue = nil // let a large backing array go
+			k.workers--
+			k.mu.Unlock()
+			return
+		}
+		batch := k.queue[:n:n]
+		k.queue = k.queue[n:]
+		k.mu.Unlock()
+		for _, pc := range batch {
+			k.p.settle(pc)
+		}
+	}
+}
+
+// serverFor returns the inner server serving connections handed back from
+// outer's requests, starting it on first use. It returns nil once parking
+// is closed.
+func (k *parking) serverFor(outer *http.Server) *innerServer {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed || outer.Handler == nil {
+		return nil
+	}
+	if is := k.servers[outer]; is != nil {
+		return is
+	}
+	is := &innerServer{
+		l: &handoff{ch: make(chan net.Conn, 256), done: make(chan struct{})},
+		srv: &http.Server{
+			Handler:           outer.Handler,
+			ReadTimeout:       outer.ReadTimeout,
+			ReadHeaderTimeout: outer.ReadHeaderTimeout,
+			WriteTimeout:      outer.WriteTimeout,
+			IdleTimeout:       outer.IdleTimeout,
+			MaxHeaderBytes:    outer.MaxHeaderBytes,
+			ErrorLog:          outer.ErrorLog,
+		},
+	}
+	if k.servers == nil {
+		k.servers = make(map[*http.Server]*innerServer)
+	}
+	// Requests re-served by the inner server park and come back to it.
+	k.servers[outer] = is
+	k.servers[is.srv] = is
+	k.wg.Go(func() { _ = is.srv.Serve(is.l) }) // ErrServerClosed at shutdown
+	return is
+}
+
+// drainParked stops parking and answers every parked connection now, with
+// Connection: close, before it returns.
+func (k *parking) drainParked() {
+	k.stopping.Store(true)
+	k.mu.Lock()
+	for _, is := range k.servers {
+		is.srv.SetKeepAlivesEnabled(false)
+	}
+	k.mu.Unlock()
+	pcs := k.p.idx.closeParking()
+	var wg sync.WaitGroup
+	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
+	for w := range nw {
+		wg.Go(func() {
+			for i := w; i < len(pcs); i += nw {
+				k.p.settle(pcs[i])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// shutdown answers what is parked, shuts the inner servers down and waits
+// for every goroutine parking started. Run calls it on its way out.
+func (k *parking) shutdown() {
+	k.drainParked()
+	k.mu.Lock()
+	k.closed = true
+	var srvs []*http.Server
+	for outer, is := range k.servers {
+		if outer == is.srv {
+			srvs = append(srvs, is.srv)
+		}
+	}
+	k.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range srvs {
+		if s.Shutdown(ctx) != nil {
+			_ = s.Close() // requests still running past the bound are cut
+		}
+	}
+	k.wg.Wait()
+}
+
+type innerServer struct {
+	srv *http.Server
+	l   *handoff
+}
+
+// handoff is a net.Listener whose connections are the ones handed back
+// after a parked answer.
+type handoff struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (h *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoff) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoff) Addr() net.Addr { return handoffAddr{} }
+
+func (h *handoff) give(c net.Conn) bool {
+	select {
+	case h.ch <- c:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "poller-handoff" }
+
+// tryPark hijacks an HTTP/1.1 long-poll that must wait and parks it. It
+// reports false, with nothing changed, when the request cannot be parked
+// (HTTP/2, HTTP/1.0, a writer without Hijack, parking off or stopping);
+// the caller then waits on the plain path. ws is the channel waiter the
+// caller registered; it is released once the connection is taken.
+func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q query, inm string, ws *waitSet) bool {
+	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || p.pk.stopping.Load() {
+		return false
+	}
+	var srv *innerServer
+	if outer, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && p.cfg.Park == ParkKeepAlive {
+		srv = p.pk.serverFor(outer)
+	}
+	var hb bytes.Buffer
+	_ = w.Header().Write(&hb) // a bytes.Buffer does not fail
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	p.idx.unwait(id, ws)
+	pc := &parked{
+		conn: conn, id: id, since: q.since, hasSince: q.hasSince, inm: inm, hdr: hb.Bytes(), srv: srv,
+		// Bytes after the request (pipelining) are in brw, which is
+		// dropped: closing tells the client to resend them.
+		close: r.Close || srv == nil || brw.Reader.Buffered() > 0,
+	}
+	p.m.waiting.Inc()
+	pc.timer = time.AfterFunc(q.wait, func() {
+		if p.idx.expire(pc) {
+			p.pk.enqueue([]*parked{pc})
+		}
+	})
+	p.settle(pc)
+	return true
+}
+
+// settle re-reads pc's eventId: it parks pc (again) when there is still
+// nothing to say, else answers it. The caller owns pc (it is not parked).
+func (p *Poller) settle(pc *parked) {
+	var buf [2]item
+	v := p.idx.read(pc.id, pc.since, pc.hasSince, true, buf[:0], pc)
+	if v.wake != nil {
+		return // parked; pc now belongs to the wait set
+	}
+	pc.timer.Stop()
+	p.m.waiting.Dec()
+	p.answerParked(pc, v)
+}
+
+// reapParked closes parked connections whose client has gone, so they stop
+// counting as waiting long-polls before their timer ends.
+func (p *Poller) reapParked() {
+	for _, pc := range p.idx.parkedSnapshot(nil) {
+		if !peerGone(pc.conn) || !p.idx.take(pc) {
+			continue
+		}
+		pc.timer.Stop()
+		p.m.waiting.Dec()
+		_ = pc.conn.Close() // the client is gone; nothing to tell it
+	}
+}
+
+// answerParked writes the answer the plain path would have written after
+// the wait, then hands the connection back or closes it.
+func (p *Poller) answerParked(pc *parked, v view) {
+	closing := pc.close || p.pk.stopping.Load()
+	b := make([]byte, 0, 512)
+	var body []byte
+	status, outcome, ctype, cache, etag := http.StatusOK, outTimeout, "application/json", "private, no-cache", true
+	switch {
+	case v.behind:
+		// Not reachable while the index only moves forward; answered as
+		// the plain path answers a cursor this replica cannot serve.
+		status, outcome, cache, etag = http.StatusServiceUnavailable, outUnavailable, "no-store", false
+		body, _ = json.Marshal(wire.ErrorBody{Error: wire.ErrorDetail{Code: wire.CodeUnavailable, Message: "this poller replica is behind your cursor; retry shortly"}})
+		body = append(body, '\n')
+	case v.reset:
+		outcome, cache, etag = outReset, "no-store", false
+		body = append(body, `{"reset":true,"cursor":"`...)
+		body = formatSeq(body, v.applied)
+		body = append(body, "\"}\n"...)
+	case len(v.items) == 0 && pc.inm != "" && etagMatch(pc.inm, v.newest):
+		status, ctype = http.StatusNotModified, ""
+	default:
+		if len(v.items) > 0 {
+			outcome = outOK
+		}
+		body = append(body, `{"cursor":"`...)
+		body = formatSeq(body, v.applied)
+		body = append(body, `","events":[`...)
+		for i, it := range v.items {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, it.json...)
+		}
+		body = append(body, "]}\n"...)
+	}
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\n"...)
+	b = append(b, pc.hdr...)
+	if status == http.StatusServiceUnavailable {
+		b = append(b, "Retry-After: 1\r\n"...)
+	}
+	b = append(b, "Cache-Control: "...)
+	b = append(b, cache...)
+	b = append(b, "\r\n"...)
+	if ctype != "" {
+		b = append(b, "Content-Type: "...)
+		b = append(b, ctype...)
+		b = append(b, "\r\n"...)
+	}
+	if etag {
+		b = append(b, "Etag: "...)
+		b = appendETag(b, v.newest)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "Date: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\n"...)
+	if status != http.StatusNotModified {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	if closing {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	b = append(b, body...)
+	p.m.count(routeUpdates, outcome)
+
+	_ = pc.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
+	_, err := pc.conn.Write(b)
+	if err != nil || closing || pc.conn.SetWriteDeadline(time.Time{}) != nil || !pc.srv.l.give(pc.conn) {
+		// A failed write means the client left; closing is the answer's
+		// promise; a stopped inner server cannot take the connection.
+		_ = pc.conn.Close()
+	}
+}

@@ -1,0 +1,378 @@
+package poller
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/testutil"
+)
+
+// rawConn is one HTTP/1.1 client connection driven by hand, so tests see
+// exactly what a parked long-poll's answer carries on the wire.
+type rawConn struct {
+	t    *testing.T
+	c    net.Conn
+	br   *bufio.Reader
+	host string
+}
+
+func dialRaw(t *testing.T, baseURL string) *rawConn {
+	t.Helper()
+	host := strings.TrimPrefix(baseURL, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatalf("dial %s: %v", host, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c), host: host}
+}
+
+func (rc *rawConn) send(path string, hdr ...string) {
+	rc.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\n", path, rc.host)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		fmt.Fprintf(&b, "%s: %s\r\n", hdr[i], hdr[i+1])
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(rc.c, b.String()); err != nil {
+		rc.t.Fatalf("send %s: %v", path, err)
+	}
+}
+
+// recv reads one response; the deadline makes a missing answer fail the
+// test instead of hanging it.
+func (rc *rawConn) recv(within time.Duration) (*http.Response, []byte) {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(within))
+	res, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		rc.t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		rc.t.Fatalf("read body: %v", err)
+	}
+	return res, body
+}
+
+// closedByServer reports whether the server closed the connection (EOF).
+func (rc *rawConn) closedByServer() bool {
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := rc.br.ReadByte()
+	return err == io.EOF
+}
+
+func waiting(t *testing.T, h *harness) float64 {
+	return metricValue(t, h.reg, "liveupdates_poller_long_polls_waiting")
+}
+
+func waitParked(t *testing.T, h *harness, n int64) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n)
+	}, "%d long-polls parked", n)
+}
+
+// headerNames lists the header names of an answer, without Date (its value
+// is the time) so two answers can be compared.
+func headerNames(h http.Header) []string {
+	var out []string
+	for k := range h {
+		if k != "Date" {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	ensureStream(t, js)
+	first := publish(t, js, "e1", "vote.updated", `{"n":1}`)
+	h := startPoller(t, srv, Config{CORSOrigins: []string{"https://app.example"}})
+	origin := []string{"Origin", "https://app.example"}
+
+	rc := dialRaw(t, h.url)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", first), origin...)
+	waitParked(t, h, 1)
+	s := publish(t, js, "e1", "vote.updated", `{"n":2}`)
+	res, body := rc.recv(10 * time.Second)
+	if res.StatusCode != http.StatusOK || res.Close {
+		t.Fatalf("woken answer status=%d close=%v, want 200 keeping the connection", res.StatusCode, res.Close)
+	}
+	var u updates
+	if err := json.Unmarshal(body, &u); err != nil || !slices.Equal(seqs(u.Events), []uint64{s}) || u.Cursor != strconv.FormatUint(s, 10) {
+		t.Fatalf("woken answer %s (%v), want events [%d] and cursor %d", body, err, s, s)
+	}
+	if res.ContentLength != int64(len(body)) {
+		t.Fatalf("Content-Length=%d, body is %d bytes", res.ContentLength, len(body))
+	}
+	if got, want := res.Header.Get("Etag"), fmt.Sprintf(`"%d"`, s); got != want {
+		t.Fatalf("ETag=%q, want %q", got, want)
+	}
+	// What the plain (not waiting) path answers the same question with.
+	plain := h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", first), origin...)
+	if string(plain.body) != string(body) {
+		t.Fatalf("parked body %s, plain path %s", body, plain.body)
+	}
+	if got, want := headerNames(res.Header), headerNames(plain.header); !slices.Equal(got, want) {
+		t.Fatalf("parked answer headers %v, plain path %v", got, want)
+	}
+	for _, k := range []string{"Content-Type", "Cache-Control", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Vary"} {
+		if res.Header.Get(k) != plain.header.Get(k) {
+			t.Fatalf("%s=%q, plain path %q", k, res.Header.Get(k), plain.header.Get(k))
+		}
+	}
+	if n := waiting(t, h); n != 0 {
+		t.Fatalf("waiting after the answer=%v, want 0", n)
+	}
+
+	// The same connection serves the next long-poll, which parks again.
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s), origin...)
+	waitParked(t, h, 1)
+	s2 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	res, body = rc.recv(10 * time.Second)
+	if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s2}) {
+		t.Fatalf("second long-poll on the kept connection: %d %s, want events [%d]", res.StatusCode, body, s2)
+	}
+	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "ok"); got != 3 {
+		t.Fatalf("ok count=%v, want 3 (two woken, one plain)", got)
+	}
+}
+
+func TestParkedLongPollTimesOut(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	ensureStream(t, js)
+	s := publish(t, js, "e1", "vote.updated", `{}`)
+	h := startPoller(t, srv, Config{})
+	tag := fmt.Sprintf(`"%d"`, s)
+	cases := []struct {
+		name       string
+		hdr        []string
+		wantStatus int
+	}{
+		{"without If-None-Match it answers an empty 200", nil, http.StatusOK},
+		{"with a matching If-None-Match it answers 304", []string{"If-None-Match", tag}, http.StatusNotModified},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, h.url)
+			start := time.Now()
+			rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=1", s), tc.hdr...)
+			res, body := rc.recv(10 * time.Second)
+			if el := time.Since(start); el < time.Second {
+				t.Fatalf("answered after %v, want held for wait=1s", el)
+			}
+			if res.StatusCode != tc.wantStatus || res.Header.Get("Etag") != tag || res.Header.Get("Cache-Control") != "private, no-cache" {
+				t.Fatalf("status=%d ETag=%q Cache-Control=%q, want %d %s private, no-cache", res.StatusCode, res.Header.Get("Etag"), res.Header.Get("Cache-Control"), tc.wantStatus, tag)
+			}
+			if tc.wantStatus == http.StatusOK {
+				var u updates
+				if err := json.Unmarshal(body, &u); err != nil || len(u.Events) != 0 || u.Reset || u.Cursor != strconv.FormatUint(s, 10) {
+					t.Fatalf("timed-out body %s (%v), want no events and cursor %d", body, err, s)
+				}
+			} else if len(body) != 0 {
+				t.Fatalf("304 body %q, want none", body)
+			}
+		})
+	}
+	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
+		t.Fatalf("timeout count=%v, want 2", got)
+	}
+	if n := waiting(t, h); n != 0 {
+		t.Fatalf("waiting=%v, want 0", n)
+	}
+}
+
+func TestParkedLongPollOfAGoneClientIsReleased(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	h := startPoller(t, srv, Config{PollInterval: 100 * time.Millisecond})
+	rc := dialRaw(t, h.url)
+	rc.send("/v1/events/e1/updates?since=0&wait=30")
+	waitParked(t, h, 1)
+	rc.c.Close()
+	// The housekeeping tick peeks at the parked socket and finds it closed.
+	waitParked(t, h, 0)
+	if n := len(h.p.idx.parkedSnapshot(nil)); n != 0 {
+		t.Fatalf("wait sets still hold %d parked connections", n)
+	}
+}
+
+func TestPeerGoneTellsAnOpenConnectionFromAClosedOne(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	if peerGone(server) {
+		t.Fatal("peerGone(open connection)=true")
+	}
+	if _, err := client.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	testutil.Eventually(t, 5*time.Second, func() bool { return peerGone(server) }, "closed peer seen as gone")
+}
+
+func TestDrainAnswersEveryParkedLongPollAndClosesItsConnection(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	h := startPoller(t, srv, Config{Rate: -1})
+	const n = 40 // more than one worker chunk
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, h.url)
+		conns[i].send(fmt.Sprintf("/v1/events/e%d/updates?since=0&wait=30", i%3))
+	}
+	waitParked(t, h, n)
+	h.p.Drain()
+	for i, rc := range conns {
+		res, body := rc.recv(5 * time.Second)
+		var u updates
+		if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || u.Reset || len(u.Events) != 0 {
+			t.Fatalf("conn %d drained answer %d %s (%v), want an empty 200", i, res.StatusCode, body, err)
+		}
+		if !res.Close || !rc.closedByServer() {
+			t.Fatalf("conn %d: want Connection: close and the connection closed after a drained answer", i)
+		}
+	}
+	if w := waiting(t, h); w != 0 {
+		t.Fatalf("waiting after Drain=%v, want 0", w)
+	}
+	// After Drain a long-poll is answered at once on the plain path.
+	if u := decodeUpdates(t, h.get("/v1/events/e1/updates?since=0&wait=30")); len(u.Events) != 0 {
+		t.Fatalf("long-poll after Drain=%+v, want an empty answer", u)
+	}
+}
+
+func TestManyParkedLongPollsOfOneEventAreAllWoken(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	h := startPoller(t, srv, Config{Rate: -1})
+	cursor := h.p.idx.appliedSeq()
+	const n = 200
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, h.url)
+		conns[i].send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=30", cursor))
+	}
+	waitParked(t, h, n)
+	s := publish(t, js, "hot", "vote.updated", `{"hot":true}`)
+	for i, rc := range conns {
+		res, body := rc.recv(10 * time.Second)
+		var u updates
+		if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s}) {
+			t.Fatalf("conn %d: %d %s, want events [%d]", i, res.StatusCode, body, s)
+		}
+	}
+	waitParked(t, h, 0)
+}
+
+func TestParkCloseAnswersWithConnectionClose(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	h := startPoller(t, srv, Config{Park: ParkClose})
+	cursor := h.p.idx.appliedSeq()
+	rc := dialRaw(t, h.url)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
+	waitParked(t, h, 1)
+	s := publish(t, js, "e1", "vote.updated", `{}`)
+	res, body := rc.recv(10 * time.Second)
+	var u updates
+	if err := json.Unmarshal(body, &u); err != nil || !slices.Equal(seqs(u.Events), []uint64{s}) {
+		t.Fatalf("answer %s (%v), want events [%d]", body, err, s)
+	}
+	if !res.Close || !rc.closedByServer() {
+		t.Fatal("want Connection: close and the connection closed")
+	}
+}
+
+func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	h := startPoller(t, srv, Config{})
+	mux := http.NewServeMux()
+	h.p.Register(mux)
+	h2 := httptest.NewUnstartedServer(mux)
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	t.Cleanup(h2.Close)
+	hOff := startPoller(t, srv, Config{Park: ParkOff})
+
+	cases := []struct {
+		name   string
+		h      *harness
+		url    string
+		client *http.Client
+		proto  int
+		event  string
+	}{
+		{"HTTP/2 cannot be hijacked", h, h2.URL, h2.Client(), 2, "over-h2"},
+		{"park off keeps HTTP/1.1 on the plain path", hOff, hOff.url, http.DefaultClient, 1, "park-off"},
+	}
+	for _, tc := range cases {
+		cursor := tc.h.p.idx.appliedSeq()
+		got := make(chan *http.Response, 1)
+		go func() {
+			res, err := tc.client.Get(fmt.Sprintf("%s/v1/events/%s/updates?since=%d&wait=20", tc.url, tc.event, cursor))
+			if err != nil {
+				t.Errorf("%s: GET: %v", tc.name, err)
+				res = nil
+			}
+			got <- res
+		}()
+		testutil.Eventually(t, 5*time.Second, func() bool { return waiting(t, tc.h) == 1 }, "%s: long-poll waiting", tc.name)
+		if n := tc.h.p.idx.nParked.Load(); n != 0 {
+			t.Fatalf("%s: parked=%d, want the plain path", tc.name, n)
+		}
+		s := publish(t, js, tc.event, "vote.updated", `{}`)
+		var res *http.Response
+		select {
+		case res = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: not woken", tc.name)
+		}
+		if res == nil {
+			t.FailNow()
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		var u updates
+		if err := json.Unmarshal(body, &u); err != nil || res.ProtoMajor != tc.proto || !slices.Equal(seqs(u.Events), []uint64{s}) {
+			t.Fatalf("%s: HTTP/%d %s (%v), want HTTP/%d events [%d]", tc.name, res.ProtoMajor, body, err, tc.proto, s)
+		}
+	}
+}
