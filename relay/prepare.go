@@ -97,6 +97,15 @@ const (
 // changes of one (channel, type) whose type is in types collapse into the
 // newest, which keeps its own place in seq order; other changes pass alone.
 func coalesce(items []*item, types map[string]bool) [][]*item {
+	groups := make([][]*item, 0, len(items))
+	if len(types) == 0 {
+		// Nothing coalesces: every change is its own group, sharing the
+		// items' backing array instead of one allocation each.
+		for i := range items {
+			groups = append(groups, items[i:i+1:i+1])
+		}
+		return groups
+	}
 	type key struct{ channel, typ string }
 	last := make(map[key]int)
 	for i, it := range items {
@@ -105,7 +114,6 @@ func coalesce(items []*item, types map[string]bool) [][]*item {
 		}
 	}
 	pending := make(map[key][]*item)
-	groups := make([][]*item, 0, len(items))
 	for i, it := range items {
 		if !types[it.env.Type] {
 			groups = append(groups, []*item{it})
@@ -127,6 +135,7 @@ type encoder struct {
 	limit int // bytes
 	buf   bytes.Buffer
 	zw    *gzip.Writer
+	out   []byte // reused for the envelope JSON; each event copies it once
 }
 
 func newEncoder(limitKB int) *encoder {
@@ -143,22 +152,23 @@ func (enc *encoder) event(group []*item) *outEvent {
 		env.Coalesced = len(group)
 	}
 	ev := &outEvent{items: group, channel: n.channel, name: env.Type, socketID: sharedSocketID(group)}
-	b := env.AppendJSON(make([]byte, 0, 160+len(env.Data)))
-	if len(b) <= enc.limit {
-		ev.data = string(b)
+	enc.out = env.AppendJSON(enc.out[:0])
+	if len(enc.out) <= enc.limit {
+		ev.data = string(enc.out)
 		return ev
 	}
 	if z, ok := enc.compress(env.Data); ok {
 		cenv := env
 		cenv.Enc = wire.EncGzipBase64
 		cenv.Data = z
-		if b := cenv.AppendJSON(make([]byte, 0, 160+len(z))); len(b) <= enc.limit {
-			ev.data, ev.shape = string(b), shapeCompressed
+		if enc.out = cenv.AppendJSON(enc.out[:0]); len(enc.out) <= enc.limit {
+			ev.data, ev.shape = string(enc.out), shapeCompressed
 			return ev
 		}
 	}
 	env.Ref, env.Data = true, nil
-	ev.data, ev.shape = string(env.AppendJSON(make([]byte, 0, 160))), shapeReference
+	enc.out = env.AppendJSON(enc.out[:0])
+	ev.data, ev.shape = string(enc.out), shapeReference
 	return ev
 }
 
