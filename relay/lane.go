@@ -50,24 +50,25 @@ func (l *lane) requeue(tail []*outEvent) bool {
 	return true
 }
 
-// awaitMore waits up to d for more changes to be queued. Only a lane that
-// took more than a batch (a backlog) asks, so steady traffic pays nothing.
+// awaitMore waits up to d for more changes to be queued. A wake-up left
+// over from changes an earlier take already got is not more: it waits on.
 func (l *lane) awaitMore(ctx context.Context, d time.Duration) bool {
-	l.mu.Lock()
-	n := len(l.queue)
-	l.mu.Unlock()
-	if n > 0 {
-		return true
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return false
-	case <-l.wake:
-		return true
+	for {
+		l.mu.Lock()
+		n := len(l.queue)
+		l.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		case <-l.wake:
+		}
 	}
 }
 
@@ -105,7 +106,10 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		for i := 0; i < len(events); i += pusherMaxBatch {
 			chunk := events[i:min(i+pusherMaxBatch, len(events))]
-			if len(chunk) < pusherMaxBatch && i > 0 && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk) {
+			// A partial batch waits for more only while the stream has a
+			// backlog (more is on its way from the fetcher); steady
+			// traffic sends at once.
+			if len(chunk) < pusherMaxBatch && r.backlog.Load() && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk) {
 				break // more is queued: the tail rides with it in a full batch
 			}
 			if err := r.deliver(ctx, l, chunk); err != nil {
@@ -191,8 +195,8 @@ func (r *Relay) accept(events []*outEvent) {
 			if err := it.msg.Ack(); err != nil {
 				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
 			}
-			r.hold.done(it)
 		}
+		r.hold.done(ev.items...)
 		changes += len(ev.items)
 		r.m.coalesced.Add(float64(len(ev.items) - 1))
 		switch ev.shape {

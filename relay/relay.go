@@ -15,6 +15,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,6 +79,11 @@ type Relay struct {
 	logOutage  rate.Sometimes
 	logRefusal rate.Sometimes
 	logAck     rate.Sometimes
+
+	// backlog is true while the last fetched change said more are pending
+	// in the stream: lanes then wait for full batches instead of sending
+	// partial ones, and the fetcher skips its wait for a first change.
+	backlog atomic.Bool
 
 	mu   sync.Mutex
 	cons jetstream.Consumer // set by Run
@@ -285,6 +291,14 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 // fetch gathers up to n changes: it waits up to IdleWait for the first,
 // then up to BatchWindow for the rest.
 func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+	if r.backlog.Load() {
+		// More is stored: one pull for the whole batch, no round trip for
+		// a first change that is known to be there.
+		msgs, err := r.pull(cons, n)
+		if len(msgs) > 0 || err != nil {
+			return msgs, err
+		}
+	}
 	fctx, cancel := context.WithTimeout(ctx, r.cfg.IdleWait)
 	defer cancel()
 	first, err := cons.Fetch(1, jetstream.FetchContext(fctx))
@@ -301,14 +315,21 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 	if len(msgs) == 0 || n == 1 || ctx.Err() != nil || !r.gate.Healthy() {
 		return msgs, nil
 	}
-	rest, err := cons.Fetch(n-1, jetstream.FetchMaxWait(r.cfg.BatchWindow))
+	rest, err := r.pull(cons, n-1)
+	return append(msgs, rest...), err
+}
+
+// pull fetches up to n changes, waiting at most BatchWindow.
+func (r *Relay) pull(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(r.cfg.BatchWindow))
 	if err != nil {
-		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
+		return nil, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
-	for m := range rest.Messages() {
+	msgs := make([]jetstream.Msg, 0, n)
+	for m := range batch.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := rest.Error(); err != nil {
+	if err := batch.Error(); err != nil {
 		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
 	return msgs, nil
@@ -323,14 +344,23 @@ func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
 	r.m.received.Add(float64(len(msgs)))
 	perLane := make([][]*item, len(r.lanes))
 	now := time.Now()
-	for _, msg := range msgs {
-		it := &item{msg: msg, touched: now}
-		var stored time.Time
+	slab := make([]item, len(msgs)) // one allocation for the whole fetch
+	held := make([]*item, len(msgs))
+	stored := make([]time.Time, len(msgs))
+	pending := uint64(0)
+	for i, msg := range msgs {
+		it := &slab[i]
+		it.msg, it.touched = msg, now
 		if meta, err := msg.Metadata(); err == nil {
-			it.seq, it.delivered, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
+			it.seq, it.delivered, stored[i], pending = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp, meta.NumPending
 		}
-		r.hold.add(it)
-		env, socketID, err := decode(r.cfg, msg, it.seq, stored)
+		held[i] = it
+	}
+	r.backlog.Store(pending > 0)
+	r.hold.add(held...)
+	for i, it := range held {
+		msg := it.msg
+		env, socketID, err := decode(r.cfg, msg, it.seq, stored[i])
 		if err != nil {
 			// On cancellation the change stays held and Run releases it.
 			_ = r.deadLetterItem(ctx, it, 0, reasonInvalid, err.Error())
@@ -439,23 +469,31 @@ func newHolder(capacity int64, gauge prometheus.Gauge) *holder {
 	return &holder{sem: semaphore.NewWeighted(capacity), gauge: gauge, items: make(map[*item]struct{})}
 }
 
-// add records a change fetched under a semaphore unit already acquired.
-func (h *holder) add(it *item) {
+// add records changes fetched under semaphore units already acquired.
+func (h *holder) add(items ...*item) {
 	h.mu.Lock()
-	h.items[it] = struct{}{}
+	for _, it := range items {
+		h.items[it] = struct{}{}
+	}
 	h.gauge.Set(float64(len(h.items)))
 	h.mu.Unlock()
 }
 
-// done forgets a change that was acked, termed or released.
-func (h *holder) done(it *item) {
+// done forgets changes that were acked, termed or released, under one lock
+// and one semaphore release for the lot.
+func (h *holder) done(items ...*item) {
 	h.mu.Lock()
-	_, ok := h.items[it]
-	delete(h.items, it)
+	released := 0
+	for _, it := range items {
+		if _, ok := h.items[it]; ok {
+			delete(h.items, it)
+			released++
+		}
+	}
 	h.gauge.Set(float64(len(h.items)))
 	h.mu.Unlock()
-	if ok {
-		h.sem.Release(1)
+	if released > 0 {
+		h.sem.Release(int64(released))
 	}
 }
 

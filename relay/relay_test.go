@@ -71,6 +71,28 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	rg.waitSettled(5 * time.Second)
 }
 
+// TestRelaySendsFullBatchesFromABacklogAcrossLanes: with a backlog fetched
+// in many small pulls and spread over four lanes, every request carries ten
+// events except each lane's last one.
+func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, pusherserver.Options{})
+	var cs []change
+	for i := range 2000 {
+		cs = append(cs, change{eventID: "e" + strconv.Itoa(i%97), typ: wire.TypeVoteUpdated, data: `{}`})
+	}
+	_, ids := rg.publish(cs...)
+	cfg := rg.config()
+	cfg.MaxInFlight = 4
+	cfg.BatchSize = 100 // twenty pulls, each leaving a partial tail in every lane
+	rg.start(cfg, nil)
+	rg.waitIDs(30*time.Second, ids)
+	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {
+		t.Fatalf("Requests()=%d for 2000 changes, want at most %d (full batches but each lane's last)", got, most)
+	}
+	rg.waitSettled(5 * time.Second)
+}
+
 func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pusherserver.Options{})

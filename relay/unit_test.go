@@ -372,3 +372,35 @@ func TestGateRefusalIsReportedUntilSuccess(t *testing.T) {
 		t.Fatalf("Refusal()=%v after success, want nil", err)
 	}
 }
+
+// TestLaneAwaitMoreIgnoresAStaleWakeUp: a wake-up left over from changes an
+// earlier take already got must not pass for more changes, or a backlog's
+// tail goes out as a partial batch.
+func TestLaneAwaitMoreIgnoresAStaleWakeUp(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		l := &lane{wake: make(chan struct{}, 1)}
+		l.push([]*item{{seq: 1}})
+		if got, err := l.take(t.Context()); err != nil || len(got) != 1 {
+			t.Fatalf("take()=%d items, %v; want 1", len(got), err)
+		}
+		start := time.Now()
+		if l.awaitMore(t.Context(), 20*time.Millisecond) {
+			t.Fatal("awaitMore reported more changes after a stale wake-up with an empty queue")
+		}
+		if waited := time.Since(start); waited != 20*time.Millisecond {
+			t.Fatalf("awaitMore returned after %v, want the whole 20ms window", waited)
+		}
+		go func() {
+			time.Sleep(5 * time.Millisecond) // fake clock: a push 5ms into the window
+			l.push([]*item{{seq: 2}})
+		}()
+		start = time.Now()
+		if !l.awaitMore(t.Context(), 20*time.Millisecond) {
+			t.Fatal("awaitMore missed changes pushed within the window")
+		}
+		if waited := time.Since(start); waited != 5*time.Millisecond {
+			t.Fatalf("awaitMore returned after %v, want 5ms, when the push came", waited)
+		}
+	})
+}
