@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -31,7 +32,11 @@ import (
 //   - B/waiting_client: server heap+stack per waiting long-poll with 10,000
 //     waiting (target <= 16 KiB);
 //   - wake_p50_ms, wake_p99_ms: publish (JetStream ack) to long-poll answer
-//     received by the load generator (target p50 <= 5 ms).
+//     received by the load generator (target p50 <= 5 ms);
+//   - fanout_{p50,last,server}_ms_{keepalive,off}: 10,000 long-polls on one
+//     eventId, one publish: from its ack to the median and the last answer
+//     received, and to the server having written every answer; parked
+//     (keepalive) and on the plain net/http path (off) as the baseline.
 //
 // Run it once: go test -run '^$' -bench BenchmarkPoller -benchtime 1x ./poller/
 // The rate limit is off here (all load comes from one IP).
@@ -144,6 +149,61 @@ func BenchmarkPoller(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(lat[len(lat)/2], "wake_p50_ms")
 	b.ReportMetric(lat[len(lat)*99/100], "wake_p99_ms")
+
+	// Fan-out, on fresh pollers (the one above is drained): 10,000
+	// long-polls on one eventId, one publish wakes them all. Parked, then
+	// on the plain net/http path as the baseline.
+	for _, park := range []string{ParkKeepAlive, ParkOff} {
+		hp := startPoller(b, srv, Config{Rate: -1, MaxWait: 2 * time.Minute, MaxEvents: 2 * ids, Park: park})
+		m := http.NewServeMux()
+		hp.p.Register(m)
+		p50, last, server := fanout(b, loadgen, js, hp, serve(b, m), ids)
+		b.ReportMetric(p50, "fanout_p50_ms_"+park)
+		b.ReportMetric(last, "fanout_last_ms_"+park)
+		b.ReportMetric(server, "fanout_server_ms_"+park)
+		hp.stop()
+	}
+}
+
+// fanout holds n long-polls on one eventId, publishes one change, and
+// returns the milliseconds from the publish's ack to the median and the
+// last answer received by the load generator, and to the server having
+// written every answer (5 ms resolution).
+func fanout(b *testing.B, loadgen string, js jetstream.JetStream, h *harness, base string, n int) (p50, last, server float64) {
+	cursor := h.p.idx.appliedSeq()
+	cmd := exec.Command(loadgen, "-mode", "hold", "-base", base, "-ids", fmt.Sprint(n), "-since", fmt.Sprint(cursor), "-wait", "60", "-event", "hot")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start loadgen: %v", err)
+	}
+	waiting := func() float64 { return promtest.ToFloat64(h.p.m.waiting) }
+	testutil.Eventually(b, 60*time.Second, func() bool { return waiting() == float64(n) }, "%d long-polls waiting on one eventId", n)
+	publish(b, js, "hot", "vote.updated", `{"hot":true}`)
+	t0 := time.Now().UnixNano()
+	testutil.Eventually(b, 60*time.Second, func() bool {
+		h.p.pk.mu.Lock()
+		busy := h.p.pk.workers
+		h.p.pk.mu.Unlock()
+		return waiting() == 0 && busy == 0
+	}, "every fan-out answer written")
+	server = float64(time.Now().UnixNano()-t0) / 1e6
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("loadgen hold: %v", err)
+	}
+	var res loadResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		b.Fatalf("loadgen output %q: %v", out.String(), err)
+	}
+	if len(res.Arrivals) != n {
+		b.Fatalf("fan-out: %d of %d long-polls got the change; result %+v", len(res.Arrivals), n, res.Status)
+	}
+	lat := make([]float64, 0, n)
+	for _, at := range res.Arrivals {
+		lat = append(lat, float64(at-t0)/1e6)
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)-1], server
 }
 
 type loadResult struct {

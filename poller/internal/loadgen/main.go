@@ -3,13 +3,14 @@
 // result on stdout.
 //
 //	loadgen -mode rps  -base URL -ids 10000 -conns 64 -duration 3s -kind 304|200
-//	loadgen -mode hold -base URL -ids 10000 -since N -wait 30
+//	loadgen -mode hold -base URL -ids 10000 -since N -wait 30 [-event ID]
 //
 // rps first learns each eventId's ETag (one GET each), then polls as fast as
 // it can: kind 304 sends If-None-Match with the learnt ETag, kind 200 asks
 // since the seq before the eventId's newest, so each answer holds one change.
-// hold opens one long-poll per eventId and, once they end, reports when each
-// answer carrying a change arrived (unix nanoseconds), for wake latency.
+// hold opens one long-poll per eventId (or, with -event, ids long-polls on
+// that one eventId) and, once they end, reports when each answer carrying a
+// change arrived (unix nanoseconds), for wake latency and fan-out time.
 package main
 
 import (
@@ -53,6 +54,7 @@ func run() error {
 	kind := flag.String("kind", "304", "304 or 200 (rps)")
 	since := flag.Uint64("since", 0, "cursor for long-polls (hold)")
 	wait := flag.Int("wait", 30, "long-poll seconds (hold)")
+	event := flag.String("event", "", "hold: every long-poll on this one eventId (arrivals keyed by client number) instead of one per eventId")
 	flag.Parse()
 	if *base == "" {
 		return fmt.Errorf("-base is required")
@@ -61,7 +63,7 @@ func run() error {
 	case "rps":
 		return rps(*base, *ids, *conns, *duration, *kind)
 	case "hold":
-		return hold(*base, *ids, *since, *wait)
+		return hold(*base, *ids, *since, *wait, *event)
 	}
 	return fmt.Errorf("unknown -mode %q", *mode)
 }
@@ -143,7 +145,7 @@ func rps(base string, ids, conns int, duration time.Duration, kind string) error
 	return json.NewEncoder(os.Stdout).Encode(result{Requests: n.Load(), Seconds: el, RPS: float64(n.Load()) / el, Status: status, Errors: errs.Load()})
 }
 
-func hold(base string, ids int, since uint64, wait int) error {
+func hold(base string, ids int, since uint64, wait int, event string) error {
 	c := client(ids)
 	c.Timeout = time.Duration(wait+30) * time.Second
 	var errs atomic.Int64
@@ -153,7 +155,12 @@ func hold(base string, ids int, since uint64, wait int) error {
 	var wg sync.WaitGroup
 	for i := range ids {
 		wg.Go(func() {
-			id := "e" + strconv.Itoa(i)
+			id, key := "e"+strconv.Itoa(i), ""
+			if event != "" {
+				id, key = event, strconv.Itoa(i)
+			} else {
+				key = id
+			}
 			res, err := c.Get(fmt.Sprintf("%s/v1/events/%s/updates?since=%d&wait=%d", base, id, since, wait))
 			if err != nil {
 				errs.Add(1)
@@ -166,7 +173,7 @@ func hold(base string, ids int, since uint64, wait int) error {
 			defer mu.Unlock()
 			status[res.StatusCode]++
 			if err == nil && strings.Contains(string(b), `"events":[{`) {
-				arrivals[id] = at
+				arrivals[key] = at
 			}
 		})
 	}
