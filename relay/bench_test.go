@@ -111,6 +111,8 @@ func BenchmarkRelay(b *testing.B) {
 		b.ReportMetric(naiveRate, "naive-events/s")
 		b.ReportMetric(rate/naiveRate, "x-naive")
 		b.ReportMetric(float64(reqs)*1000/float64(n), "req/1k-events")
+		// Requests beyond ceil(n/10): partial batches other than the last.
+		b.ReportMetric(float64(reqs-(n+pusherMaxBatch-1)/pusherMaxBatch), "extra-requests")
 		rg.pusher.Reset()
 
 		// Coalescing on a bursty, vote-heavy mix: bursts of 20 changes on
