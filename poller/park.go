@@ -344,7 +344,10 @@ func (handoffAddr) String() string  { return "poller-handoff" }
 // the caller then waits on the plain path. ws is the channel waiter the
 // caller registered; it is released once the connection is taken.
 func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q query, inm string, ws *waitSet) bool {
-	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || p.pk.stopping.Load() {
+	// A HEAD answer has no body and a request body would be read as the
+	// next request after the hand-back: both keep the plain path.
+	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Method != http.MethodGet ||
+		r.ContentLength != 0 || len(r.TransferEncoding) > 0 || p.pk.stopping.Load() {
 		return false
 	}
 	var srv *innerServer
@@ -443,7 +446,7 @@ func (p *Poller) answerParked(pc *parked, v view) {
 	b = append(b, "\r\n"...)
 	b = append(b, pc.hdr...)
 	if status == http.StatusServiceUnavailable {
-		b = append(b, "Retry-After: 1\r\n"...)
+		b = append(b, "Retry-After: 1\r\nX-Content-Type-Options: nosniff\r\n"...)
 	}
 	b = append(b, "Cache-Control: "...)
 	b = append(b, cache...)

@@ -80,7 +80,8 @@ func waiting(t *testing.T, h *harness) float64 {
 func waitParked(t *testing.T, h *harness, n int64) {
 	t.Helper()
 	testutil.Eventually(t, 5*time.Second, func() bool {
-		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n)
+		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n) &&
+			metricValue(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
 	}, "%d long-polls parked", n)
 }
 
