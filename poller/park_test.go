@@ -377,3 +377,60 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 		}
 	}
 }
+
+func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
+	t.Parallel()
+	x := newIndex(Config{}.withDefaults())
+	x.reset(0)
+	var woken []*parked
+	x.onWake = func(pcs []*parked) { woken = append(woken, pcs...) }
+	park := func(pc *parked) bool {
+		return x.read(pc.id, pc.since, pc.hasSince, true, nil, pc).wake != nil
+	}
+	a := &parked{id: "e1", hasSince: true}
+	b := &parked{id: "e1", hasSince: true}
+	c := &parked{id: "e2", hasSince: true}
+	for _, pc := range []*parked{a, b, c} {
+		if !park(pc) {
+			t.Fatalf("%s not parked on an empty read", pc.id)
+		}
+	}
+	if got := x.nParked.Load(); got != 3 {
+		t.Fatalf("parked=%d, want 3", got)
+	}
+
+	// A change of e1 hands both of its records to the waker, not e2's.
+	x.apply(change(1, "e1"), time.Now())
+	if len(woken) != 2 || !slices.Contains(woken, a) || !slices.Contains(woken, b) {
+		t.Fatalf("woken=%v, want e1's two records", woken)
+	}
+	if x.take(a) || x.expire(b) {
+		t.Fatal("a woken record was taken a second time")
+	}
+	// b's timer fired while the waker held it: it must not park again.
+	if park(b) {
+		t.Fatal("an expired record parked again")
+	}
+	// a re-parks (nothing after since=1) and its timer then takes it.
+	a.since = 1
+	if !park(a) || !x.expire(a) || x.take(a) {
+		t.Fatal("a re-parked record must be taken by its timer exactly once")
+	}
+	// A record whose If-None-Match no longer names the newest seq is
+	// answered, not parked.
+	if park(&parked{id: "e1", since: 1, hasSince: true, inm: `"0"`}) {
+		t.Fatal("a record with a stale If-None-Match parked")
+	}
+
+	// Closing parking takes what is left and refuses more.
+	left := x.closeParking()
+	if len(left) != 1 || left[0] != c {
+		t.Fatalf("closeParking()=%v, want e2's record", left)
+	}
+	if park(&parked{id: "e3"}) {
+		t.Fatal("parked after parking closed")
+	}
+	if x.nParked.Load() != 0 || len(x.waits) != 0 {
+		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", x.nParked.Load(), len(x.waits))
+	}
+}
