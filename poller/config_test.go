@@ -19,21 +19,22 @@ func TestLoadConfig(t *testing.T) {
 		wantErr []string // variables every error must name
 	}{
 		{"no variables give the defaults and open reads", nil, func(c Config) bool {
-			return c.Open() && c.RingSize == 64 && c.MaxWait == 30*time.Second && c.Rate == 5 && c.Burst == 20 && c.Heartbeat == 15*time.Second
+			return c.Open() && c.RingSize == 64 && c.MaxWait == 30*time.Second && c.Rate == 5 && c.Burst == 20 && c.Heartbeat == 15*time.Second && c.Park == ParkKeepAlive
 		}, nil},
 		{"every variable is read", map[string]string{
 			"LIVE_POLL_SECRET": "0123456789abcdef", "LIVE_POLLER_RING_SIZE": "8", "LIVE_POLLER_RING_AGE": "1m",
 			"LIVE_POLLER_MAX_EVENTS": "10", "LIVE_POLLER_REPLAY_DEPTH": "100", "LIVE_POLLER_MAX_WAIT": "20s",
 			"LIVE_POLLER_CORS_ORIGINS": "https://a.example, *", "LIVE_POLLER_RATE": "off", "LIVE_POLLER_BURST": "3",
-			"LIVE_POLLER_HEARTBEAT": "5s", "LIVE_POLLER_MAX_BYTES": "1MiB",
+			"LIVE_POLLER_HEARTBEAT": "5s", "LIVE_POLLER_MAX_BYTES": "1MiB", "LIVE_POLLER_PARK": "close",
 		}, func(c Config) bool {
 			return !c.Open() && c.RingSize == 8 && c.RingAge == time.Minute && c.MaxEvents == 10 && c.ReplayDepth == 100 &&
-				c.MaxWait == 20*time.Second && len(c.CORSOrigins) == 2 && c.Rate < 0 && c.Burst == 3 && c.Heartbeat == 5*time.Second && c.MaxBytes == 1<<20
+				c.MaxWait == 20*time.Second && len(c.CORSOrigins) == 2 && c.Rate < 0 && c.Burst == 3 && c.Heartbeat == 5*time.Second && c.MaxBytes == 1<<20 &&
+				c.Park == ParkClose
 		}, nil},
 		{"every problem is reported at once, each naming its variable", map[string]string{
 			"LIVE_POLL_SECRET": "short", "LIVE_POLLER_RING_SIZE": "0", "LIVE_POLLER_RING_AGE": "soon",
-			"LIVE_POLLER_RATE": "-1", "LIVE_POLLER_CORS_ORIGINS": "app.example",
-		}, nil, []string{"LIVE_POLL_SECRET", "LIVE_POLLER_RING_SIZE", "LIVE_POLLER_RING_AGE", "LIVE_POLLER_RATE", "LIVE_POLLER_CORS_ORIGINS"}},
+			"LIVE_POLLER_RATE": "-1", "LIVE_POLLER_CORS_ORIGINS": "app.example", "LIVE_POLLER_PARK": "sometimes",
+		}, nil, []string{"LIVE_POLL_SECRET", "LIVE_POLLER_RING_SIZE", "LIVE_POLLER_RING_AGE", "LIVE_POLLER_RATE", "LIVE_POLLER_CORS_ORIGINS", "LIVE_POLLER_PARK"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
