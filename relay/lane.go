@@ -106,11 +106,13 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		for i := 0; i < len(events); i += pusherMaxBatch {
 			chunk := events[i:min(i+pusherMaxBatch, len(events))]
-			// A partial batch waits for more only while the stream has a
-			// backlog (more is on its way from the fetcher); steady
-			// traffic sends at once.
-			if len(chunk) < pusherMaxBatch && r.backlog.Load() && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk) {
-				break // more is queued: the tail rides with it in a full batch
+			// A partial batch rides with changes already queued behind it
+			// (the fetcher may have pushed the stream's last ones while this
+			// lane was sending); it waits for more only while the stream
+			// has a backlog. Steady traffic sends at once.
+			if len(chunk) < pusherMaxBatch && (l.requeue(chunk) ||
+				r.backlog.Load() && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk)) {
+				break // the tail goes out with what follows, in a full batch
 			}
 			if err := r.deliver(ctx, l, chunk); err != nil {
 				return

@@ -88,7 +88,11 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	rg.start(cfg, nil)
 	rg.waitIDs(30*time.Second, ids)
 	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {
-		t.Fatalf("Requests()=%d for 2000 changes, want at most %d (full batches but each lane's last)", got, most)
+		var sizes []int
+		for _, x := range rg.pusher.Exchanges() {
+			sizes = append(sizes, x.Events)
+		}
+		t.Fatalf("Requests()=%d for 2000 changes, want at most %d (full batches but each lane's last); sizes %v", got, most, sizes)
 	}
 	rg.waitSettled(5 * time.Second)
 }

@@ -162,6 +162,11 @@ func (m *httpMetrics) wrap(mux *http.ServeMux) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		mux.ServeHTTP(sw, r)
+		if !sw.wrote {
+			// Hijacked (a long-poll the poller parked): the poller counts
+			// its real outcome when it answers.
+			return
+		}
 		// ServeMux records the matched pattern on r: a closed set of labels.
 		pattern := r.Pattern
 		if pattern == "" {

@@ -74,6 +74,7 @@ func pollerOnlyVars() []envVar {
 		{Name: "LIVE_POLLER_CORS_ORIGINS", Help: "comma-separated origins allowed to read (or *)"},
 		{Name: "LIVE_POLLER_RATE", Default: "5 (off disables)", Help: "requests per second per client"},
 		{Name: "LIVE_POLLER_BURST", Default: "20", Help: "burst per client"},
+		{Name: "LIVE_POLLER_PARK", Default: "keepalive", Help: "how waiting long-polls are held: keepalive (hijacked and parked, about 1 KiB each), close, or off (a goroutine each)"},
 		{Name: "LIVE_POLLER_HEARTBEAT", Default: "15s", Help: "SSE heartbeat interval"},
 	}
 }
