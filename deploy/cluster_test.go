@@ -3,7 +3,6 @@ package deploy
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -172,7 +171,7 @@ func runCluster(t *testing.T, size int) []*server.Server {
 	ports := make([]int, size)
 	routes := make([]*url.URL, size)
 	for i := range size {
-		ports[i] = freePort(t)
+		ports[i] = testutil.FreePort(t)
 		routes[i] = &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
 	}
 	servers := make([]*server.Server, size)
@@ -215,18 +214,4 @@ func runCluster(t *testing.T, size int) []*server.Server {
 		return true
 	}, "routes between all %d servers", size)
 	return servers
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer func() {
-		if err := l.Close(); err != nil {
-			t.Fatalf("close probe listener: %v", err)
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -74,14 +74,14 @@ func (rc *rawConn) closedByServer() bool {
 }
 
 func waiting(t *testing.T, h *harness) float64 {
-	return metricValue(t, h.reg, "liveupdates_poller_long_polls_waiting")
+	return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting")
 }
 
 func waitParked(t *testing.T, h *harness, n int64) {
 	t.Helper()
 	testutil.Eventually(t, 5*time.Second, func() bool {
 		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n) &&
-			metricValue(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
+			testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
 	}, "%d long-polls parked", n)
 }
 
@@ -150,7 +150,7 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s2}) {
 		t.Fatalf("second long-poll on the kept connection: %d %s, want events [%d]", res.StatusCode, body, s2)
 	}
-	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "ok"); got != 3 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "ok"); got != 3 {
 		t.Fatalf("ok count=%v, want 3 (two woken, one plain)", got)
 	}
 }
@@ -193,7 +193,7 @@ func TestParkedLongPollTimesOut(t *testing.T) {
 			}
 		})
 	}
-	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
 		t.Fatalf("timeout count=%v, want 2", got)
 	}
 	if n := waiting(t, h); n != 0 {

@@ -76,7 +76,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	if r.status != http.StatusNotModified || len(r.body) != 0 || r.header.Get("ETag") != etag {
 		t.Fatalf("conditional poll=%d %q etag %q, want 304 with no body and the same ETag", r.status, r.body, r.header.Get("ETag"))
 	}
-	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "not_modified"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "not_modified"); got != 1 {
 		t.Fatalf("not_modified count=%v, want 1", got)
 	}
 	s3 := publish(t, js, "e1", "vote.updated", `{"x":1}`)
@@ -106,7 +106,7 @@ func TestCursorOlderThanTheRingIsReset(t *testing.T) {
 	if ok.Reset || !slices.Equal(seqs(ok.Events), s[2:]) {
 		t.Fatalf("since %d=%+v, want events %v", s[1], ok, s[2:])
 	}
-	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "reset"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "reset"); got != 1 {
 		t.Fatalf("reset count=%v, want 1", got)
 	}
 }
@@ -120,7 +120,7 @@ func TestLongPollIsWokenByAPublish(t *testing.T) {
 	got := make(chan reply, 1)
 	go func() { got <- getURL(t, fmt.Sprintf("%s/v1/events/e1/updates?since=%d&wait=20", h.url, cursor)) }()
 	testutil.Eventually(t, 5*time.Second, func() bool {
-		return metricValue(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
+		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
 	publish(t, js, "other", "vote.updated", `{}`) // must not wake e1's waiter
 	s := publish(t, js, "e1", "vote.updated", `{"woke":true}`)
@@ -134,7 +134,7 @@ func TestLongPollIsWokenByAPublish(t *testing.T) {
 	if !slices.Equal(seqs(u.Events), []uint64{s}) {
 		t.Fatalf("woken long-poll events=%v, want [%d]", seqs(u.Events), s)
 	}
-	if n := metricValue(t, h.reg, "liveupdates_poller_long_polls_waiting"); n != 0 {
+	if n := testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting"); n != 0 {
 		t.Fatalf("waiting after answer=%v, want 0", n)
 	}
 }
@@ -151,7 +151,7 @@ func TestLongPollTimesOutWithNothingNew(t *testing.T) {
 	if el := time.Since(start); el < time.Second {
 		t.Fatalf("long-poll answered after %v, want it held for wait=1s", el)
 	}
-	if got := metricValue(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
 		t.Fatalf("timeout count=%v, want 1", got)
 	}
 }
@@ -163,7 +163,7 @@ func TestDrainEndsLongPollsWithANormalAnswer(t *testing.T) {
 	got := make(chan reply, 1)
 	go func() { got <- getURL(t, h.url+"/v1/events/e1/updates?since=0&wait=30") }()
 	testutil.Eventually(t, 5*time.Second, func() bool {
-		return metricValue(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
+		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
 	h.p.Drain()
 	select {

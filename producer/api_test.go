@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,30 +27,12 @@ const (
 	pollSecret = "poll-secret-0123456789"
 )
 
-// clock is a settable time source for rate limits and tokens.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type apiEnv struct {
 	srv   *testutil.JetStream
 	js    jetstream.JetStream
 	url   string
 	reg   *prometheus.Registry
-	clock *clock
+	clock *testutil.Clock
 	logs  *logtest.Hook
 }
 
@@ -65,7 +46,7 @@ func newAPIEnv(t *testing.T, cfg APIConfig) *apiEnv {
 		cfg.PublishTimeout = 300 * time.Millisecond
 	}
 	reg := prometheus.NewRegistry()
-	clk := &clock{t: fixedNow}
+	clk := testutil.NewClock(fixedNow)
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	pub := NewPublisher(js, Options{Metrics: NewMetrics(reg), Now: clk.Now, PollSecret: []byte(pollSecret)})

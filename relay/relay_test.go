@@ -137,7 +137,7 @@ func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
 			t.Errorf("channel %s got %v, want %v", ch, got, w)
 		}
 	}
-	if n := counterValue(t, run.reg, "liveupdates_relay_coalesced_changes_total"); n != 3 {
+	if n := testutil.MetricSum(t, run.reg, "liveupdates_relay_coalesced_changes_total"); n != 3 {
 		t.Errorf("coalesced_changes_total=%v, want 3", n)
 	}
 }
@@ -253,7 +253,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	if got, want := len(rg.delivered()), 61; got != want {
 		t.Errorf("Pusher got %d events, want %d", got, want)
 	}
-	if n := counterValue(t, run.reg, "liveupdates_relay_retries_total"); n < 2 {
+	if n := testutil.MetricSum(t, run.reg, "liveupdates_relay_retries_total"); n < 2 {
 		t.Errorf("retries_total=%v, want the outage's retries counted", n)
 	}
 }
@@ -338,7 +338,7 @@ func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 	if d.Subject != wire.DLQSubject("e6", wire.TypeVoteUpdated) || string(d.Data) != `{"poison":true}` {
 		t.Errorf("dead letter %s %s, want the original body on live.dlq.e6.vote.updated", d.Subject, d.Data)
 	}
-	if n := counterVecValue(t, run.reg, "liveupdates_relay_dead_lettered_total", "reason", reasonRejected); n != 1 {
+	if n := testutil.MetricSum(t, run.reg, "liveupdates_relay_dead_lettered_total", "reason", reasonRejected); n != 1 {
 		t.Errorf("dead_lettered_total{reason=rejected}=%v, want 1", n)
 	}
 }

@@ -30,7 +30,7 @@ type JetStream struct {
 // RunJetStream starts an embedded JetStream server for t.
 func RunJetStream(t testing.TB) *JetStream {
 	t.Helper()
-	port := freePort(t)
+	port := FreePort(t)
 	s := &JetStream{t: t, store: t.TempDir()}
 	s.opts = server.Options{
 		ServerName: "test-" + strconv.Itoa(port),
@@ -150,7 +150,16 @@ func ReadAll(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.R
 	return out
 }
 
-func freePort(t testing.TB) int {
+// FreeAddr returns a loopback address no one listens on right now, for a
+// server that must be told its address before it starts (nats-server's
+// cluster routes, dev's LIVE_NATS_LISTEN).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(FreePort(t))
+}
+
+// FreePort returns a loopback port no one listens on right now.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

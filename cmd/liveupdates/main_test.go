@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -42,19 +41,6 @@ func (s *syncBuffer) String() string {
 
 func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
@@ -187,27 +173,13 @@ func TestRedactURLHidesThePassword(t *testing.T) {
 // curl with the key "dev" gets 202 with a seq, `tail --from-start` shows the
 // change, a poll returns it, and SIGTERM stops everything cleanly.
 func TestDevServesTheNewcomerPath(t *testing.T) {
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-	env := envOf(map[string]string{
+	httpAddr, natsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	d := startDev(t, map[string]string{
 		"LIVE_HTTP_ADDR":   httpAddr,
 		"LIVE_NATS_LISTEN": natsAddr,
 		"LIVE_DATA_DIR":    t.TempDir(),
 	})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"dev"}, env, io.Discard, &logs) }()
-
-	base := "http://" + httpAddr
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "dev never became ready; logs:\n%s", &logs)
+	base, logs := d.base, d.logs
 	for _, want := range []string{`API key \"dev\"`, "pusher is off", "LIVE_POLL_SECRET is unset"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("dev logs do not say %q; logs:\n%s", want, logs.String())
@@ -234,7 +206,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	}
 
 	var tailOut syncBuffer
-	tailCtx, tailCancel := context.WithTimeout(ctx, 15*time.Second)
+	tailCtx, tailCancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer tailCancel()
 	err = run(tailCtx, []string{"tail", "--event", "e42", "--from-start", "--limit", "1"},
 		envOf(map[string]string{"LIVE_NATS_URL": "nats://" + natsAddr}), &tailOut, io.Discard)
@@ -280,14 +252,8 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("dev stopped with %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("dev did not stop within 20s of cancellation")
+	if err := d.stop(); err != nil {
+		t.Fatalf("dev stopped with %v, want nil", err)
 	}
 }
 
@@ -297,8 +263,8 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 // and the sender's socket excluded.
 func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
 	ps := pusherserver.Start(t, pusherserver.Options{})
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
-	env := envOf(map[string]string{
+	httpAddr, natsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	env := map[string]string{
 		"LIVE_HTTP_ADDR":          httpAddr,
 		"LIVE_NATS_LISTEN":        natsAddr,
 		"LIVE_DATA_DIR":           t.TempDir(),
@@ -308,21 +274,9 @@ func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
 		"PUSHER_HOST":             ps.Host(),
 		"PUSHER_SECURE":           "false",
 		"LIVE_RELAY_BATCH_WINDOW": "5ms",
-	})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var logs syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"dev"}, env, io.Discard, &logs) }()
-	base := "http://" + httpAddr
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "dev never became ready; logs:\n%s", &logs)
+	}
+	d := startDev(t, env)
+	base, logs := d.base, d.logs
 	if strings.Contains(logs.String(), "pusher is off") || strings.Contains(logs.String(), "secret\"") {
 		t.Fatalf("dev logs say pusher is off or show the secret:\n%s", logs.String())
 	}
@@ -339,7 +293,7 @@ func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
 		t.Fatalf("POST = %d, want 202", resp.StatusCode)
 	}
 	testutil.Eventually(t, 15*time.Second, func() bool { return len(ps.EventsOn("event-e7")) > 0 },
-		"nothing reached Pusher; logs:\n%s", &logs)
+		"nothing reached Pusher; logs:\n%s", logs)
 	got := ps.EventsOn("event-e7")[0]
 	var envl wire.Envelope
 	if err := json.Unmarshal([]byte(got.Data), &envl); err != nil {
@@ -348,13 +302,53 @@ func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
 	if got.Name != "phase.changed" || got.SocketID != "123.456" || envl.EventID != "e7" || string(envl.Data) != `{"phase":"vote"}` || envl.Seq == 0 {
 		t.Fatalf("pusher got %+v with envelope %+v, want phase.changed for e7 excluding socket 123.456", got, envl)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("dev stopped with %v, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("dev did not stop within 20s of cancellation")
+	if err := d.stop(); err != nil {
+		t.Fatalf("dev stopped with %v, want nil", err)
 	}
+}
+
+type devProcess struct {
+	base string
+	logs *syncBuffer
+	stop func() error
+}
+
+// startDev runs `liveupdates dev` with env until stop (or the test's end)
+// and waits until it is ready.
+func startDev(t *testing.T, env map[string]string) devProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"dev"}, envOf(env), io.Discard, logs) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("dev did not stop within 20s of cancellation")
+			return nil
+		}
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("dev stopped with %v", err)
+		}
+	})
+	base := "http://" + env["LIVE_HTTP_ADDR"]
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "dev never became ready; logs:\n%s", logs)
+	return devProcess{base: base, logs: logs, stop: stop}
 }

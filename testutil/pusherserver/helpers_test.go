@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 )
@@ -46,21 +45,3 @@ func rawDo(t *testing.T, s *Server, method, pathAndQuery string, body []byte) an
 
 // defaultCreds are the credentials of Options{}.
 var defaultCreds = credentials{key: "key", secret: "secret"}
-
-// clock is a settable Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}

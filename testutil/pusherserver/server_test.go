@@ -27,7 +27,7 @@ func names(evs []Event) []string {
 
 func TestRealClientPublishesAreRecorded(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Now()}
+	clk := testutil.NewClock(time.Now())
 	s := Start(t, Options{AppID: "42", Key: "k1", Secret: "s1", Now: clk.Now})
 	c := s.Client(0)
 	if c.HTTPClient == nil || c.HTTPClient.Timeout != 5*time.Second {
@@ -200,7 +200,7 @@ func TestFaultsApplyBeforeAnyCheck(t *testing.T) {
 
 func TestFailForUsesTheServerClock(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Now()}
+	clk := testutil.NewClock(time.Now())
 	s := Start(t, Options{Now: clk.Now})
 	c := s.Client(0)
 	s.FailFor(10*time.Second, Fault{Status: 429, RetryAfter: time.Second})
