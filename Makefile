@@ -2,7 +2,6 @@
 GO          ?= go
 BIN         := bin/liveupdates
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-BENCHSTAT   := golang.org/x/perf/cmd/benchstat@latest
 # Fuzz time per target for `make fuzz`.
 FUZZTIME    ?= 20s
 
@@ -21,9 +20,11 @@ test:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/liveupdates
 
-## bench: the benchmarks behind BENCHMARKS.md (each reports ratios against a baseline measured in the same run)
+## bench: the benchmarks behind BENCHMARKS.md; each reports ratios against a baseline measured in the same run
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./producer/ ./relay/ ./poller/...
+	$(GO) test -run '^$$' -bench . -benchtime 1s -count 3 ./producer/
+	$(GO) test -run '^$$' -bench BenchmarkRelay -benchtime 1x -count 3 ./relay/
+	$(GO) test -run '^$$' -bench BenchmarkPoller -benchtime 1x -count 3 ./poller/
 
 ## lint: gofmt, go vet and staticcheck
 lint:
