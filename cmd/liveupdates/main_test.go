@@ -55,7 +55,7 @@ func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
 		{"an unknown command prints usage", []string{"frobnicate"}, nil, "usage"},
 		{"an unknown flag prints usage", []string{"api", "--no-such-flag"}, nil, "usage"},
 		{"api without keys names the variable", []string{"api"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "LIVE_API_KEYS"},
-		{"relay without pusher credentials says so", []string{"relay"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "Pusher credentials are not set"},
+		{"relay without pusher credentials says so", []string{"relay"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "pusher credentials are not set"},
 		{"a bad stream setting names the variable", []string{"api", "--stream-max-age", "soon"}, map[string]string{"LIVE_API_KEYS": "k"}, "LIVE_STREAM_MAX_AGE"},
 		{"a bad log format names the variable", []string{"poller"}, map[string]string{"LIVE_LOG_FORMAT": "xml"}, "LIVE_LOG_FORMAT"},
 		{"publish without an event names the flag", []string{"publish", "--type", "vote.updated"}, nil, "--event is required"},

@@ -15,7 +15,7 @@ import (
 func runRelay(ctx context.Context, env *settings) error {
 	cfg, cfgErr := relay.LoadConfig(env.Getenv)
 	if cfgErr == nil && !cfg.PusherEnabled() {
-		cfgErr = errors.New("Pusher credentials are not set (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, and PUSHER_CLUSTER or PUSHER_HOST): the relay has nothing to send to; clients keep working through the poller")
+		cfgErr = errors.New("pusher credentials are not set (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, and PUSHER_CLUSTER or PUSHER_HOST): the relay has nothing to send to; clients keep working through the poller")
 	}
 	r, err := newRole(env, "relay", cfgErr)
 	if err != nil {
