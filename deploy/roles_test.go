@@ -28,10 +28,11 @@ var readmeEnv = sync.OnceValues(func() (map[string]bool, error) {
 	out := map[string]bool{}
 	name := regexp.MustCompile("`((?:LIVE|PUSHER)_[A-Z0-9_]+)`")
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "| `") { // the configuration table's rows
+		cells := strings.Split(line, "|")
+		if len(cells) < 3 || strings.TrimSpace(cells[0]) != "" { // a table row: the variables are its first cell
 			continue
 		}
-		for _, m := range name.FindAllStringSubmatch(line, -1) {
+		for _, m := range name.FindAllStringSubmatch(cells[1], -1) {
 			out[m[1]] = true
 		}
 	}

@@ -108,10 +108,11 @@ func TestTheReadmeDocumentsEverySetting(t *testing.T) {
 	name := regexp.MustCompile("`((?:LIVE|PUSHER)_[A-Z0-9_]+)`")
 	documented := map[string]bool{}
 	for _, line := range bytes.Split(readme, []byte("\n")) {
-		if !bytes.HasPrefix(line, []byte("| `")) { // the configuration table's rows
+		cells := bytes.Split(line, []byte("|"))
+		if len(cells) < 3 || len(bytes.TrimSpace(cells[0])) > 0 { // a table row: the variables are its first cell
 			continue
 		}
-		for _, m := range name.FindAllSubmatch(line, -1) {
+		for _, m := range name.FindAllSubmatch(cells[1], -1) {
 			documented[string(m[1])] = true
 		}
 	}
