@@ -222,6 +222,48 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		t.Fatalf("tail printed %+v, want seq %d id %s with the data", got, res.Seq, res.ID)
 	}
 
+	// The operator's publish, straight to NATS and through the API; the
+	// same id twice stores one change.
+	natsEnv := envOf(map[string]string{"LIVE_NATS_URL": "nats://" + natsAddr})
+	var viaNATS, again, viaAPI syncBuffer
+	if err := run(t.Context(), []string{"publish", "--event", "e42", "--type", "phase.changed", "--data", `{"phase":"vote"}`, "--id", "op-1"},
+		natsEnv, &viaNATS, io.Discard); err != nil {
+		t.Fatalf("publish to nats: %v", err)
+	}
+	if err := run(t.Context(), []string{"publish", "--event", "e42", "--type", "phase.changed", "--data", `{"phase":"vote"}`, "--id", "op-1"},
+		natsEnv, &again, io.Discard); err != nil {
+		t.Fatalf("publish to nats again: %v", err)
+	}
+	if err := run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--data", `{"v":2}`, "--api-url", base, "--api-key", "dev"},
+		envOf(nil), &viaAPI, io.Discard); err != nil {
+		t.Fatalf("publish through the api: %v", err)
+	}
+	var first, second, third struct {
+		ID        string `json:"id"`
+		Seq       uint64 `json:"seq"`
+		Duplicate bool   `json:"duplicate"`
+	}
+	for _, p := range []struct {
+		out *syncBuffer
+		v   any
+	}{{&viaNATS, &first}, {&again, &second}, {&viaAPI, &third}} {
+		if err := json.Unmarshal([]byte(p.out.String()), p.v); err != nil {
+			t.Fatalf("publish printed %q: %v", p.out.String(), err)
+		}
+	}
+	if first.ID != "op-1" || first.Seq != res.Seq+1 || first.Duplicate || second.Seq != first.Seq || !second.Duplicate {
+		t.Fatalf("publish twice with id op-1 = %+v then %+v, want seq %d stored once", first, second, res.Seq+1)
+	}
+	if third.Seq != first.Seq+1 || third.ID == "" {
+		t.Fatalf("publish through the api = %+v, want the next seq %d", third, first.Seq+1)
+	}
+	err = run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--api-url", base, "--api-key", "wrong"},
+		envOf(nil), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), wire.CodeUnauthorized) {
+		t.Fatalf("publish with a wrong key = %v, want the API's 401 %s", err, wire.CodeUnauthorized)
+	}
+	res.Seq = third.Seq // the poll below sees all three changes
+
 	var poll struct {
 		Cursor string            `json:"cursor"`
 		Events []json.RawMessage `json:"events"`
@@ -235,8 +277,8 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		if err := json.NewDecoder(resp.Body).Decode(&poll); err != nil {
 			return err
 		}
-		if poll.Cursor != strconv.FormatUint(res.Seq, 10) || len(poll.Events) != 1 {
-			return fmt.Errorf("poll = %+v, want cursor %d and one change", poll, res.Seq)
+		if poll.Cursor != strconv.FormatUint(res.Seq, 10) || len(poll.Events) != 3 {
+			return fmt.Errorf("poll = %+v, want cursor %d and the three changes", poll, res.Seq)
 		}
 		return nil
 	})
