@@ -510,6 +510,12 @@ func (a *API) errorAnswer(err error) (int, string, string) {
 
 func (a *API) logFailure(err error, status int, route string) {
 	l := a.log.WithError(err).WithFields(logrus.Fields{"route": route, "http_status": status})
+	if status < 500 {
+		// The client's mistake, answered with its reason; at error level
+		// it would page someone for another team's bad request.
+		l.Debug("publish refused")
+		return
+	}
 	if status == http.StatusServiceUnavailable {
 		l.Warn("publish unavailable")
 		return
