@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // ReadyCheck reports nil when a dependency is usable, or why it is not.
@@ -71,8 +73,8 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Mux returns a mux serving /healthz, /readyz and /metrics. Callers mount
-// their own routes on it.
+// Mux returns a mux serving /healthz, /readyz and /metrics, and a JSON 404
+// for every path no route claims. Callers mount their own routes on it.
 func Mux(reg prometheus.Gatherer, checks *Checks) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -94,6 +96,10 @@ func Mux(reg prometheus.Gatherer, checks *Checks) *http.ServeMux {
 		_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Every answer is JSON, a miss too: the mux's own 404 is plain text.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		wire.WriteError(w, http.StatusNotFound, wire.CodeNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	})
 	return mux
 }
 

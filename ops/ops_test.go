@@ -193,3 +193,15 @@ func TestRunReportsAnAddressItCannotBind(t *testing.T) {
 		t.Fatalf("Run() = %v, want an error naming %s", err, l.Addr())
 	}
 }
+
+func TestAnUnknownPathGetsAJSONNotFound(t *testing.T) {
+	t.Parallel()
+	base, _ := startServer(t, &Server{Handler: Mux(prometheus.NewRegistry(), &Checks{})})
+	code, body := get(t, base+"/nowhere")
+	var eb struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &eb); err != nil || code != http.StatusNotFound || eb.Error.Code != "not_found" || eb.Error.Message == "" {
+		t.Fatalf("GET /nowhere = %d %q, want 404 with a JSON error body", code, body)
+	}
+}
