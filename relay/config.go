@@ -79,6 +79,10 @@ type Config struct {
 	// LagInterval is how often consumer info is sampled for the pending
 	// gauge. Zero means 10s.
 	LagInterval time.Duration
+	// StallAfter is how long the relay may go without acking or
+	// terminating a change, while changes are pending and Pusher is
+	// healthy, before Ready reports ErrStalled. Zero means 60s.
+	StallAfter time.Duration
 }
 
 // Consumer is the durable pull consumer every relay replica shares.
@@ -322,6 +326,7 @@ func (c Config) withDefaults() Config {
 	def(&c.AuthRetryInterval, 30*time.Second)
 	def(&c.IdleWait, time.Second)
 	def(&c.LagInterval, 10*time.Second)
+	def(&c.StallAfter, time.Minute)
 	if c.BackoffMax < c.BackoffBase {
 		c.BackoffMax = c.BackoffBase
 	}

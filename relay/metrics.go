@@ -22,6 +22,7 @@ type metrics struct {
 	compressed     prometheus.Counter
 	referenced     prometheus.Counter
 	deadLettered   *prometheus.CounterVec
+	dlqRefused     prometheus.Counter
 	requestSeconds *prometheus.HistogramVec
 	retries        *prometheus.CounterVec
 	pending        prometheus.Gauge
@@ -50,6 +51,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "referenced_events_total", Help: "Events sent as a reference to the poller because even compressed they were over the limit."}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "dead_lettered_total", Help: "Changes put on the dead-letter stream, by reason class."}, []string{"reason"}),
+		dlqRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "dead_letters_refused_total", Help: "Changes terminated without a dead letter because the dead-letter stream refused it (a JetStream 4xx answer)."}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "pusher_request_duration_seconds", Help: "Pusher request duration by status class (2xx, 4xx, 5xx, error).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10)}, []string{"class"}),
@@ -66,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 	}
 	for _, c := range []prometheus.Collector{m.received, m.delivered, m.pusherEvents, m.batchSize, m.coalesced,
-		m.compressed, m.referenced, m.deadLettered, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.latency} {
+		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

@@ -7,6 +7,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,11 @@ var (
 	ErrPusherRefused = errors.New("pusher refuses the relay's requests")
 	// ErrNotRunning is returned by Ready before Run has set up the consumer.
 	ErrNotRunning = errors.New("relay consumer is not set up yet")
+	// ErrStalled is wrapped by Ready while changes are pending and none has
+	// been acked or terminated for Config.StallAfter although Pusher is
+	// healthy: something (a dead letter that cannot be stored, a stuck
+	// lane) keeps the relay from its work, and restarting may help.
+	ErrStalled = errors.New("relay makes no progress while changes are pending")
 )
 
 // Deps are the relay's collaborators.
@@ -73,6 +80,7 @@ type Relay struct {
 	coalesce map[string]bool
 	lanes    []*lane
 	hold     *holder
+	letters  *letters
 	reqLim   *rate.Limiter
 	msgLim   *rate.Limiter
 	// Rate-limited logs: an outage or a refusal is logged once per interval.
@@ -84,6 +92,9 @@ type Relay struct {
 	// in the stream: lanes then wait for full batches instead of sending
 	// partial ones, and the fetcher skips its wait for a first change.
 	backlog atomic.Bool
+	// lastProgress is when a held change was last acked or terminated
+	// (UnixNano); Ready reports a stall from it.
+	lastProgress atomic.Int64
 
 	mu   sync.Mutex
 	cons jetstream.Consumer // set by Run
@@ -140,6 +151,7 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		gate:       newGate(cfg.BackoffBase, cfg.BackoffMax, cfg.AuthRetryInterval),
 		coalesce:   make(map[string]bool, len(cfg.CoalesceTypes)),
 		hold:       newHolder(int64(min(4*cfg.BatchSize, cfg.MaxAckPending)), m.held),
+		letters:    newLetters(),
 		reqLim:     limiter(cfg.RequestsPerSecond, cfg.MaxInFlight),
 		msgLim:     limiter(cfg.MessagesPerSecond, pusherMaxBatch),
 		logOutage:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
@@ -189,12 +201,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: subscribe to max-deliveries advisories: %w", err)
 	}
 	r.log.WithFields(logrus.Fields{"stream": r.streams.Name, "consumer": Consumer, "lanes": len(r.lanes)}).Info("relay started")
+	r.progressed()
 
 	var wg sync.WaitGroup
 	wg.Go(func() { r.fetchLoop(ctx, cons) })
 	for _, l := range r.lanes {
 		wg.Go(func() { r.runLane(ctx, l) })
 	}
+	wg.Go(func() { r.runDeadLetters(ctx) })
 	wg.Go(func() { r.keepAlive(ctx) })
 	wg.Go(func() { r.sampleLag(ctx) })
 	wg.Go(func() { r.handleAdvisories(ctx, st, adv) })
@@ -237,7 +251,9 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 }
 
 // Ready reports nil while the relay can do its work: the consumer is
-// reachable and Pusher does not refuse its credentials.
+// reachable, Pusher does not refuse its credentials, and the relay is not
+// stalled (see ErrStalled). A Pusher outage is not a stall: the relay holds
+// changes on purpose then.
 func (r *Relay) Ready(ctx context.Context) error {
 	if err := r.gate.Refusal(); err != nil {
 		return err
@@ -248,11 +264,19 @@ func (r *Relay) Ready(ctx context.Context) error {
 	if cons == nil {
 		return ErrNotRunning
 	}
-	if _, err := cons.Info(ctx); err != nil {
+	info, err := cons.Info(ctx)
+	if err != nil {
 		return fmt.Errorf("relay consumer info: %w", err)
+	}
+	idle := time.Since(time.Unix(0, r.lastProgress.Load()))
+	if held := r.hold.count(); (held > 0 || info.NumPending > 0) && idle > r.cfg.StallAfter && r.gate.Healthy() {
+		return fmt.Errorf("%w: nothing acked for %v with %d changes held and %d pending", ErrStalled, idle.Round(time.Second), held, info.NumPending)
 	}
 	return nil
 }
+
+// progressed records that a held change was acked or terminated.
+func (r *Relay) progressed() { r.lastProgress.Store(time.Now().UnixNano()) }
 
 // fetchLoop pulls changes while Pusher is healthy and the process holds
 // fewer than four batches (bounded by MaxAckPending), and routes them to lanes. During an
@@ -266,7 +290,7 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		msgs, err := r.fetch(ctx, cons, r.cfg.BatchSize)
 		r.hold.sem.Release(n - int64(len(msgs)))
-		r.dispatch(ctx, msgs)
+		r.dispatch(msgs)
 		if err == nil || ctx.Err() != nil {
 			failures = 0
 			continue
@@ -337,7 +361,7 @@ func (r *Relay) pull(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 
 // dispatch decodes fetched changes, dead-letters the invalid ones and hands
 // the others to their channel's lane, in seq order.
-func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
+func (r *Relay) dispatch(msgs []jetstream.Msg) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -362,8 +386,9 @@ func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
 		msg := it.msg
 		env, socketID, err := decode(r.cfg, msg, it.seq, stored[i])
 		if err != nil {
-			// On cancellation the change stays held and Run releases it.
-			_ = r.deadLetterItem(ctx, it, 0, reasonInvalid, err.Error())
+			// Dead-lettered beside the fetch loop: a dead letter that
+			// cannot be stored must not stop the valid changes behind it.
+			r.letters.push(it, err.Error())
 			continue
 		}
 		it.env, it.socketID, it.channel = env, socketID, r.cfg.channel(env.EventID)
@@ -435,6 +460,9 @@ func (r *Relay) releaseAll(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	items := r.hold.all()
+	// nats-server redelivers Naks in the order it got them: Nak in seq
+	// order so the next relay sends each channel's changes in seq order.
+	slices.SortFunc(items, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
 	for _, it := range items {
 		if it.delivered >= uint64(r.cfg.MaxDeliver) {
 			if err := r.deadLetterItem(dctx, it, 0, reasonMaxDeliver, "relay stopped during the last delivery attempt"); err != nil {
@@ -509,6 +537,12 @@ func (h *holder) stale(now time.Time, d time.Duration) []*item {
 		}
 	}
 	return out
+}
+
+func (h *holder) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.items)
 }
 
 func (h *holder) all() []*item {
