@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -240,3 +241,61 @@ func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 func jetstreamMaxWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
 
 func jsonUnmarshalString(raw []byte, s *string) error { return json.Unmarshal(raw, s) }
+
+// lagDialer connects through a net.Conn whose every read from the server
+// arrives lag late, as on a loaded machine where the client's goroutines
+// run late: what the server sent reaches the client's code afterwards.
+type lagDialer struct{ lag time.Duration }
+
+func (d lagDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	lc := &lagConn{Conn: c, lag: d.lag, chunks: make(chan lagChunk, 4096)}
+	go lc.pump()
+	return lc, nil
+}
+
+type lagChunk struct {
+	due  time.Time
+	data []byte
+	err  error
+}
+
+type lagConn struct {
+	net.Conn
+	lag    time.Duration
+	chunks chan lagChunk
+	rest   []byte
+	err    error
+}
+
+// pump reads the server's bytes as they come and stamps them due lag later.
+func (c *lagConn) pump() {
+	for {
+		buf := make([]byte, 32*1024)
+		n, err := c.Conn.Read(buf)
+		c.chunks <- lagChunk{due: time.Now().Add(c.lag), data: buf[:n], err: err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *lagConn) Read(p []byte) (int, error) {
+	for len(c.rest) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
+		ch := <-c.chunks
+		if d := time.Until(ch.due); d > 0 {
+			t := time.NewTimer(d) // the simulated lag itself, not a wait for a condition
+			<-t.C
+		}
+		c.rest, c.err = ch.data, ch.err
+	}
+	n := copy(p, c.rest)
+	c.rest = c.rest[n:]
+	return n, nil
+}

@@ -323,9 +323,13 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 			return msgs, err
 		}
 	}
-	fctx, cancel := context.WithTimeout(ctx, r.cfg.IdleWait)
-	defer cancel()
-	first, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	// The pull ends on the server's expiry, never on a client-side
+	// context: a context that ends first (it ended only 10% after the
+	// expiry, or on cancellation) drops a change the server already sent,
+	// which then waits the whole ack wait and reaches Pusher behind newer
+	// changes of its channel. So cancellation waits for this pull's end
+	// (IdleWait), and Run releases what it brought.
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(r.cfg.IdleWait))
 	if err != nil {
 		return nil, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
@@ -333,7 +337,7 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 	for m := range first.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := first.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if err := first.Error(); err != nil {
 		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
 	if len(msgs) == 0 || n == 1 || ctx.Err() != nil || !r.gate.Healthy() {

@@ -85,6 +85,10 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 4
 	cfg.BatchSize = 100 // twenty pulls, each leaving a partial tail in every lane
+	// A lane waits up to a window for the fetcher's next pull before it
+	// sends a partial tail; on a loaded machine a pull takes longer than
+	// the 20 ms production window.
+	cfg.BatchWindow = 300 * time.Millisecond
 	rg.start(cfg, nil)
 	rg.waitIDs(30*time.Second, ids)
 	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {
