@@ -3,8 +3,11 @@ package producer
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +15,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -70,12 +74,17 @@ type APIDeps struct {
 // with the same ids stores only the rest. Each result is
 // {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
 type API struct {
-	cfg      APIConfig
-	pub      *Publisher
-	log      logrus.FieldLogger
-	now      func() time.Time
-	keys     [][sha256.Size]byte
-	fps      []string
+	cfg  APIConfig
+	pub  *Publisher
+	log  logrus.FieldLogger
+	now  func() time.Time
+	keys [][sha256.Size]byte
+	// fps are the keys' fingerprints for logs: an HMAC under a key drawn
+	// at start, so a log reader cannot test guesses of a weak key.
+	fps []string
+	// scopes are the keys' dedup scopes (keyScope): the same in every
+	// replica, so a retry through another replica is still a duplicate.
+	scopes   []string
 	limiters []*rate.Limiter
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -100,10 +109,15 @@ func NewAPI(cfg APIConfig, deps APIDeps) (*API, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	fpKey := make([]byte, 32)
+	if _, err := rand.Read(fpKey); err != nil {
+		return nil, fmt.Errorf("ingest api: draw the fingerprint key: %w", err)
+	}
 	for _, k := range cfg.Keys {
 		sum := sha256.Sum256([]byte(k))
 		a.keys = append(a.keys, sum)
-		a.fps = append(a.fps, hex.EncodeToString(sum[:4]))
+		a.fps = append(a.fps, keyFingerprint(fpKey, k))
+		a.scopes = append(a.scopes, keyScope(k))
 		a.limiters = append(a.limiters, rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst))
 	}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -145,6 +159,25 @@ var methodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Requ
 	wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "use POST")
 })
 
+// keyFingerprint names key in logs: 32 bits of HMAC-SHA256 under the
+// process's fpKey. Stable within a process, so one key's lines can be
+// grouped; meaningless outside it.
+func keyFingerprint(fpKey []byte, key string) string {
+	m := hmac.New(sha256.New, fpKey)
+	m.Write([]byte(key))
+	return hex.EncodeToString(m.Sum(nil)[:4])
+}
+
+// keyScope is the dedup scope of an API key (wire.DedupID): "k." and 72 bits
+// of HMAC-SHA256 keyed with the API key itself over a fixed label. Every
+// replica derives the same scope without sharing another secret; the raw key
+// never reaches a header, and the scope cannot be turned back into it.
+func keyScope(key string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte("liveupdates idempotency scope v1"))
+	return "k." + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:9])
+}
+
 // keyHandler is a handler that knows which configured key authenticated it.
 type keyHandler func(w http.ResponseWriter, r *http.Request, key int)
 
@@ -172,9 +205,20 @@ func (a *API) authed(next keyHandler) http.Handler {
 	})
 }
 
+// unauthorized answers 401 without reading the body and closes the
+// connection: an unauthenticated client gets no server time for a body it
+// may never finish sending. net/http reads what is left of a body before it
+// writes the answer (to reuse the connection; Connection: close stops that)
+// and again when the handler returns (an expired read deadline stops that).
 func (a *API) unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("Connection", "close")
 	w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
 	wire.WriteError(w, http.StatusUnauthorized, wire.CodeUnauthorized, msg)
+	// A server that cannot set deadlines (a test recorder) has no
+	// connection to hold; nothing is lost if this fails.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now()); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		a.log.WithError(err).Debug("expire the read deadline of an unauthenticated request")
+	}
 }
 
 // allow takes n changes from key's bucket, or answers 429 with Retry-After
@@ -205,6 +249,7 @@ func (a *API) handleEvent(w http.ResponseWriter, r *http.Request, key int) {
 		Type:     r.PathValue("type"),
 		ID:       r.Header.Get("Idempotency-Key"),
 		SocketID: r.Header.Get("X-Socket-Id"),
+		scope:    a.scopes[key],
 	}
 	// Check what costs nothing before reading the body.
 	if err := checkNames(c); err != nil {
@@ -215,7 +260,7 @@ func (a *API) handleEvent(w http.ResponseWriter, r *http.Request, key int) {
 		return
 	}
 	limit := min(a.cfg.MaxEventBytes, a.cfg.MaxRequestBytes)
-	body, err := readBody(w, r, limit)
+	body, err := readBody(w, r, limit, a.cfg.BodyTimeout)
 	if err != nil {
 		a.writeBodyError(w, err, limit)
 		return
@@ -282,7 +327,7 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 			return
 		}
 	}
-	body, err := readBody(w, r, a.cfg.MaxRequestBytes)
+	body, err := readBody(w, r, a.cfg.MaxRequestBytes, a.cfg.BodyTimeout)
 	if err != nil {
 		a.writeBodyError(w, err, a.cfg.MaxRequestBytes)
 		return
@@ -308,7 +353,7 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 	changes := make([]Change, len(items))
 	invalid, tooLarge := 0, 0
 	for i, it := range items {
-		c := Change(it)
+		c := Change{EventID: it.EventID, Type: it.Type, Data: it.Data, ID: it.ID, SocketID: it.SocketID, scope: a.scopes[key]}
 		if c.SocketID == "" {
 			c.SocketID = socketID
 		}
@@ -355,11 +400,13 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 		for i, br := range a.pub.PublishBatch(ctx, changes) {
 			results[i], errs[i] = br.Result, br.Err
 		}
-		unavailable, internal := 0, 0
+		unavailable, internal, conflicts := 0, 0, 0
 		var firstFailure error
 		for _, err := range errs {
 			switch {
 			case err == nil:
+			case errors.Is(err, ErrConflict):
+				conflicts++
 			case errors.Is(err, ErrUnavailable):
 				unavailable++
 				firstFailure = cmpOr(firstFailure, err)
@@ -384,7 +431,11 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 			top = &wire.ErrorDetail{Code: wire.CodeUnavailable, Message: fmt.Sprintf(
-				"%d of %d changes were not stored: JetStream is unavailable; retry the batch with the same ids", unavailable, len(items))}
+				"%d of %d changes were not stored: JetStream is unavailable; retry the batch with the same ids within the stream's duplicate window (LIVE_STREAM_DUPLICATES, 2m by default), inside which an id is never stored twice", unavailable, len(items))}
+		case conflicts > 0:
+			status = http.StatusConflict
+			top = &wire.ErrorDetail{Code: wire.CodeIdempotencyConflict, Message: fmt.Sprintf(
+				"%d of %d changes reuse an id stored before with another type or data and were not stored; the others were stored; give a new change a new id", conflicts, len(items))}
 		}
 	}
 
@@ -447,7 +498,7 @@ func (a *API) handleTokens(w http.ResponseWriter, r *http.Request, key int) {
 	if !a.allow(w, key, 1) {
 		return
 	}
-	body, err := readBody(w, r, maxTokenBody)
+	body, err := readBody(w, r, maxTokenBody, a.cfg.BodyTimeout)
 	if err != nil {
 		a.writeBodyError(w, err, maxTokenBody)
 		return
@@ -495,6 +546,8 @@ func (a *API) handleTokens(w http.ResponseWriter, r *http.Request, key int) {
 func (a *API) errorAnswer(err error) (int, string, string) {
 	var ie *wire.InputError
 	switch {
+	case errors.Is(err, ErrConflict) && errors.As(err, &ie):
+		return http.StatusConflict, ie.Code, ie.Msg
 	case errors.As(err, &ie):
 		return http.StatusBadRequest, ie.Code, ie.Msg
 	case errors.Is(err, ErrTooLarge):
@@ -502,7 +555,7 @@ func (a *API) errorAnswer(err error) (int, string, string) {
 			fmt.Sprintf("data is over the limit of %d bytes", min(a.cfg.MaxEventBytes, a.pub.MaxDataBytes()))
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable,
-			"JetStream did not confirm the store; retry with the same id (Idempotency-Key), which is never stored twice"
+			"JetStream did not confirm the store; retry with the same id (Idempotency-Key): a retry within the stream's duplicate window (LIVE_STREAM_DUPLICATES, 2m by default) is never stored twice"
 	default:
 		return http.StatusInternalServerError, wire.CodeInternal, "internal error; the change may not be stored"
 	}
@@ -526,11 +579,18 @@ func (a *API) logFailure(err error, status int, route string) {
 // errBodyTooLarge is what readBody returns past its limit.
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads at most limit bytes of r's body.
-func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {
+// readBody reads at most limit bytes of r's body within timeout.
+func readBody(w http.ResponseWriter, r *http.Request, limit int, timeout time.Duration) ([]byte, error) {
 	if r.ContentLength > int64(limit) {
 		return nil, errBodyTooLarge
 	}
+	// A client that stops sending mid-body holds its connection and this
+	// goroutine only this long. The server's ReadTimeout bounds it too
+	// where it is set; this holds whatever server mounts the API. A
+	// server that cannot set deadlines (a test recorder) answers
+	// ErrNotSupported, and the body is read as before.
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -543,6 +603,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error)
 		}
 		return nil, fmt.Errorf("read request body: %w", err)
 	}
+	if deadline {
+		// Cleared, or the server's watch for a closed connection would
+		// time out mid-handler and cancel the request's context.
+		if err := rc.SetReadDeadline(time.Time{}); err != nil {
+			return nil, fmt.Errorf("clear the body read deadline: %w", err)
+		}
+	}
 	return buf.Bytes(), nil
 }
 
@@ -550,6 +617,13 @@ func (a *API) writeBodyError(w http.ResponseWriter, err error, limit int) {
 	if errors.Is(err, errBodyTooLarge) {
 		wire.WriteError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge,
 			fmt.Sprintf("request body is over the limit of %d bytes", limit))
+		return
+	}
+	// What is left of the body cannot be told from the next request.
+	w.Header().Set("Connection", "close")
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		wire.WriteError(w, http.StatusRequestTimeout, wire.CodeInvalidRequest,
+			fmt.Sprintf("request body not received within %v", a.cfg.BodyTimeout))
 		return
 	}
 	wire.WriteError(w, http.StatusBadRequest, wire.CodeInvalidRequest, "could not read the request body")

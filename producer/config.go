@@ -38,6 +38,10 @@ type APIConfig struct {
 	// PublishTimeout bounds how long a request waits for JetStream,
 	// retries included, before answering 503. Zero means 5s.
 	PublishTimeout time.Duration
+	// BodyTimeout bounds reading one request body, so a client that stops
+	// sending mid-body holds a connection no longer. Zero means 10s, in
+	// which a backend on any link sends MaxRequestBytes.
+	BodyTimeout time.Duration
 }
 
 // LoadAPIConfig reads the API's environment; every problem is reported at
@@ -124,6 +128,9 @@ func (c APIConfig) withDefaults() APIConfig {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = 5 * time.Second
 	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
 	return c
 }
 
@@ -155,6 +162,9 @@ func (c APIConfig) validate() error {
 	if n := len(c.PollSecret); n > 0 && n < polltoken.MinSecretLen {
 		errs = append(errs, fmt.Errorf("LIVE_POLL_SECRET (APIConfig.PollSecret): %d bytes is too short, want at least %d", n, polltoken.MinSecretLen))
 	}
+	if c.BodyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("APIConfig.BodyTimeout: %v is negative", c.BodyTimeout))
+	}
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("LIVE_API_PUBLISH_TIMEOUT (APIConfig.PublishTimeout): %v is negative", c.PublishTimeout))
 	}
@@ -164,8 +174,8 @@ func (c APIConfig) validate() error {
 // String describes c with the keys and the poll secret redacted, so the
 // configuration can be logged.
 func (c APIConfig) String() string {
-	return fmt.Sprintf("APIConfig{Keys:%d redacted, MaxEventBytes:%d, MaxRequestBytes:%d, Rate:%v, Burst:%d, PollSecret:%s, PublishTimeout:%v}",
-		len(c.Keys), c.MaxEventBytes, c.MaxRequestBytes, c.Rate, c.Burst, redacted(c.PollSecret), c.PublishTimeout)
+	return fmt.Sprintf("APIConfig{Keys:%d redacted, MaxEventBytes:%d, MaxRequestBytes:%d, Rate:%v, Burst:%d, PollSecret:%s, PublishTimeout:%v, BodyTimeout:%v}",
+		len(c.Keys), c.MaxEventBytes, c.MaxRequestBytes, c.Rate, c.Burst, redacted(c.PollSecret), c.PublishTimeout, c.BodyTimeout)
 }
 
 // GoString keeps %#v from printing the secrets.

@@ -15,10 +15,11 @@ const (
 	resultInvalid     = "invalid"
 	resultTooLarge    = "too_large"
 	resultUnavailable = "unavailable"
+	resultConflict    = "conflict"
 	resultError       = "error"
 )
 
-var results = []string{resultStored, resultDuplicate, resultInvalid, resultTooLarge, resultUnavailable, resultError}
+var results = []string{resultStored, resultDuplicate, resultInvalid, resultTooLarge, resultUnavailable, resultConflict, resultError}
 
 // typeOther labels every type outside wire.KnownTypes, so a publisher
 // inventing types cannot grow the label set.
@@ -49,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "liveupdates_producer_changes_total",
-			Help: "Changes published, by type (the known types, or other) and result (stored, duplicate, invalid, too_large, unavailable, error).",
+			Help: "Changes published, by type (the known types, or other) and result (stored, duplicate, invalid, too_large, unavailable, conflict, error).",
 		}, []string{"type", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "liveupdates_producer_publish_duration_seconds",
@@ -121,6 +122,8 @@ func resultOf(err error, duplicate bool) string {
 		return resultTooLarge
 	case errors.Is(err, ErrUnavailable):
 		return resultUnavailable
+	case errors.Is(err, ErrConflict):
+		return resultConflict
 	default:
 		return resultError
 	}

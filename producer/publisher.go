@@ -1,11 +1,13 @@
 package producer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +17,7 @@ import (
 
 // Errors a caller branches on with errors.Is. Every error Publish and
 // PublishBatch return wraps exactly one of ErrInvalid, ErrTooLarge,
-// ErrUnavailable and ErrWrongStream.
+// ErrUnavailable, ErrWrongStream and ErrConflict.
 var (
 	// ErrInvalid: the change itself is wrong (eventId, type, id, socket id or
 	// data). The error also wraps the *wire.InputError with the wire code, so
@@ -33,6 +35,11 @@ var (
 	// than wire.StreamName, so no relay or poller will see it. It means
 	// another stream captures live.events.> : a deployment mistake.
 	ErrWrongStream = errors.New("change stored in an unexpected stream")
+	// ErrConflict: the change's ID was stored before, within the stream's
+	// duplicate window, with another type or data, so this change was not
+	// stored. The error also wraps a *wire.InputError with the code
+	// wire.CodeIdempotencyConflict. Use a new ID for a new change.
+	ErrConflict = errors.New("idempotency conflict")
 	// ErrNoPollSecret is returned by MintPollToken when no secret is set.
 	ErrNoPollSecret = errors.New("no poll secret configured (LIVE_POLL_SECRET)")
 )
@@ -40,8 +47,10 @@ var (
 // Sentinels inside the *wire.InputError of an ErrInvalid, for the checks
 // package wire has no sentinel for.
 var (
-	ErrInvalidData     = errors.New("invalid data")
-	ErrInvalidSocketID = errors.New("invalid socket id")
+	// ErrInvalidData and ErrInvalidSocketID are package wire's, which
+	// every reader of the stream checks too.
+	ErrInvalidData     = wire.ErrInvalidData
+	ErrInvalidSocketID = wire.ErrInvalidSocketID
 	ErrInvalidTTL      = errors.New("invalid ttl")
 )
 
@@ -56,14 +65,22 @@ type Change struct {
 	EventID string
 	// Type is the change type, such as wire.TypeVoteUpdated (wire.ValidateType).
 	Type string
-	// Data is the JSON clients receive, stored exactly as given.
+	// Data is the JSON clients receive: one JSON value in valid UTF-8,
+	// stored compacted (insignificant whitespace removed).
 	Data json.RawMessage
-	// ID is the change id and dedup key (Nats-Msg-Id). Empty means a new
-	// wire.NewID; give one to make retries across processes idempotent.
+	// ID is the change id. Empty means a new wire.NewID; give one to make
+	// retries across processes idempotent. It is scoped by EventID: the
+	// dedup key (Nats-Msg-Id) is wire.DedupID("", EventID, ID), so the
+	// same ID on two eventIds names two changes. Idempotency holds only
+	// within the stream's duplicate window (LIVE_STREAM_DUPLICATES).
 	ID string
 	// SocketID is the publisher's Pusher socket id ("123.456"), which the
 	// relay excludes from delivery. Empty means none.
 	SocketID string
+
+	// scope further scopes the dedup key: the ingest API's key id, so two
+	// API keys never share ids.
+	scope string
 }
 
 // Result is a stored change.
@@ -120,6 +137,9 @@ type Publisher struct {
 	js   jetstream.JetStream
 	conn *nats.Conn
 	opts Options
+	// stream is wire.StreamName's handle, looked up on the first duplicate
+	// that needs reading back.
+	stream atomic.Pointer[jetstream.Stream]
 	// pubOpts turns off the client's own no-responders retry (250ms, twice):
 	// ours backs off shorter and honours the caller's deadline.
 	pubOpts []jetstream.PublishOpt
@@ -182,6 +202,8 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 	ack, err := p.publishSync(ctx, m, p.deadline(ctx))
 	if err != nil {
 		err = p.classify(m.Subject, err)
+	} else if ack.Duplicate {
+		err = p.checkDuplicate(ctx, m, ack.Sequence)
 	}
 	dup := ack != nil && ack.Duplicate
 	p.opts.Metrics.count(c.Type, resultOf(err, dup), 1)
@@ -250,6 +272,12 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 	settle := func(i int, ack *jetstream.PubAck, err error) {
 		if err == nil {
 			err = checkStream(ack)
+		}
+		if err == nil && ack.Duplicate {
+			if err = p.checkDuplicate(ctx, msgs[i], ack.Sequence); err != nil {
+				res[i].Err = err
+				return
+			}
 		}
 		switch {
 		case err == nil:
@@ -369,81 +397,127 @@ func (p *Publisher) deadline(ctx context.Context) time.Time {
 // prepare validates c and builds its message. On error it returns the
 // caller's id when that id is valid, else "".
 func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) {
-	if id, err := p.Validate(c); err != nil {
+	data, id, err := p.check(c)
+	if err != nil {
 		return nil, id, err
 	}
+	m := buildMsg(c, data, now)
+	return m, m.Header[wire.HeaderID][0], nil
+}
+
+// buildMsg builds the message of a checked change; c.ID empty means a new
+// wire.NewID.
+func buildMsg(c Change, data []byte, now time.Time) *nats.Msg {
 	id := c.ID
+	h := make(nats.Header, 5)
 	if id == "" {
 		id = wire.NewID(now)
+	} else {
+		// Only a caller's id can come back with other content; a
+		// generated one is unique.
+		h[wire.HeaderBodyHash] = []string{wire.BodyHash(c.Type, data)}
 	}
-	h := nats.Header{
-		wire.HeaderMsgID: {id},
-		wire.HeaderAt:    {wire.FormatAt(now)},
-	}
+	h[wire.HeaderMsgID] = []string{wire.DedupID(c.scope, c.EventID, id)}
+	h[wire.HeaderID] = []string{id}
+	h[wire.HeaderAt] = []string{wire.FormatAt(now)}
 	if c.SocketID != "" {
 		h[wire.HeaderSocketID] = []string{c.SocketID}
 	}
-	return &nats.Msg{Subject: wire.Subject(c.EventID, c.Type), Header: h, Data: c.Data}, id, nil
+	return &nats.Msg{Subject: wire.Subject(c.EventID, c.Type), Header: h, Data: data}
 }
 
 // Validate checks c as Publish would, without publishing: an error wraps
 // ErrInvalid (with a *wire.InputError) or ErrTooLarge. On error it returns
 // the caller's id when that id is valid, else "", so a caller may echo it.
 func (p *Publisher) Validate(c Change) (string, error) {
+	_, id, err := p.check(c)
+	return id, err
+}
+
+// check is Validate that also returns the data compacted
+// (wire.CompactData): what is stored, and what the size limit applies to.
+func (p *Publisher) check(c Change) ([]byte, string, error) {
 	// The id is checked first so every error below can carry it.
 	if c.ID != "" {
 		if err := wire.ValidateID(c.ID); err != nil {
-			return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+			return nil, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	if err := wire.ValidateEventID(c.EventID); err != nil {
-		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := wire.ValidateType(c.Type); err != nil {
-		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if c.SocketID != "" {
-		if err := ValidateSocketID(c.SocketID); err != nil {
-			return c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
+		if err := wire.ValidateSocketID(c.SocketID); err != nil {
+			return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
-	if len(c.Data) > p.opts.MaxDataBytes {
-		return c.ID, fmt.Errorf("%w: data of %s %s is %d bytes, the limit is %d", ErrTooLarge, c.EventID, c.Type, len(c.Data), p.opts.MaxDataBytes)
+	data, err := wire.CompactData(c.Data)
+	if err != nil {
+		return nil, c.ID, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if len(c.Data) == 0 {
-		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
-			Msg: "data is required (any JSON value; use null for none)"})
+	if len(data) > p.opts.MaxDataBytes {
+		return nil, c.ID, fmt.Errorf("%w: data of %s %s is %d bytes, the limit is %d", ErrTooLarge, c.EventID, c.Type, len(data), p.opts.MaxDataBytes)
 	}
-	if !json.Valid(c.Data) {
-		return c.ID, fmt.Errorf("%w: %w", ErrInvalid, &wire.InputError{Code: wire.CodeInvalidJSON, Err: ErrInvalidData,
-			Msg: "data is not valid JSON"})
+	return data, "", nil
+}
+
+// checkDuplicate reads back the change JetStream already stored under m's
+// dedup id (seq) and reports ErrConflict when it is not the same change: a
+// different type or data under the same id is a client bug, never a retry,
+// and answering it as a duplicate would drop the new change silently. A
+// change stored without a body hash is compared by subject and data.
+// When the stored change cannot be read (gone, or JetStream busy), the
+// duplicate stands: the id was stored, and that is all that is known.
+func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64) error {
+	hash := m.Header.Get(wire.HeaderBodyHash)
+	if hash == "" {
+		return nil
 	}
-	return "", nil
+	ctx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
+	defer cancel()
+	st, err := p.liveStream(ctx)
+	if err != nil {
+		return nil
+	}
+	got, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil
+	}
+	same := got.Header.Get(wire.HeaderBodyHash) == hash
+	if got.Header.Get(wire.HeaderBodyHash) == "" {
+		same = got.Subject == m.Subject && bytes.Equal(got.Data, m.Data)
+	}
+	if same {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConflict, &wire.InputError{Code: wire.CodeIdempotencyConflict, Err: ErrConflict,
+		Msg: fmt.Sprintf("id %s was stored before (seq %d) with another type or data, so this change was not stored; give a new change a new id",
+			m.Header.Get(wire.HeaderID), seq)})
+}
+
+// liveStream returns wire.StreamName's handle, cached after the first
+// successful lookup.
+func (p *Publisher) liveStream(ctx context.Context) (jetstream.Stream, error) {
+	if st := p.stream.Load(); st != nil {
+		return *st, nil
+	}
+	st, err := p.js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", wire.StreamName, err)
+	}
+	p.stream.Store(&st)
+	return st, nil
 }
 
 // MaxSocketIDLen bounds a socket id; Pusher's are two integers.
-const MaxSocketIDLen = 64
+const MaxSocketIDLen = wire.MaxSocketIDLen
 
 // ValidateSocketID checks a Pusher socket id the way Pusher's libraries do:
-// ^\d+\.\d+$.
-func ValidateSocketID(s string) error {
-	dot := -1
-	ok := len(s) >= 3 && len(s) <= MaxSocketIDLen
-	for i := 0; ok && i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '.' && dot < 0 && i > 0 && i < len(s)-1:
-			dot = i
-		case c >= '0' && c <= '9':
-		default:
-			ok = false
-		}
-	}
-	if !ok || dot < 0 {
-		return &wire.InputError{Code: wire.CodeInvalidSocketID, Err: ErrInvalidSocketID,
-			Msg: fmt.Sprintf("socket id (X-Socket-Id) must be two numbers joined by a dot, like 123.456, at most %d bytes", MaxSocketIDLen)}
-	}
-	return nil
-}
+// ^\d+\.\d+$ (wire.ValidateSocketID).
+func ValidateSocketID(s string) error { return wire.ValidateSocketID(s) }
 
 // isTransient reports whether another attempt with the same id may succeed.
 func isTransient(err error) bool {
@@ -468,7 +542,7 @@ func isTransient(err error) bool {
 // classify wraps a publish error in the kind a caller branches on.
 func (p *Publisher) classify(subject string, err error) error {
 	switch {
-	case errors.Is(err, ErrWrongStream):
+	case errors.Is(err, ErrWrongStream), errors.Is(err, ErrConflict):
 		return fmt.Errorf("publish %s: %w", subject, err)
 	case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum), errors.Is(err, nats.ErrMaxPayload):
 		return fmt.Errorf("%w: publish %s: %w", ErrTooLarge, subject, err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/polltoken"
 	"github.com/nostressplanner/liveupdates/testutil"
@@ -21,7 +22,7 @@ func TestPublishStoresTheChangeAsTheContractSays(t *testing.T) {
 	t.Parallel()
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{Now: func() time.Time { return fixedNow }})
-	data := json.RawMessage(` {"votes": [1, 2]} `)
+	data := json.RawMessage(" {\"votes\":\n [1, 2]}\r\n")
 	res, err := p.Publish(t.Context(), Change{EventID: "e42", Type: wire.TypeVoteUpdated, Data: data, ID: "chg-1", SocketID: "123.456"})
 	if err != nil {
 		t.Fatalf("Publish()=%v", err)
@@ -37,10 +38,13 @@ func TestPublishStoresTheChangeAsTheContractSays(t *testing.T) {
 	if m.Subject != "live.events.e42.vote.updated" {
 		t.Fatalf("subject=%q", m.Subject)
 	}
-	if string(m.Data) != string(data) {
-		t.Fatalf("body=%q, want the data exactly as given %q", m.Data, data)
+	if string(m.Data) != `{"votes":[1,2]}` {
+		t.Fatalf("body=%q, want the data compacted", m.Data)
 	}
-	for h, want := range map[string]string{wire.HeaderMsgID: "chg-1", wire.HeaderAt: "2026-11-29T10:00:00.123Z", wire.HeaderSocketID: "123.456"} {
+	if m.Header.Get(wire.HeaderBodyHash) != wire.BodyHash(wire.TypeVoteUpdated, []byte(`{"votes":[1,2]}`)) {
+		t.Fatalf("header %s=%q, want the hash of type and data", wire.HeaderBodyHash, m.Header.Get(wire.HeaderBodyHash))
+	}
+	for h, want := range map[string]string{wire.HeaderMsgID: "e42:chg-1", wire.HeaderID: "chg-1", wire.HeaderAt: "2026-11-29T10:00:00.123Z", wire.HeaderSocketID: "123.456"} {
 		if got := m.Header.Get(h); got != want {
 			t.Fatalf("header %s=%q, want %q", h, got, want)
 		}
@@ -111,6 +115,7 @@ func TestPublishRejectsBadInputWithTheRightKindAndCode(t *testing.T) {
 		{"a socket id without a dot", Change{EventID: "e1", Type: "vote.updated", Data: ok, SocketID: "123"}, ErrInvalid, ErrInvalidSocketID, wire.CodeInvalidSocketID},
 		{"no data", Change{EventID: "e1", Type: "vote.updated"}, ErrInvalid, ErrInvalidData, wire.CodeInvalidJSON},
 		{"data that is not JSON", Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`{"a":`)}, ErrInvalid, ErrInvalidData, wire.CodeInvalidJSON},
+		{"data with invalid UTF-8", Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage("\"\xff\"")}, ErrInvalid, ErrInvalidData, wire.CodeInvalidJSON},
 		{"data over the limit", Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`"` + strings.Repeat("x", 20) + `"`)}, ErrTooLarge, ErrTooLarge, ""},
 	}
 	for _, tt := range tests {
@@ -264,6 +269,7 @@ func TestPublishBatchAnswersEveryChangeInOrder(t *testing.T) {
 	cs[6].Data = json.RawMessage(`nope`)
 	cs[7].ID = "dup-1"
 	cs[8].ID = "dup-1"
+	cs[8].EventID, cs[8].Data = cs[7].EventID, cs[7].Data
 	res := p.PublishBatch(t.Context(), cs)
 	if len(res) != len(cs) {
 		t.Fatalf("PublishBatch() gave %d results for %d changes", len(res), len(cs))
@@ -402,4 +408,81 @@ func TestReadyFollowsTheConnectionAndTheStream(t *testing.T) {
 	}
 	srv.Start()
 	testutil.EventuallyErr(t, 10*time.Second, func() error { return p.Ready(t.Context()) })
+}
+
+// Issue 8 item 7: the same id on two eventIds names two changes.
+func TestPublishScopesIDsPerEventID(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	a, err := p.Publish(t.Context(), Change{EventID: "ea", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "order-42"})
+	if err != nil {
+		t.Fatalf("Publish(ea)=%v", err)
+	}
+	b, err := p.Publish(t.Context(), Change{EventID: "eb", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "order-42"})
+	if err != nil {
+		t.Fatalf("Publish(eb)=%v", err)
+	}
+	if b.Duplicate || b.Seq == a.Seq {
+		t.Fatalf("Publish(eb)=%+v after Publish(ea)=%+v: want a second change, not a duplicate", b, a)
+	}
+	envs, _ := stored(t, js)
+	if len(envs) != 2 || envs[0].ID != "order-42" || envs[1].ID != "order-42" || envs[1].EventID != "eb" {
+		t.Fatalf("stored %+v, want order-42 on ea and on eb", envs)
+	}
+}
+
+// Issue 8 item 7: an id reused with other content is refused, not answered
+// as a duplicate; a retry of the same content still is a duplicate.
+func TestPublishTheSameIDWithOtherContentIsAConflict(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
+	first, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	for _, other := range []Change{
+		{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":2}`), ID: "same"},
+		{EventID: "e1", Type: wire.TypePhaseChanged, Data: json.RawMessage(`{"n":1}`), ID: "same"},
+	} {
+		_, err := p.Publish(t.Context(), other)
+		var ie *wire.InputError
+		if !errors.Is(err, ErrConflict) || !errors.As(err, &ie) || ie.Code != wire.CodeIdempotencyConflict {
+			t.Fatalf("Publish(%s %s)=%v, want ErrConflict with code %s", other.Type, other.Data, err, wire.CodeIdempotencyConflict)
+		}
+		r := p.PublishBatch(t.Context(), []Change{other})
+		if !errors.Is(r[0].Err, ErrConflict) {
+			t.Fatalf("PublishBatch(%s %s)=%v, want ErrConflict", other.Type, other.Data, r[0].Err)
+		}
+	}
+	// The same content, with other whitespace, is a retry.
+	again, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{ "n": 1 }`), ID: "same"})
+	if err != nil || !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("retry Publish()=%+v, %v, want a duplicate of seq %d", again, err, first.Seq)
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+}
+
+// A change stored without a body hash (by hand, or before hashes) is
+// compared by subject and data.
+func TestPublishComparesAChangeStoredWithoutAHashByItsData(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	m := nats.NewMsg(wire.Subject("e1", wire.TypeVoteUpdated))
+	m.Header.Set(wire.HeaderMsgID, wire.DedupID("", "e1", "legacy"))
+	m.Data = []byte(`{"n":1}`)
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatalf("raw publish: %v", err)
+	}
+	p := NewPublisher(js, Options{})
+	if _, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":2}`), ID: "legacy"}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Publish(other data)=%v, want ErrConflict", err)
+	}
+	if r, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "legacy"}); err != nil || !r.Duplicate {
+		t.Fatalf("Publish(same data)=%+v, %v, want a duplicate", r, err)
+	}
 }

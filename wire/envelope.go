@@ -123,21 +123,33 @@ func (e *Envelope) UnmarshalJSON(b []byte) error {
 // passed on.
 var ErrInvalidMessage = errors.New("invalid stream message")
 
-// DecodeMessage builds the envelope of a message read from StreamName. The
-// body is the publisher's data; eventId and type come from the subject; id,
-// at and the socket id from headers. stored is the stream's own timestamp,
-// used when the publisher's Live-At header is missing. header is a
-// nats.Header, which has this underlying type.
+// DecodeMessage builds the envelope of a message read from StreamName and
+// applies every check the ingest API applies, so a message written straight
+// to NATS is refused by every reader alike. The body is the publisher's data
+// (valid JSON and valid UTF-8; an empty body reads as null; a body holding
+// raw newlines is compacted, since SSE would split it); eventId and type
+// come from the subject (ParseSubject); the id from HeaderID, else
+// HeaderMsgID (messages published by hand), else "seq-<seq>", and it must
+// pass ValidateID (no control bytes, at most MaxIDLen). at comes from
+// HeaderAt, else stored, the stream's own timestamp. The socket id is
+// returned only when it passes ValidateSocketID: a bad one only means the
+// sender sees its own change. header is a nats.Header, which has this
+// underlying type. Every error wraps ErrInvalidMessage.
 func DecodeMessage(subject string, header map[string][]string, body []byte, seq uint64, stored time.Time) (Envelope, string, error) {
 	eventID, typ, err := ParseSubject(subject)
 	if err != nil {
 		return Envelope{}, "", fmt.Errorf("%w: seq %d: %w", ErrInvalidMessage, seq, err)
 	}
 	env := Envelope{Seq: seq, EventID: eventID, Type: typ, At: stored}
-	env.ID = first(header, HeaderMsgID)
+	env.ID = first(header, HeaderID)
+	if env.ID == "" {
+		env.ID = first(header, HeaderMsgID)
+	}
 	if env.ID == "" {
 		// Published by hand without an id (nats pub): the seq is unique.
 		env.ID = "seq-" + strconv.FormatUint(seq, 10)
+	} else if err := ValidateID(env.ID); err != nil {
+		return Envelope{}, "", fmt.Errorf("%w: seq %d: %w", ErrInvalidMessage, seq, err)
 	}
 	if at := first(header, HeaderAt); at != "" {
 		// A time whose UTC year falls outside 0000-9999 would be written as
@@ -149,11 +161,23 @@ func DecodeMessage(subject string, header map[string][]string, body []byte, seq 
 	if len(body) == 0 {
 		body = []byte("null")
 	}
-	if !json.Valid(body) {
-		return Envelope{}, "", fmt.Errorf("%w: seq %d: data is not valid JSON", ErrInvalidMessage, seq)
+	if err := ValidateData(body); err != nil {
+		return Envelope{}, "", fmt.Errorf("%w: seq %d: %w", ErrInvalidMessage, seq, err)
+	}
+	if bytes.IndexAny(body, "\r\n") >= 0 {
+		// Stored before the producer compacted, or written by hand.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, body); err != nil {
+			return Envelope{}, "", fmt.Errorf("%w: seq %d: data is not valid JSON: %w", ErrInvalidMessage, seq, err)
+		}
+		body = buf.Bytes()
 	}
 	env.Data = bytes.TrimSpace(body)
-	return env, first(header, HeaderSocketID), nil
+	socketID := first(header, HeaderSocketID)
+	if socketID != "" && ValidateSocketID(socketID) != nil {
+		socketID = ""
+	}
+	return env, socketID, nil
 }
 
 func first(h map[string][]string, k string) string {

@@ -179,6 +179,17 @@ func TestDecodeMessage(t *testing.T) {
 		{"an invalid JSON body is refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, "x"), `{"a":`, true, "", time.Time{}, "", ""},
 		{"two JSON values are refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, "x"), `{} {}`, true, "", time.Time{}, "", ""},
 		{"a non-JSON text body is refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, "x"), `hello`, true, "", time.Time{}, "", ""},
+		// Issue 8 item 5: what the ingest API refuses, every reader refuses.
+		{"data with invalid UTF-8 is refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, "x"), "{\"a\":\"\xff\xfe\"}", true, "", time.Time{}, "", ""},
+		{"an id with a control character is refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, "a\x01b"), `1`, true, "", time.Time{}, "", ""},
+		{"a 60 KB id is refused", "live.events.e42.vote.updated", hdr(HeaderMsgID, strings.Repeat("a", 60<<10)), `1`, true, "", time.Time{}, "", ""},
+		{"a Live-Id with a control character is refused", "live.events.e42.vote.updated", hdr(HeaderID, "a\nb", HeaderMsgID, "ok"), `1`, true, "", time.Time{}, "", ""},
+		{"Live-Id is the id, whatever the dedup id", "live.events.e42.vote.updated",
+			hdr(HeaderID, "order-42", HeaderMsgID, "k.abc:e42:order-42"), `1`, false, "order-42", stored, `1`, ""},
+		{"pretty-printed data is compacted", "live.events.e42.vote.updated",
+			hdr(HeaderMsgID, "x"), "{\n  \"a\": [1, 2],\r\n  \"b\": \"x y\"\n}", false, "x", stored, `{"a":[1,2],"b":"x y"}`, ""},
+		{"a bad socket id is dropped", "live.events.e42.vote.updated",
+			hdr(HeaderMsgID, "x", HeaderSocketID, "1.2\r\n"), `1`, false, "x", stored, `1`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,22 +9,25 @@ import (
 // Stable error codes of the HTTP APIs. They are a wire contract: clients
 // branch on them, so a code is never renamed or reused.
 const (
-	CodeInvalidEventID   = "invalid_event_id"
-	CodeInvalidType      = "invalid_type"
-	CodeInvalidID        = "invalid_id"
-	CodeInvalidJSON      = "invalid_json"
-	CodeInvalidSocketID  = "invalid_socket_id"
-	CodeInvalidRequest   = "invalid_request"
-	CodeBatchRejected    = "batch_rejected"
-	CodeInvalidCursor    = "invalid_cursor"
-	CodeTooLarge         = "payload_too_large"
-	CodeUnauthorized     = "unauthorized"
-	CodeForbidden        = "forbidden"
-	CodeNotFound         = "not_found"
-	CodeMethodNotAllowed = "method_not_allowed"
-	CodeRateLimited      = "rate_limited"
-	CodeUnavailable      = "unavailable"
-	CodeInternal         = "internal"
+	CodeInvalidEventID  = "invalid_event_id"
+	CodeInvalidType     = "invalid_type"
+	CodeInvalidID       = "invalid_id"
+	CodeInvalidJSON     = "invalid_json"
+	CodeInvalidSocketID = "invalid_socket_id"
+	// CodeIdempotencyConflict (409): the id was stored before with a
+	// different type or data; the new change was not stored.
+	CodeIdempotencyConflict = "idempotency_conflict"
+	CodeInvalidRequest      = "invalid_request"
+	CodeBatchRejected       = "batch_rejected"
+	CodeInvalidCursor       = "invalid_cursor"
+	CodeTooLarge            = "payload_too_large"
+	CodeUnauthorized        = "unauthorized"
+	CodeForbidden           = "forbidden"
+	CodeNotFound            = "not_found"
+	CodeMethodNotAllowed    = "method_not_allowed"
+	CodeRateLimited         = "rate_limited"
+	CodeUnavailable         = "unavailable"
+	CodeInternal            = "internal"
 )
 
 // InputError is a client mistake: it carries the stable wire code and a

@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -67,6 +69,9 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add("live.events.e42", "x", "bad", "", []byte(`{}`), uint64(2))
 	f.Add("live.events.e.t", "nul\x00", "2026-11-29T10:00:00Z", "", []byte(` [1, "\u00e9"] `), uint64(1<<63))
 	f.Add("live.events.e.t", "x", "", "", []byte(`{"a":`), uint64(3))
+	f.Add("live.events.e.t", "x", "", "", []byte("\"\xff\""), uint64(4))
+	f.Add("live.events.e.t", "a\x01b", "", "", []byte(`1`), uint64(5))
+	f.Add("live.events.e.t", "x", "", "1.2\n", []byte("{\n \"a\": 1\n}"), uint64(6))
 	stored := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, subject, id, at, socket string, body []byte, seq uint64) {
 		header := map[string][]string{}
@@ -82,8 +87,18 @@ func FuzzDecodeMessage(f *testing.F) {
 			}
 			return
 		}
-		if sock != socket || env.Seq != seq || env.ID == "" {
-			t.Fatalf("DecodeMessage=%+v sock=%q, want seq %d, sock %q and an id", env, sock, seq, socket)
+		if env.Seq != seq || (sock != socket && sock != "") {
+			t.Fatalf("DecodeMessage=%+v sock=%q, want seq %d, sock %q or none", env, sock, seq, socket)
+		}
+		// What DecodeMessage passes, the ingest API would have accepted.
+		if err := ValidateID(env.ID); err != nil && env.ID != "seq-"+strconv.FormatUint(seq, 10) {
+			t.Fatalf("DecodeMessage passed id %q: %v", env.ID, err)
+		}
+		if sock != "" && ValidateSocketID(sock) != nil {
+			t.Fatalf("DecodeMessage passed socket id %q", sock)
+		}
+		if err := ValidateData(env.Data); err != nil || bytes.ContainsAny(env.Data, "\r\n") {
+			t.Fatalf("DecodeMessage passed data %q (%v)", env.Data, err)
 		}
 		b := env.AppendJSON(nil)
 		if !json.Valid(b) {

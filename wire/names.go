@@ -26,9 +26,18 @@ const (
 // Message headers. Nats-Msg-Id is JetStream's own dedup header; the others
 // are ours and carry what the envelope needs beyond the subject and the body.
 const (
-	// HeaderMsgID carries the change's id; JetStream drops a second message
-	// with the same id inside the stream's duplicate window.
+	// HeaderMsgID is JetStream's dedup key: a second message with the same
+	// value inside the stream's duplicate window is not stored. The producer
+	// writes a scoped form (DedupID), so two API keys or two eventIds using
+	// the same change id never collide; readers take the change id from
+	// HeaderID and fall back to this header only for messages without one.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderID carries the change's id as the publisher knows it (the
+	// Idempotency-Key, or a generated ULID): the envelope's "id".
+	HeaderID = "Live-Id"
+	// HeaderBodyHash carries a digest of a change's type and data (BodyHash),
+	// so a second publish with the same id can be told apart from a retry.
+	HeaderBodyHash = "Live-Body-Hash"
 	// HeaderAt carries the publish time as RFC 3339 with milliseconds, UTC.
 	HeaderAt = "Live-At"
 	// HeaderSocketID carries the publisher's Pusher socket id (from the
