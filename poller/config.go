@@ -49,6 +49,16 @@ type Config struct {
 	MaxClients int
 	// Heartbeat is the SSE comment-line interval. Zero means 15s.
 	Heartbeat time.Duration
+	// SSEWriteTimeout bounds every write to an SSE stream: a client that
+	// does not take the bytes within it is disconnected and resumes with
+	// Last-Event-ID. Zero means 10s.
+	SSEWriteTimeout time.Duration
+	// SSEMaxPerToken caps the open SSE streams of one poll token (when
+	// LIVE_POLL_SECRET is set). Zero means 16.
+	SSEMaxPerToken int
+	// SSEMaxPerAddr caps the open SSE streams of one remote address. Zero
+	// means 64.
+	SSEMaxPerAddr int
 	// PollInterval is the browsers' polling interval; a client counts as
 	// active when seen within two of them. Zero means 2s.
 	PollInterval time.Duration
@@ -71,8 +81,8 @@ func (c Config) String() string {
 	if !c.Open() {
 		secret = "[redacted]"
 	}
-	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s park=%s",
-		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.Park)
+	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s",
+		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park)
 }
 
 func (c Config) withDefaults() Config {
@@ -113,6 +123,15 @@ func (c Config) withDefaults() Config {
 	if c.PollInterval == 0 {
 		c.PollInterval = d.PollInterval
 	}
+	if c.SSEWriteTimeout == 0 {
+		c.SSEWriteTimeout = d.SSEWriteTimeout
+	}
+	if c.SSEMaxPerToken == 0 {
+		c.SSEMaxPerToken = d.SSEMaxPerToken
+	}
+	if c.SSEMaxPerAddr == 0 {
+		c.SSEMaxPerAddr = d.SSEMaxPerAddr
+	}
 	if c.Park == "" {
 		c.Park = d.Park
 	}
@@ -134,6 +153,10 @@ func defaults() Config {
 		Heartbeat:    15 * time.Second,
 		PollInterval: 2 * time.Second,
 		Park:         ParkKeepAlive,
+
+		SSEWriteTimeout: 10 * time.Second,
+		SSEMaxPerToken:  16,
+		SSEMaxPerAddr:   64,
 	}
 }
 
@@ -154,6 +177,9 @@ func defaults() Config {
 //	LIVE_POLLER_HEARTBEAT     SSE heartbeat, default 15s
 //	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
 //	LIVE_POLLER_PARK          keepalive (default), close or off: see Config.Park
+//	LIVE_POLLER_SSE_WRITE_TIMEOUT  bound of one SSE write, default 10s
+//	LIVE_POLLER_SSE_MAX_PER_TOKEN  open SSE streams per poll token, default 16
+//	LIVE_POLLER_SSE_MAX_PER_ADDR   open SSE streams per remote address, default 64
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := defaults()
 	var errs []error
@@ -232,6 +258,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	posInt("LIVE_POLLER_MAX_CLIENTS", 1, 1<<24, &c.MaxClients)
 	dur("LIVE_POLLER_HEARTBEAT", time.Second, 10*time.Minute, &c.Heartbeat)
 	dur("LIVE_POLLER_POLL_INTERVAL", 100*time.Millisecond, time.Minute, &c.PollInterval)
+	dur("LIVE_POLLER_SSE_WRITE_TIMEOUT", 100*time.Millisecond, 10*time.Minute, &c.SSEWriteTimeout)
+	posInt("LIVE_POLLER_SSE_MAX_PER_TOKEN", 1, 1<<20, &c.SSEMaxPerToken)
+	posInt("LIVE_POLLER_SSE_MAX_PER_ADDR", 1, 1<<20, &c.SSEMaxPerAddr)
 	switch v := strings.ToLower(getenv("LIVE_POLLER_PARK")); v {
 	case "":
 	case ParkKeepAlive, ParkClose, ParkOff:

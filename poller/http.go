@@ -89,6 +89,7 @@ func (p *Poller) begin(w http.ResponseWriter, r *http.Request, route string) (id
 			return "", q, false
 		}
 		client = tok
+		q.token = tok // as verified, from the query or the header
 	}
 	if client == "" {
 		client = r.RemoteAddr
@@ -291,118 +292,6 @@ func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
 		}
 	}
 	_, _ = w.Write([]byte("]}\n"))
-}
-
-// handleStream serves Server-Sent Events: id = seq, event = type, data =
-// envelope; a reset is an event named "reset". It resumes from
-// Last-Event-ID (or since=), and ends on Drain.
-func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
-	id, q, ok := p.begin(w, r, routeStream)
-	if !ok {
-		return
-	}
-	if le := r.Header.Get("Last-Event-ID"); le != "" {
-		s, err := parseSeq(le, "Last-Event-ID")
-		if err != nil {
-			p.fail(w, routeStream, outBadRequest, http.StatusBadRequest, wire.CodeInvalidCursor, err.Error())
-			return
-		}
-		q.since, q.hasSince = s, true
-	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	p.m.count(routeStream, outOK)
-	p.m.streams.Inc()
-	defer p.m.streams.Dec()
-	if _, err := w.Write([]byte("retry: 2000\n\n")); err != nil {
-		return
-	}
-	if rc.Flush() != nil {
-		return
-	}
-	hb := time.NewTicker(p.cfg.Heartbeat)
-	defer hb.Stop()
-	var buf [16]item
-	out := make([]byte, 0, 512)
-	for {
-		v := p.idx.read(id, q.since, q.hasSince, true, buf[:0], nil)
-		out = out[:0]
-		switch {
-		case v.behind:
-		case v.reset:
-			out = append(out, "id: "...)
-			out = formatSeq(out, v.applied)
-			out = append(out, "\nevent: reset\ndata: {\"reset\":true,\"cursor\":\""...)
-			out = formatSeq(out, v.applied)
-			out = append(out, "\"}\n\n"...)
-			q.since, q.hasSince = v.applied, true
-		default:
-			for _, it := range v.items {
-				out = append(out, "id: "...)
-				out = formatSeq(out, it.seq)
-				out = append(out, "\nevent: "...)
-				out = append(out, it.typ...)
-				out = append(out, "\ndata: "...)
-				out = append(out, it.json...)
-				out = append(out, "\n\n"...)
-			}
-			// Every change of this eventId up to applied was just sent.
-			q.since, q.hasSince = v.applied, true
-		}
-		if len(out) > 0 {
-			if v.wake != nil {
-				p.idx.unwait(id, v.wake)
-			}
-			if _, err := w.Write(out); err != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-			continue
-		}
-		var wake <-chan struct{}
-		if v.wake != nil {
-			wake = v.wake.ch
-		}
-		var advanced <-chan struct{}
-		if v.behind {
-			advanced = v.advanced
-		}
-		stop := false
-		for !stop {
-			select {
-			case <-wake:
-				stop = true
-			case <-advanced:
-				stop = true
-			case <-hb.C:
-				if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil || rc.Flush() != nil {
-					if v.wake != nil {
-						p.idx.unwait(id, v.wake)
-					}
-					return
-				}
-			case <-p.drain:
-				if v.wake != nil {
-					p.idx.unwait(id, v.wake)
-				}
-				return
-			case <-r.Context().Done():
-				if v.wake != nil {
-					p.idx.unwait(id, v.wake)
-				}
-				return
-			}
-		}
-		if v.wake != nil {
-			p.idx.unwait(id, v.wake)
-		}
-	}
 }
 
 // handleMessage answers one change by seq: from memory when held, else by a

@@ -50,6 +50,7 @@ type Poller struct {
 	idx  *index
 	lim  *limiter
 	pk   *parking
+	sse  *streams
 
 	// ready is closed once the replay is done.
 	ready     chan struct{}
@@ -98,6 +99,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		now:   now,
 		idx:   newIndex(cfg),
 		lim:   newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
+		sse:   newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
 		ready: make(chan struct{}),
 		drain: make(chan struct{}),
 	}
@@ -132,10 +134,13 @@ func (p *Poller) Ready(context.Context) error {
 // Drain ends every long-poll and SSE stream with a normal answer and makes
 // later long-polls answer at once. Call it on SIGTERM before the HTTP server
 // drains. Parked long-polls are answered (with Connection: close) before it
-// returns. It is safe to call more than once.
+// returns, and an SSE write stuck on a client that stopped reading fails at
+// once, so the server's drain never waits on one. It is safe to call more
+// than once.
 func (p *Poller) Drain() {
 	p.drainOnce.Do(func() {
 		close(p.drain)
+		p.sse.closeAll()
 		p.pk.drainParked()
 	})
 }
