@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -305,7 +305,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 // channel through the real pusher-http-go client, with the envelope intact
 // and the sender's socket excluded.
 func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
-	ps := pusherserver.Start(t, pusherserver.Options{})
+	ps := pushercompat.Start(t, pushercompat.Options{})
 	httpAddr, natsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	env := map[string]string{
 		"LIVE_HTTP_ADDR":          httpAddr,

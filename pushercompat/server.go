@@ -1,4 +1,4 @@
-package pusherserver
+package pushercompat
 
 import (
 	"fmt"
@@ -105,7 +105,7 @@ func New(opts Options) *Server {
 	}
 	if len(bad) > 0 {
 		slices.Sort(bad)
-		panic("pusherserver: negative Options: " + strings.Join(bad, ", "))
+		panic("pushercompat: negative Options: " + strings.Join(bad, ", "))
 	}
 	if opts.AppID != "" {
 		o.AppID = opts.AppID
@@ -188,7 +188,7 @@ func (s *Server) Host() string {
 // client with an empty Host would talk to the real Pusher.
 func (s *Server) Client(timeout time.Duration) *pusher.Client {
 	if s.srv == nil {
-		panic("pusherserver: Client needs a listening server; use Start")
+		panic("pushercompat: Client needs a listening server; use Start")
 	}
 	if timeout <= 0 {
 		timeout = 5 * time.Second

@@ -66,4 +66,4 @@
 // Subscribe is the fan-out point where every accepted event is published,
 // in acceptance order, which is where a WebSocket hub for pusher-js will
 // attach.
-package pusherserver
+package pushercompat
