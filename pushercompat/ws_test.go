@@ -362,7 +362,9 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 		batch[i] = pusher.Event{Channel: "event-e4", Name: "vote.updated", Data: data}
 	}
 	sent := 0
-	slowClosed := func() bool { return testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer") == 1 }
+	slowClosed := func() bool {
+		return testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer") == 1
+	}
 	for !slowClosed() {
 		if sent >= 100_000 {
 			t.Fatalf("%d events sent and the slow socket is still open", sent)
