@@ -103,17 +103,37 @@ func Mux(reg prometheus.Gatherer, checks *Checks) *http.ServeMux {
 	return mux
 }
 
-// Server is an HTTP server with a graceful Run.
+// Server is an HTTP server with a graceful Run, bounded against clients that
+// send slowly: headers within ReadHeaderTimeout, the whole request (headers
+// and body) within ReadTimeout, and idle keep-alive connections closed after
+// IdleTimeout. Nothing bounds how late a handler writes, so long-polls and
+// SSE streams (which read nothing and write late) are unaffected.
 type Server struct {
 	// Addr to listen on, such as ":8080".
 	Addr string
-	// Handler serves every request.
+	// Handler serves every request. Run wraps it with Harden.
 	Handler http.Handler
 	// Log receives start and stop messages.
 	Log logrus.FieldLogger
 	// DrainTimeout bounds how long Run waits for in-flight requests after
 	// ctx is done. Zero means 10s.
 	DrainTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers. Zero means 5s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included, so a client
+	// that sends headers and part of a body (Content-Length: 100, one byte)
+	// cannot hold a connection forever. It does not bound the handler:
+	// net/http lifts the read deadline once the body is read to its end (or
+	// at once when there is none) to watch for the client going away, so a
+	// long-poll or an SSE stream is not cut, nor is its context cancelled
+	// (TestLateWritersOutliveTheReadTimeout holds net/http to that). Zero
+	// means 15s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no new request.
+	// Zero means 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers. Zero means 64 KiB.
+	MaxHeaderBytes int
 	// BeforeDrain, when set, runs when ctx is done and before the server
 	// stops accepting: a role uses it to end long-polls with a normal answer.
 	BeforeDrain func()
@@ -165,10 +185,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.addrMu.Unlock()
 
 	srv := &http.Server{
-		Handler:           s.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		Handler:           Harden(s.Handler),
+		ReadHeaderTimeout: orDefault(s.ReadHeaderTimeout, 5*time.Second),
+		ReadTimeout:       orDefault(s.ReadTimeout, 15*time.Second),
+		IdleTimeout:       orDefault(s.IdleTimeout, 60*time.Second),
+		MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, 64<<10),
 	}
 	s.Log.WithField("addr", l.Addr().String()).Info("http server listening")
 	errc := make(chan error, 1)
@@ -181,10 +202,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.BeforeDrain != nil {
 		s.BeforeDrain()
 	}
-	drain := s.DrainTimeout
-	if drain == 0 {
-		drain = 10 * time.Second
-	}
+	drain := orDefault(s.DrainTimeout, 10*time.Second)
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	err := srv.Shutdown(sctx)
