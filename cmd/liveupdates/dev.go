@@ -118,6 +118,15 @@ func runDev(ctx context.Context, env *settings) error {
 	}
 	devLog := log.WithField("component", "dev")
 
+	unlock, err := lockDataDir(dataDir) // one dev per data directory (datadir.go)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := unlock(); err != nil {
+			devLog.WithError(err).Warn("unlock data dir")
+		}
+	}()
 	ns, err := startEmbedded(dataDir, host, port)
 	if err != nil {
 		return err
@@ -250,7 +259,7 @@ func startEmbedded(dataDir, host string, port int) (*server.Server, error) {
 	if port > 0 {
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("embedded nats-server cannot listen on %s:%d (is another nats-server or dev running? set LIVE_NATS_LISTEN): %w", host, port, err)
+			return nil, fmt.Errorf("embedded nats-server cannot listen on %s:%d (is another nats-server or dev running? give this one its own LIVE_NATS_LISTEN, and its own LIVE_DATA_DIR too: two devs must never share one): %w", host, port, err)
 		}
 		if err := l.Close(); err != nil {
 			return nil, fmt.Errorf("probe %s:%d: %w", host, port, err)
@@ -271,7 +280,7 @@ func startEmbedded(dataDir, host string, port int) (*server.Server, error) {
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("embedded nats-server on %s:%d not ready within 10s (is the port in use? set LIVE_NATS_LISTEN)", host, port)
+		return nil, fmt.Errorf("embedded nats-server on %s:%d not ready within 10s (is the port in use? set LIVE_NATS_LISTEN, and a LIVE_DATA_DIR of its own)", host, port)
 	}
 	return ns, nil
 }

@@ -61,11 +61,17 @@ func (r *role) close() {
 }
 
 // server is the role's HTTP server on LIVE_HTTP_ADDR: its routes plus
-// /healthz, /readyz and /metrics. instrument adds request metrics by route
+// /healthz, /readyz and /metrics (on LIVE_METRICS_ADDR when set). instrument adds request metrics by route
 // and code, for roles whose routes do not count themselves (the ingest API
 // does).
 func (r *role) server(env *settings, name string, instrument bool, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
+	// With LIVE_METRICS_ADDR, /metrics leaves the public port for an
+	// address of its own (with /healthz and /readyz for the probes).
+	metricsAddr := env.Getenv("LIVE_METRICS_ADDR")
 	mux := ops.Mux(r.reg, r.checks)
+	if metricsAddr != "" {
+		mux = ops.PublicMux(r.checks)
+	}
 	if mount != nil {
 		mount(mux)
 	}
@@ -74,10 +80,12 @@ func (r *role) server(env *settings, name string, instrument bool, mount func(mu
 		h = newHTTPMetrics(r.reg, name).wrap(mux)
 	}
 	return &ops.Server{
-		Addr:        httpAddr(env.Getenv),
-		Handler:     h,
-		Log:         r.log.WithField("component", "http"),
-		BeforeDrain: beforeDrain,
+		Addr:         httpAddr(env.Getenv),
+		Handler:      h,
+		Log:          r.log.WithField("component", "http"),
+		BeforeDrain:  beforeDrain,
+		AdminAddr:    metricsAddr,
+		AdminHandler: ops.Mux(r.reg, r.checks),
 	}
 }
 

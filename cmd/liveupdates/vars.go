@@ -10,6 +10,7 @@ func commonVars() []envVar {
 		{Name: "LIVE_HTTP_ADDR", Default: ":8080", Help: "address of the HTTP server (/healthz, /readyz, /metrics and the role's routes)"},
 		{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 		{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev)", Help: "json or text"},
+		{Name: "LIVE_METRICS_ADDR", Help: "serve /metrics (and /healthz, /readyz) on this address instead of LIVE_HTTP_ADDR, away from the public port"},
 	}
 }
 
