@@ -5,16 +5,22 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Fuzz time per target for `make fuzz`.
 FUZZTIME    ?= 20s
 
-.PHONY: run test build bench lint fuzz clean
+.PHONY: run test cluster-test build bench lint fuzz clean
 
 ## run: the whole product on an embedded nats-server (HTTP on :8080, NATS on 127.0.0.1:4222, data in ./data)
 run:
 	$(GO) run ./cmd/liveupdates dev
 
 ## test: every unit and integration test (real embedded nats-server, real Pusher client), plus vet
+## (the fault suite of real processes is apart: make cluster-test)
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /clustertest$$)
+
+## cluster-test: the fault suite of real processes: 3 nats-server nodes, 2 api, 2 relay, 2 poller, under
+## load, each fault on a fresh cluster; prints a table per scenario. Needs root and iproute2 (`ip netns`).
+cluster-test:
+	$(GO) test -count=1 -v -timeout 20m -run TestClusterFaults ./clustertest/
 
 ## build: the binary at bin/liveupdates
 build:

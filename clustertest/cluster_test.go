@@ -1,0 +1,318 @@
+package clustertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nostressplanner/liveupdates/stream"
+	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+const (
+	apiKey = "cluster-test-key"
+	// Ports inside each node's namespace; the addresses differ.
+	clientPort  = 4222
+	clusterPort = 6222
+	monitorPort = 8222
+)
+
+// node is one nats-server process in its own network namespace.
+type node struct {
+	*proc
+	index int
+	name  string // server_name, as stream info reports the leader
+	ip    string
+}
+
+func (n *node) url() string { return fmt.Sprintf("nats://%s:%d", n.ip, clientPort) }
+
+// member is one liveupdates process of a role, on its own HTTP address.
+type member struct {
+	*proc
+	role string
+	addr string // 127.0.0.1:port, kept across restarts
+}
+
+func (m *member) base() string { return "http://" + m.addr }
+
+// cluster is everything one scenario runs: three NATS nodes, two processes
+// of each role, the Pusher-compatible server, and the test's own NATS
+// connection used only to observe the stream (its leader and replicas).
+type cluster struct {
+	t                     *testing.T
+	net                   *topo
+	nodes                 []*node
+	apis, relays, pollers []*member
+	pusher                *pusherserver.Server
+	js                    jetstream.JetStream
+	http                  *http.Client
+}
+
+// startCluster brings the whole system up and returns once every role
+// answers /readyz 200 and the stream is R3 with a leader.
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &cluster{t: t, http: &http.Client{Timeout: 5 * time.Second}}
+	c.net = newTopo(t, 3)
+	var routes, urls []string
+	for i := range 3 {
+		routes = append(routes, fmt.Sprintf("nats://%s:%d", c.net.nodeIP(i), clusterPort))
+		urls = append(urls, fmt.Sprintf("nats://%s:%d", c.net.nodeIP(i), clientPort))
+	}
+	for i := range 3 {
+		n := &node{index: i, name: "n" + strconv.Itoa(i), ip: c.net.nodeIP(i)}
+		conf := filepath.Join(dir, n.name+".conf")
+		if err := os.WriteFile(conf, []byte(natsConf(n, filepath.Join(dir, n.name), routes)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.proc = newProc(t, dir, n.name, nil, "ip", "netns", "exec", c.net.ns(i), bins.nats, "-c", conf)
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		n.start(t)
+	}
+
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("clustertest-observer"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatalf("connect observer: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	c.js, err = jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The roles would create the stream too; creating it here first makes
+	// sure it is R3 with a leader before any load starts.
+	scfg, err := stream.LoadConfig(func(k string) string { return map[string]string{"LIVE_STREAM_REPLICAS": "3"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitErr(t, 90*time.Second, "an R3 stream with a leader", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		if _, _, err := stream.Ensure(ctx, c.js, scfg); err != nil {
+			return err
+		}
+		return c.streamHealthy(ctx)
+	})
+
+	c.pusher = pusherserver.Start(t, pusherserver.Options{})
+	common := []string{
+		"LIVE_NATS_URL=" + strings.Join(urls, ","),
+		"LIVE_STREAM_REPLICAS=3",
+		"LIVE_LOG_FORMAT=json",
+		"LIVE_LOG_LEVEL=info",
+	}
+	roleEnv := map[string][]string{
+		// The rate limit is per key and the load generator has one key.
+		"api": {"LIVE_API_KEYS=" + apiKey, "LIVE_API_RATE=100000"},
+		"relay": {
+			"PUSHER_APP_ID=1", "PUSHER_KEY=key", "PUSHER_SECRET=secret",
+			"PUSHER_HOST=" + c.pusher.Host(), "PUSHER_SECURE=false",
+			// Every change must reach Pusher on its own to be counted;
+			// coalescing would fold changes away by design.
+			"LIVE_RELAY_COALESCE=off",
+		},
+		// All clients come from 127.0.0.1: the per-client limit would
+		// throttle the whole suite. The ring holds a node cut off for 15 s
+		// at this suite's rate (deep resume past the ring is issue 9 item 2).
+		"poller": {"LIVE_POLLER_RATE=off", "LIVE_POLLER_RING_SIZE=4096"},
+	}
+	for _, role := range []string{"api", "relay", "poller"} {
+		for i := range 2 {
+			m := &member{role: role, addr: testutil.FreeAddr(t)}
+			env := append(append([]string{"LIVE_HTTP_ADDR=" + m.addr}, common...), roleEnv[role]...)
+			m.proc = newProc(t, dir, fmt.Sprintf("%s-%d", role, i), env, bins.live, role)
+			switch role {
+			case "api":
+				c.apis = append(c.apis, m)
+			case "relay":
+				c.relays = append(c.relays, m)
+			case "poller":
+				c.pollers = append(c.pollers, m)
+			}
+		}
+	}
+	for _, m := range c.members() {
+		m.start(t)
+	}
+	for _, m := range c.members() {
+		c.waitReady(m)
+	}
+	return c
+}
+
+func (c *cluster) members() []*member {
+	return append(append(append([]*member(nil), c.apis...), c.relays...), c.pollers...)
+}
+
+// natsConf is deploy/nats.yaml's nats.conf with this node's addresses: the
+// same JetStream, payload and cluster settings, no lame duck (a rolling
+// restart here sends SIGTERM, which is what Kubernetes sends after preStop).
+func natsConf(n *node, store string, routes []string) string {
+	return fmt.Sprintf(`server_name: %s
+listen: %s:%d
+http: %s:%d
+max_payload: 1MB
+jetstream {
+  store_dir: %q
+  max_memory_store: 256MB
+  max_file_store: 2GB
+}
+cluster {
+  name: liveupdates
+  listen: %s:%d
+  routes: [
+    %s
+  ]
+  connect_retries: 120
+}
+`, n.name, n.ip, clientPort, n.ip, monitorPort, store, n.ip, clusterPort, strings.Join(routes, "\n    "))
+}
+
+// waitReady polls the member's /readyz until 200.
+func (c *cluster) waitReady(m *member) {
+	c.t.Helper()
+	waitErr(c.t, 60*time.Second, m.name+" ready", func() error {
+		resp, err := c.http.Get(m.base() + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s /readyz: %s", m.name, resp.Status)
+		}
+		return nil
+	})
+}
+
+// leader returns the node leading LIVE_EVENTS.
+func (c *cluster) leader(ctx context.Context) (*node, error) {
+	st, err := c.js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return nil, errors.New("stream has no leader")
+	}
+	for _, n := range c.nodes {
+		if n.name == info.Cluster.Leader {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("leader %q is not a node", info.Cluster.Leader)
+}
+
+// streamHealthy reports nil when the stream has a leader and two current
+// replicas: R3 at full strength.
+func (c *cluster) streamHealthy(ctx context.Context) error {
+	st, err := c.js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.Config.Replicas != 3 {
+		return fmt.Errorf("stream has %d replicas, want 3", info.Config.Replicas)
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return errors.New("stream has no leader")
+	}
+	if len(info.Cluster.Replicas) != 2 {
+		return fmt.Errorf("stream has %d followers, want 2", len(info.Cluster.Replicas))
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return fmt.Errorf("replica %s is not current (offline %v, lag %d)", r.Name, r.Offline, r.Lag)
+		}
+	}
+	return nil
+}
+
+// waitLeader waits until a node other than old leads the stream and
+// returns it.
+func (c *cluster) waitLeader(old *node, timeout time.Duration) *node {
+	c.t.Helper()
+	var got *node
+	waitErr(c.t, timeout, "a new stream leader", func() error {
+		ctx, cancel := context.WithTimeout(c.t.Context(), time.Second)
+		defer cancel()
+		n, err := c.leader(ctx)
+		if err != nil {
+			return err
+		}
+		if n == old {
+			return fmt.Errorf("%s still leads", n.name)
+		}
+		got = n
+		return nil
+	})
+	return got
+}
+
+// waitHealthy waits until the stream is R3 at full strength again.
+func (c *cluster) waitHealthy(timeout time.Duration) {
+	c.t.Helper()
+	waitErr(c.t, timeout, "the stream back at three current replicas", func() error {
+		ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
+		defer cancel()
+		return c.streamHealthy(ctx)
+	})
+}
+
+// crashes lists every process exit the scenario did not cause.
+func (c *cluster) crashes() []string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.crashed()...)
+	}
+	for _, m := range c.members() {
+		out = append(out, m.crashed()...)
+	}
+	return out
+}
+
+// waitErr polls cond every 50 ms until it returns nil, and fails the test
+// with the last error after timeout. Coarser than testutil.EventuallyErr:
+// each try is an HTTP or NATS round trip to processes on a busy machine.
+func waitErr(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		select {
+		case <-tick.C:
+		case <-t.Context().Done():
+			t.Fatalf("%s: %v", what, t.Context().Err())
+		}
+	}
+}

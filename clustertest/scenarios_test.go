@@ -1,0 +1,322 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// scenario is one fault injected under load.
+type scenario struct {
+	name string
+	// fault runs while the load goes on and returns when the system should
+	// have recovered from it.
+	fault func(s *run)
+}
+
+// run is one scenario in progress.
+type run struct {
+	t     *testing.T
+	c     *cluster
+	l     *load
+	pw    *pusherWatch
+	notes []string
+}
+
+func (s *run) note(format string, args ...any) {
+	s.notes = append(s.notes, fmt.Sprintf(format, args...))
+}
+
+// moreAcks waits until n more changes were acknowledged, so a fault lands
+// on a system under load and the load goes on between faults.
+func (s *run) moreAcks(n int) {
+	s.t.Helper()
+	base := s.l.ackedCount()
+	waitErr(s.t, 60*time.Second, fmt.Sprintf("%d more acknowledged changes", n), func() error {
+		if got := s.l.ackedCount() - base; got < n {
+			return fmt.Errorf("%d of %d", got, n)
+		}
+		return nil
+	})
+}
+
+// hold lets a fault last d: the fault's duration is what it is, not a wait
+// for a condition.
+func (s *run) hold(d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-s.t.Context().Done():
+	}
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{"relay-sigkill", func(s *run) {
+			// One relay replica SIGKILLed three times, restarted at once.
+			r := s.c.relays[0]
+			for k := range 3 {
+				s.moreAcks(400)
+				r.kill()
+				r.start(s.t)
+				start := time.Now()
+				s.c.waitReady(r)
+				s.note("kill %d: %s ready again in %v", k+1, r.name, time.Since(start).Round(10*time.Millisecond))
+			}
+		}},
+		{"leader-sigkill", func(s *run) {
+			s.moreAcks(300)
+			old := s.leader()
+			start := time.Now()
+			old.kill()
+			nl := s.c.waitLeader(old, 30*time.Second)
+			s.note("stream leader %s SIGKILLed; %s leads after %v (seen by polling stream info)", old.name, nl.name, time.Since(start).Round(10*time.Millisecond))
+			s.moreAcks(300)
+			old.start(s.t)
+			start = time.Now()
+			s.c.waitHealthy(90 * time.Second)
+			s.note("%s restarted; stream at three current replicas after %v", old.name, time.Since(start).Round(10*time.Millisecond))
+		}},
+		{"leader-partition", func(s *run) {
+			s.moreAcks(300)
+			old := s.leader()
+			if err := s.c.net.cut(old.index); err != nil {
+				s.t.Fatal(err)
+			}
+			start := time.Now()
+			healed := false
+			heal := func() {
+				if !healed {
+					healed = true
+					if err := s.c.net.heal(old.index); err != nil {
+						s.t.Error(err)
+					}
+				}
+			}
+			defer heal()
+			nl := s.c.waitLeader(old, 15*time.Second)
+			s.note("stream leader %s cut off from its peers; %s leads after %v", old.name, nl.name, time.Since(start).Round(10*time.Millisecond))
+			s.hold(time.Until(start.Add(15 * time.Second)))
+			heal()
+			healedAt := time.Now()
+			s.c.waitHealthy(90 * time.Second)
+			s.note("healed after 15 s; stream at three current replicas after %v", time.Since(healedAt).Round(10*time.Millisecond))
+		}},
+		{"rolling-restart", func(s *run) {
+			// Every role process in turn, then every NATS node, each
+			// stopped with SIGTERM, started again and waited for.
+			for _, m := range append(append(append([]*member(nil), s.c.relays...), s.c.pollers...), s.c.apis...) {
+				s.moreAcks(100)
+				start := time.Now()
+				if err := m.stop(20 * time.Second); err != nil {
+					s.t.Error(err)
+				}
+				stopped := time.Since(start)
+				m.start(s.t)
+				s.c.waitReady(m)
+				s.note("%s stopped in %v, ready %v later", m.name, stopped.Round(10*time.Millisecond), (time.Since(start) - stopped).Round(10*time.Millisecond))
+			}
+			for _, n := range s.c.nodes {
+				s.moreAcks(100)
+				start := time.Now()
+				if err := n.stop(30 * time.Second); err != nil {
+					s.t.Error(err)
+				}
+				stopped := time.Since(start)
+				n.start(s.t)
+				s.c.waitHealthy(90 * time.Second)
+				s.note("%s stopped in %v, stream current %v later", n.name, stopped.Round(10*time.Millisecond), (time.Since(start) - stopped).Round(10*time.Millisecond))
+			}
+		}},
+		{"pusher-outage", func(s *run) {
+			s.moreAcks(300)
+			s.c.pusher.SetOutage(true)
+			s.hold(10 * time.Second)
+			s.c.pusher.SetOutage(false)
+			back := time.Now()
+			waitErr(s.t, 60*time.Second, "a delivery after the outage", func() error {
+				s.pw.mu.Lock()
+				defer s.pw.mu.Unlock()
+				if !s.pw.last.After(back) {
+					return fmt.Errorf("nothing reached Pusher since it came back")
+				}
+				return nil
+			})
+			s.note("Pusher dropped every request for 10 s; first delivery %v after it came back", time.Since(back).Round(10*time.Millisecond))
+		}},
+	}
+}
+
+func (s *run) leader() *node {
+	s.t.Helper()
+	var n *node
+	waitErr(s.t, 30*time.Second, "the stream leader", func() error {
+		ctx, cancel := context.WithTimeout(s.t.Context(), 2*time.Second)
+		defer cancel()
+		var err error
+		n, err = s.c.leader(ctx)
+		return err
+	})
+	return n
+}
+
+// TestClusterFaults runs every scenario on a fresh cluster of real
+// processes and prints the table: published / acknowledged / delivered to
+// Pusher / lost (at Pusher, at the poll clients) / duplicates / reorders /
+// 5xx from the api / transport errors the load generator retried / the
+// longest gap between two Pusher deliveries / p99 publish-to-Pusher / the
+// longest time one change took to be acknowledged (retries included).
+func TestClusterFaults(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		rows []row
+	)
+	t.Cleanup(func() {
+		var b strings.Builder
+		b.WriteString("\n" + tableHeader() + "\n")
+		for _, r := range rows {
+			b.WriteString(r.String() + "\n")
+		}
+		for _, r := range rows {
+			for _, n := range r.notes {
+				fmt.Fprintf(&b, "%s: %s\n", r.name, n)
+			}
+		}
+		t.Log(b.String())
+	})
+	for _, sc := range scenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			r := runScenario(t, sc)
+			mu.Lock()
+			rows = append(rows, r)
+			mu.Unlock()
+			check(t, r)
+		})
+	}
+}
+
+// runScenario starts a cluster, puts it under load, injects the fault,
+// lets the load run on, stops it, waits until every acknowledged change
+// reached Pusher and every poll client of its eventId, and tallies.
+func runScenario(t *testing.T, sc scenario) row {
+	start := time.Now()
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	pw := watchPusher(c.pusher)
+	var stopOnce sync.Once
+	var l *load
+	var ps *pollers
+	stopAll := func() {
+		stopOnce.Do(func() {
+			cancel()
+			l.stop()
+			ps.stop()
+			pw.stop()
+		})
+	}
+	l = startLoad(c, ctx)
+	ps = startPollers(c, ctx, l.events)
+	// Before the processes are killed at cleanup (registered earlier, so
+	// run later).
+	t.Cleanup(stopAll)
+
+	s := &run{t: t, c: c, l: l, pw: pw}
+	s.moreAcks(300)
+	sc.fault(s)
+	// The load goes on for about 8 s after the system recovered.
+	s.moreAcks(loadRate * 8)
+	l.stopWriting()
+	l.wg.Wait()
+
+	drainErr := poll(t, 120*time.Second, func() error { return delivered(l, pw, ps) })
+	stopAll()
+	r := tally(sc.name, l, pw, ps)
+	r.took = time.Since(start)
+	r.notes = append(s.notes, r.notes...)
+	if drainErr != nil {
+		r.notes = append(r.notes, "drain: "+drainErr.Error())
+	}
+	crashes := c.crashes()
+	r.crashes = len(crashes)
+	r.notes = append(r.notes, crashes...)
+	t.Logf("\n%s\n%s\n  %s", tableHeader(), r, strings.Join(r.notes, "\n  "))
+	return r
+}
+
+// delivered reports nil once every acknowledged change reached Pusher and
+// every poll client following its eventId.
+func delivered(l *load, pw *pusherWatch, ps *pollers) error {
+	l.mu.Lock()
+	acked := make(map[uint64]string, len(l.acked))
+	for seq, a := range l.acked {
+		acked[seq] = a.eventID
+	}
+	l.mu.Unlock()
+	var missPusher, missPoll int
+	var example string
+	for seq, e := range acked {
+		if !pw.has(seq) {
+			missPusher++
+			example = fmt.Sprintf("seq %d of %s not at Pusher", seq, e)
+		}
+	}
+	for _, pc := range ps.clients {
+		for seq, e := range acked {
+			if e == pc.eventID && !pc.has(seq) {
+				missPoll++
+				if example == "" {
+					example = fmt.Sprintf("seq %d of %s not at poll client %d", seq, e, pc.home)
+				}
+			}
+		}
+	}
+	if missPusher+missPoll > 0 {
+		return fmt.Errorf("%d acknowledged changes not at Pusher, %d missing at poll clients (%s)", missPusher, missPoll, example)
+	}
+	return nil
+}
+
+// check asserts the promises on a scenario's row.
+func check(t *testing.T, r row) {
+	t.Helper()
+	if r.lostPusher != 0 || r.lostPoll != 0 {
+		t.Errorf("%s: %d acknowledged changes never reached Pusher and %d never reached a poll client, want 0", r.name, r.lostPusher, r.lostPoll)
+	}
+	if r.reorders != 0 {
+		t.Errorf("%s: %d changes reached Pusher after a higher seq of their channel, want 0", r.name, r.reorders)
+	}
+	if r.pollReorders != 0 {
+		t.Errorf("%s: poll clients got %d changes after a higher seq, want 0", r.name, r.pollReorders)
+	}
+	if r.fiveXX != 0 {
+		t.Errorf("%s: the api answered %d 5xx, want 0", r.name, r.fiveXX)
+	}
+	if r.unacked != 0 {
+		t.Errorf("%s: %d changes were never acknowledged despite retries", r.name, r.unacked)
+	}
+	if r.refused+r.doubles+r.bad+r.crashes != 0 {
+		t.Errorf("%s: %d changes refused with a 4xx, %d keys stored twice, %d unreadable envelopes at Pusher, %d processes exited on their own (see the notes); want none",
+			r.name, r.refused, r.doubles, r.bad, r.crashes)
+	}
+}
+
+// poll is waitErr that returns the last error instead of failing.
+func poll(t *testing.T, timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-t.Context().Done():
+			return t.Context().Err()
+		}
+	}
+}
