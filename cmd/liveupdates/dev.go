@@ -97,6 +97,7 @@ func runDev(ctx context.Context, env *settings) error {
 	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
+		mountDemo(mux, producer.NewPublisher(r.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
 	}, p.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
