@@ -30,7 +30,7 @@ test('the module loads in Node 20 with no document and no EventSource', async ()
 
 test('gunzipBase64 decodes what Go gzip+base64 produces', async () => {
   const { gunzipBase64 } = await import('../client.js');
-  // gzip of {"a":1} made by Go's compress/gzip, base64 standard encoding.
+  // The same format: RFC 1952 gzip, then standard base64.
   const { gzipSync } = await import('node:zlib');
   const b64 = gzipSync(Buffer.from('{"a":1}')).toString('base64');
   assert.equal(await gunzipBase64(b64), '{"a":1}');
