@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -86,7 +86,7 @@ func naive(b *testing.B, rg *rig, from, n int) time.Duration {
 func BenchmarkRelay(b *testing.B) {
 	n := *benchEvents
 	for b.Loop() {
-		rg := newRig(b, pusherserver.Options{})
+		rg := newRig(b, pushercompat.Options{})
 		cfg := rg.config()
 		cfg.IdleWait = 200 * time.Millisecond
 

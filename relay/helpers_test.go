@@ -16,9 +16,9 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -28,14 +28,14 @@ type rig struct {
 	t       testing.TB
 	nats    *testutil.JetStream
 	js      jetstream.JetStream
-	pusher  *pusherserver.Server
+	pusher  *pushercompat.Server
 	streams stream.Config
 	ids     atomic.Int64
 }
 
-func newRig(t testing.TB, opts pusherserver.Options) *rig {
+func newRig(t testing.TB, opts pushercompat.Options) *rig {
 	t.Helper()
-	r := &rig{t: t, nats: testutil.RunJetStream(t), pusher: pusherserver.Start(t, opts)}
+	r := &rig{t: t, nats: testutil.RunJetStream(t), pusher: pushercompat.Start(t, opts)}
 	r.js = r.nats.JS(t)
 	r.streams = stream.Config{Storage: jetstream.MemoryStorage}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -164,7 +164,7 @@ func (r *rig) delivered() []received {
 }
 
 type received struct {
-	pusherserver.Event
+	pushercompat.Event
 	env wire.Envelope
 }
 

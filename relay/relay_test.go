@@ -16,14 +16,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
 func TestRelayKeepsSeqOrderPerChannelAcrossLanes(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	rg.pusher.SetLatency(2 * time.Millisecond) // let lanes overlap
 	run := rg.start(rg.config(), nil)
 	var ids []string
@@ -55,7 +55,7 @@ func TestRelayKeepsSeqOrderPerChannelAcrossLanes(t *testing.T) {
 
 func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	var cs []change
 	for i := range 200 {
 		cs = append(cs, change{eventID: "e" + strconv.Itoa(i), typ: wire.TypeVoteUpdated, data: `{}`})
@@ -76,7 +76,7 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 // events except each lane's last one.
 func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	var cs []change
 	for i := range 2000 {
 		cs = append(cs, change{eventID: "e" + strconv.Itoa(i%97), typ: wire.TypeVoteUpdated, data: `{}`})
@@ -99,7 +99,7 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 
 func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	seqs, ids := rg.publish(
 		change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{"v":1}`, socketID: "1.1"},
 		change{eventID: "e1", typ: wire.TypePhaseChanged, data: `{"p":1}`, socketID: "1.1"},
@@ -144,7 +144,7 @@ func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
 
 func TestRelayShrinksChangesOverPushersLimit(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{MaxPayloadBytes: 1024})
+	rg := newRig(t, pushercompat.Options{MaxPayloadBytes: 1024})
 	compressible := `{"text":"` + strings.Repeat("all work and no play ", 200) + `"}`
 	noise := make([]byte, 3000)
 	if _, err := rand.Read(noise); err != nil {
@@ -185,8 +185,8 @@ func TestRelayShrinksChangesOverPushersLimit(t *testing.T) {
 
 func TestRelayHonoursRetryAfterOn429(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
-	rg.pusher.FailNext(1, pusherserver.Fault{Status: 429, RetryAfter: time.Second})
+	rg := newRig(t, pushercompat.Options{})
+	rg.pusher.FailNext(1, pushercompat.Fault{Status: 429, RetryAfter: time.Second})
 	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.start(rg.config(), nil)
 	rg.waitIDs(10*time.Second, ids)
@@ -201,7 +201,7 @@ func TestRelayHonoursRetryAfterOn429(t *testing.T) {
 
 func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
 	cfg.AckWait = time.Second // the outage outlasts it: held changes must be kept alive
 	run := rg.start(cfg, nil)
@@ -209,7 +209,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	rg.waitIDs(10*time.Second, ids)
 
 	start := time.Now()
-	rg.pusher.FailFor(time.Minute, pusherserver.Fault{Status: 503})
+	rg.pusher.FailFor(time.Minute, pushercompat.Fault{Status: 503})
 	var cs []change
 	for i := range 60 {
 		cs = append(cs, change{eventID: "e" + strconv.Itoa(i%7), typ: wire.TypeVoteUpdated, data: `{"i":` + strconv.Itoa(i) + `}`})
@@ -231,14 +231,14 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	}
 	// Outlast the ack wait, then end the outage.
 	testutil.Eventually(t, 10*time.Second, func() bool { return time.Since(start) > 3*cfg.AckWait/2 }, "clock stopped")
-	rg.pusher.FailFor(0, pusherserver.Fault{})
+	rg.pusher.FailFor(0, pushercompat.Fault{})
 	rg.waitIDs(20*time.Second, append(first, second...))
 	rg.waitSettled(5 * time.Second)
 
 	if info := rg.consumerInfo(); info.NumRedelivered != 0 {
 		t.Errorf("%d changes were redelivered: the outage burnt delivery attempts", info.NumRedelivered)
 	}
-	var failed []pusherserver.Exchange
+	var failed []pushercompat.Exchange
 	for _, ex := range rg.pusher.Exchanges() {
 		if ex.Status == 503 {
 			failed = append(failed, ex)
@@ -260,8 +260,8 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 
 func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
-	rg.pusher.FailFor(1500*time.Millisecond, pusherserver.Fault{Status: 401, Body: "Invalid signature"})
+	rg := newRig(t, pushercompat.Options{})
+	rg.pusher.FailFor(1500*time.Millisecond, pushercompat.Fault{Status: 401, Body: "Invalid signature"})
 	_, ids := rg.publish(
 		change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`},
 		change{eventID: "e2", typ: wire.TypeVoteUpdated, data: `{}`},
@@ -290,8 +290,8 @@ func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 
 func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
-	rg.pusher.RejectWhen(func(ev pusherserver.Event) (int, string) {
+	rg := newRig(t, pushercompat.Options{})
+	rg.pusher.RejectWhen(func(ev pushercompat.Event) (int, string) {
 		if strings.Contains(ev.Data, "poison") {
 			return 400, "poisoned"
 		}
@@ -345,7 +345,7 @@ func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 
 func TestRelayDeadLettersInvalidChanges(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	bad := []*nats.Msg{
 		{Subject: "live.events.e1.Not-A-Type", Data: []byte(`{}`)},
 		{Subject: "live.events.e1.vote.updated", Data: []byte(`not json`)},
@@ -377,7 +377,7 @@ func TestRelayDeadLettersInvalidChanges(t *testing.T) {
 
 func TestRelayStoppedWhileHoldingReleasesEverythingForTheNext(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	rg.pusher.SetOutage(true)
 	var cs []change
 	for i := range 40 {
@@ -397,7 +397,7 @@ func TestRelayStoppedWhileHoldingReleasesEverythingForTheNext(t *testing.T) {
 
 func TestRelayThatDiesWithoutAckingLosesNothing(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	rg.pusher.SetOutage(true)
 	var cs []change
 	for i := range 20 {
@@ -420,7 +420,7 @@ func TestRelayThatDiesWithoutAckingLosesNothing(t *testing.T) {
 
 func TestTwoReplicasDeliverEachChangeOnce(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	rg.start(rg.config(), nil)
 	rg.start(rg.config(), nil)
 	var ids []string
@@ -447,7 +447,7 @@ func TestTwoReplicasDeliverEachChangeOnce(t *testing.T) {
 
 func TestRelayDeadLettersChangesThatRanOutOfDeliveries(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
 	cfg.AckWait = time.Second
 	cfg.MaxDeliver = 2
@@ -497,7 +497,7 @@ func TestNewWithoutCredentialsIsErrPusherDisabled(t *testing.T) {
 
 func TestReadyBeforeRunIsErrNotRunning(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	r, err := New(rg.config(), Deps{JS: rg.js})
 	if err != nil {
 		t.Fatal(err)

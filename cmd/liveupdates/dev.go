@@ -16,8 +16,10 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nostressplanner/liveupdates/ops"
 	"github.com/nostressplanner/liveupdates/poller"
 	"github.com/nostressplanner/liveupdates/producer"
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/relay"
 	"github.com/nostressplanner/liveupdates/stream"
 )
@@ -25,9 +27,63 @@ import (
 // devAPIKey is the key dev mode alone accepts when LIVE_API_KEYS is unset.
 const devAPIKey = "dev"
 
+// The credentials of dev's own Pusher-compatible server. They are not
+// secret: the server listens on LIVE_DEV_PUSHER_ADDR, loopback by default,
+// and exists only in dev.
+const (
+	devPusherAppID  = "dev"
+	devPusherKey    = "dev-key"
+	devPusherSecret = "dev-secret"
+	// devPusherRecord bounds what the server remembers of accepted events
+	// (it keeps them for tests); dev runs for days.
+	devPusherRecord = 1000
+)
+
+// browserPusher is what a browser needs to reach the Pusher side that
+// dev's relay publishes to, for the poller's GET /v1/config. With a real
+// Pusher account it is the key and cluster; with dev's own server it is
+// the key, host and port, without TLS.
+type browserPusher struct {
+	Key     string
+	Cluster string // empty for dev's own server; pusher-js still needs one, any value
+	Host    string // empty for Pusher itself
+	Port    int
+	TLS     bool
+}
+
+// configurePollerPusher hands the browser-facing Pusher settings to the
+// poller's /v1/config.
+//
+// TODO(lead, on merging the poller branch): poller.Config has no Pusher
+// fields yet on this branch. Set them here from bp, e.g.
+// cfg.PusherKey, cfg.PusherCluster, cfg.PusherHost, cfg.PusherPort,
+// cfg.PusherTLS = bp.Key, bp.Cluster, bp.Host, bp.Port, bp.TLS. Only dev
+// calls this, and only when it serves its own server: with real
+// credentials the poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
+func configurePollerPusher(cfg *poller.Config, bp browserPusher) {
+	_, _ = cfg, bp
+}
+
+// devPusherHost turns a listen address into the host a local browser
+// uses: an unspecified or loopback host is "localhost".
+func devPusherHost(addr string) (string, int) {
+	host, p, err := net.SplitHostPort(addr)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		return "localhost", 0
+	}
+	if ip := net.ParseIP(host); host == "" || host == "localhost" || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
+		host = "localhost"
+	}
+	return host, port
+}
+
 // runDev runs the whole product in one process: an embedded nats-server with
-// JetStream, the ingest API, the poller, and the relay when Pusher
-// credentials are set, all HTTP on one address.
+// JetStream, the ingest API, the poller, and the relay, all HTTP on one
+// address. The relay forwards to Pusher when credentials are set, and
+// otherwise to a Pusher-compatible server dev serves on its own address
+// (LIVE_DEV_PUSHER_ADDR), so a newcomer sees live updates with nothing to
+// sign up for.
 func runDev(ctx context.Context, env *settings) error {
 	log, logErr := newLogger(env.Getenv, env.stderr, "text")
 	streamCfg, streamErr := stream.LoadConfig(env.Getenv)
@@ -49,7 +105,15 @@ func runDev(ctx context.Context, env *settings) error {
 		listen = "127.0.0.1:4222"
 	}
 	host, port, listenErr := splitListen(listen)
-	if err := errors.Join(logErr, streamErr, apiErr, relayErr, pollErr, listenErr); err != nil {
+	pusherAddr := env.Getenv("LIVE_DEV_PUSHER_ADDR")
+	if pusherAddr == "" {
+		pusherAddr = "127.0.0.1:8081"
+	}
+	var pusherAddrErr error
+	if _, _, err := net.SplitHostPort(pusherAddr); err != nil {
+		pusherAddrErr = fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want host:port: %w", pusherAddr, err)
+	}
+	if err := errors.Join(logErr, streamErr, apiErr, relayErr, pollErr, listenErr, pusherAddrErr); err != nil {
 		return fmt.Errorf("dev configuration:\n%w", err)
 	}
 	devLog := log.WithField("component", "dev")
@@ -78,6 +142,17 @@ func runDev(ctx context.Context, env *settings) error {
 	if err != nil {
 		return err
 	}
+	var local *ops.Server
+	if relayCfg.PusherEnabled() {
+		devLog.WithFields(logrus.Fields{"pusher_cluster": relayCfg.Cluster, "pusher_host": relayCfg.Host}).
+			Info("pusher credentials are set: the relay forwards to pusher")
+	} else {
+		var ps *pushercompat.Server
+		if local, ps, err = devPusherServer(r, pusherAddr, &relayCfg, &pollCfg); err != nil {
+			return err
+		}
+		defer ps.Close()
+	}
 	p, err := newPoller(r, pollCfg)
 	if err != nil {
 		return err
@@ -85,13 +160,9 @@ func runDev(ctx context.Context, env *settings) error {
 	if env.Getenv("LIVE_POLL_SECRET") == "" {
 		devLog.Warn("LIVE_POLL_SECRET is unset: poller reads are open to anyone who knows an eventId")
 	}
-	var rl *relay.Relay
-	if relayCfg.PusherEnabled() {
-		if rl, err = newRelay(r, relayCfg); err != nil {
-			return err
-		}
-	} else {
-		devLog.Info("pusher is off (no PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET): the relay does not run and clients use polling at GET /v1/events/{eventId}/updates")
+	rl, err := newRelay(r, relayCfg)
+	if err != nil {
+		return err
 	}
 
 	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
@@ -99,21 +170,71 @@ func runDev(ctx context.Context, env *settings) error {
 		p.Register(mux)
 		mountDemo(mux, producer.NewPublisher(r.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
 	}, p.Drain)
+	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
+		Info("open the demo in two browser tabs: a vote in one shows in the other")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := r.ensure(gctx); err != nil {
 			return err
 		}
-		if rl == nil {
-			return nil
-		}
 		return rl.Run(gctx)
 	})
 	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	if local != nil {
+		g.Go(func() error { return local.Run(gctx) })
+	}
 	err = g.Wait()
 	devLog.Info("stopped")
 	return err
+}
+
+// devPusherServer listens on addr with dev's own Pusher-compatible server
+// and points the relay (and the browsers, through the poller) at it. The
+// returned ops.Server serves it; its BeforeDrain closes every WebSocket
+// with 4200, which http.Server.Shutdown would not (they are hijacked).
+func devPusherServer(r *role, addr string, relayCfg *relay.Config, pollCfg *poller.Config) (*ops.Server, *pushercompat.Server, error) {
+	// Listen now, so a busy port is a clear error at start and the relay
+	// knows the real address when the port is 0.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dev's pusher-compatible server cannot listen on %s (is another dev running? set LIVE_DEV_PUSHER_ADDR): %w", addr, err)
+	}
+	log := r.log.WithField("component", "pushercompat")
+	ps := pushercompat.New(pushercompat.Options{
+		AppID: devPusherAppID, Key: devPusherKey, Secret: devPusherSecret,
+		RecordLimit: devPusherRecord,
+		Log:         log,
+		Registerer:  r.reg,
+	})
+	bound := ln.Addr().String()
+	relayCfg.AppID, relayCfg.Key, relayCfg.Secret = devPusherAppID, devPusherKey, devPusherSecret
+	relayCfg.Host, relayCfg.Cluster, relayCfg.Secure = bound, "", false
+	host, port := devPusherHost(bound)
+	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Cluster: "dev", Host: host, Port: port})
+	log.WithFields(logrus.Fields{
+		"websocket_url": fmt.Sprintf("ws://%s:%d/app/%s", host, port, devPusherKey),
+		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", bound, devPusherAppID),
+		"key":           devPusherKey,
+	}).Info("no pusher credentials (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET): dev serves its own pusher-compatible server and the relay forwards to it; set them to use pusher")
+	srv := &ops.Server{
+		Addr:        bound,
+		Listener:    ln,
+		Handler:     ps.Handler(),
+		Log:         log,
+		BeforeDrain: ps.Close,
+	}
+	return srv, ps, nil
+}
+
+// demoURL is the demo page on the dev HTTP address, as a local browser
+// opens it.
+func demoURL(addr string) string {
+	host, port := devPusherHost(addr)
+	if port == 0 {
+		return "http://localhost:8080/demo/e42"
+	}
+	return fmt.Sprintf("http://%s:%d/demo/e42", host, port)
 }
 
 // startEmbedded starts nats-server with JetStream storing under dataDir.

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -173,19 +175,27 @@ func TestRedactURLHidesThePassword(t *testing.T) {
 // TestDevServesTheNewcomerPath is the README's promise: `make run`, then a
 // curl with the key "dev" gets 202 with a seq, `tail --from-start` shows the
 // change, a poll returns it, and SIGTERM stops everything cleanly.
+//
+// Without Pusher credentials dev relays to its own Pusher-compatible
+// server: a socket subscribed there as pusher-js does gets the change.
 func TestDevServesTheNewcomerPath(t *testing.T) {
-	httpAddr, natsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	httpAddr, natsAddr, pusherAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	d := startDev(t, map[string]string{
-		"LIVE_HTTP_ADDR":   httpAddr,
-		"LIVE_NATS_LISTEN": natsAddr,
-		"LIVE_DATA_DIR":    t.TempDir(),
+		"LIVE_HTTP_ADDR":          httpAddr,
+		"LIVE_NATS_LISTEN":        natsAddr,
+		"LIVE_DATA_DIR":           t.TempDir(),
+		"LIVE_DEV_PUSHER_ADDR":    pusherAddr,
+		"LIVE_RELAY_BATCH_WINDOW": "5ms",
 	})
 	base, logs := d.base, d.logs
-	for _, want := range []string{`API key \"dev\"`, "pusher is off", "LIVE_POLL_SECRET is unset"} {
+	_, httpPort, _ := strings.Cut(httpAddr, ":")
+	for _, want := range []string{`API key \"dev\"`, "dev serves its own pusher-compatible server", "LIVE_POLL_SECRET is unset",
+		"http://localhost:" + httpPort + "/demo/e42"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("dev logs do not say %q; logs:\n%s", want, logs.String())
 		}
 	}
+	sock := dialDevPusher(t, pusherAddr, "event-e42")
 
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events/e42/vote.updated", strings.NewReader(`{"v":1}`))
 	req.Header.Set("Authorization", "Bearer dev")
@@ -204,6 +214,12 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	}
 	if err := json.Unmarshal(body, &res); err != nil || res.Seq == 0 || res.ID == "" {
 		t.Fatalf("POST body = %s (%v), want an id and a seq", body, err)
+	}
+
+	if m := sock.next(t); m.Event != "vote.updated" || m.Channel != "event-e42" {
+		t.Fatalf("the socket on dev's pusher server got %+v, want vote.updated on event-e42", m)
+	} else if env := m.envelope(t); env.Seq != res.Seq || env.ID != res.ID || string(env.Data) != `{"v":1}` {
+		t.Fatalf("the socket got the envelope %+v, want seq %d id %s", env, res.Seq, res.ID)
 	}
 
 	var tailOut syncBuffer
@@ -289,7 +305,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, re := range []string{`liveupdates_api_\w+`, `liveupdates_poller_\w+`, `liveupdates_dev_http_request_duration_seconds`} {
+	for _, re := range []string{`liveupdates_api_\w+`, `liveupdates_poller_\w+`, `liveupdates_dev_http_request_duration_seconds`, `liveupdates_pushercompat_sockets 1`} {
 		if !regexp.MustCompile(re).Match(metrics) {
 			t.Errorf("/metrics has no %s", re)
 		}
@@ -298,6 +314,79 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("dev stopped with %v, want nil", err)
 	}
+	if code := sock.closeCode(t); code != pushercompat.CodeReconnect {
+		t.Fatalf("on shutdown the socket was closed with %d, want 4200 (pusher-js reconnects)", code)
+	}
+}
+
+// devSocket is a WebSocket client speaking Pusher protocol 7 as pusher-js does.
+type devSocket struct{ c *websocket.Conn }
+
+type devFrame struct {
+	Event   string `json:"event"`
+	Channel string `json:"channel"`
+	Data    string `json:"data"`
+}
+
+func (m devFrame) envelope(t *testing.T) wire.Envelope {
+	t.Helper()
+	var env wire.Envelope
+	if err := json.Unmarshal([]byte(m.Data), &env); err != nil {
+		t.Fatalf("data %q: %v", m.Data, err)
+	}
+	return env
+}
+
+// dialDevPusher connects to dev's own Pusher-compatible server with dev's
+// key and subscribes to channel.
+func dialDevPusher(t *testing.T, addr, channel string) *devSocket {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/app/"+devPusherKey+"?protocol=7&client=js&version=8.6.0", nil)
+	if err != nil {
+		t.Fatalf("dial dev's pusher server: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() }) //nolint:errcheck // the test is over
+	s := &devSocket{c: c}
+	if m := s.next(t); m.Event != "pusher:connection_established" {
+		t.Fatalf("first frame %+v, want the handshake", m)
+	}
+	sub, _ := json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]string{"channel": channel, "auth": ""}})
+	if err := c.Write(ctx, websocket.MessageText, sub); err != nil {
+		t.Fatal(err)
+	}
+	if m := s.next(t); m.Event != "pusher_internal:subscription_succeeded" {
+		t.Fatalf("subscribe answered %+v", m)
+	}
+	return s
+}
+
+func (s *devSocket) next(t *testing.T) devFrame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, b, err := s.c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read from dev's pusher server: %v", err)
+	}
+	var m devFrame
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("frame %s: %v", b, err)
+	}
+	return m
+}
+
+func (s *devSocket) closeCode(t *testing.T) websocket.StatusCode {
+	t.Helper()
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		_, _, err := s.c.Read(ctx)
+		cancel()
+		if err != nil {
+			return websocket.CloseStatus(err)
+		}
+	}
 }
 
 // TestDevForwardsToAPusherCompatibleServer runs dev with Pusher credentials
@@ -305,7 +394,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 // channel through the real pusher-http-go client, with the envelope intact
 // and the sender's socket excluded.
 func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
-	ps := pusherserver.Start(t, pusherserver.Options{})
+	ps := pushercompat.Start(t, pushercompat.Options{})
 	httpAddr, natsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	env := map[string]string{
 		"LIVE_HTTP_ADDR":          httpAddr,
@@ -320,8 +409,8 @@ func TestDevForwardsToAPusherCompatibleServer(t *testing.T) {
 	}
 	d := startDev(t, env)
 	base, logs := d.base, d.logs
-	if strings.Contains(logs.String(), "pusher is off") || strings.Contains(logs.String(), "secret\"") {
-		t.Fatalf("dev logs say pusher is off or show the secret:\n%s", logs.String())
+	if !strings.Contains(logs.String(), "pusher credentials are set") || strings.Contains(logs.String(), "dev serves its own") || strings.Contains(logs.String(), "secret\"") {
+		t.Fatalf("dev logs do not say it uses the configured pusher, or show the secret:\n%s", logs.String())
 	}
 
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events/e7/phase.changed", strings.NewReader(`{"phase":"vote"}`))

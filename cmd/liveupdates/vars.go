@@ -83,6 +83,7 @@ func devOnlyVars() []envVar {
 	return []envVar{
 		{Name: "LIVE_DATA_DIR", Default: "./data", Help: "where the embedded nats-server stores JetStream data"},
 		{Name: "LIVE_NATS_LISTEN", Default: "127.0.0.1:4222", Help: "where the embedded nats-server listens, for operator tools and separately started roles"},
+		{Name: "LIVE_DEV_PUSHER_ADDR", Default: "127.0.0.1:8081", Help: "where dev's own Pusher-compatible server listens (WebSocket /app/{key}, HTTP API /apps/{appId}/) when no PUSHER_* credentials are set"},
 	}
 }
 

@@ -1,4 +1,4 @@
-package pusherserver
+package pushercompat
 
 import (
 	"slices"
@@ -11,12 +11,16 @@ import (
 type store struct {
 	mu     sync.Mutex
 	events []Event
+	limit  int // most events kept; zero means all
 	subs   map[*subscription]struct{}
 	closed bool
+	// onAdd is the WebSocket fan-out. It is called under mu so sockets see
+	// events in the order Events lists them; it must not block.
+	onAdd func([]Event)
 }
 
-func newStore() *store {
-	return &store{subs: make(map[*subscription]struct{})}
+func newStore(limit int) *store {
+	return &store{subs: make(map[*subscription]struct{}), limit: limit}
 }
 
 // add records evs and hands them to every subscriber, under one lock so
@@ -24,10 +28,23 @@ func newStore() *store {
 func (s *store) add(evs []Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.events = append(s.events, evs...)
+	s.events = trimOldest(append(s.events, evs...), s.limit)
 	for sub := range s.subs {
 		sub.push(evs)
 	}
+	if s.onAdd != nil {
+		s.onAdd(evs)
+	}
+}
+
+// trimOldest keeps the newest limit elements (all when limit is zero). The
+// dropped head is freed when a later append outgrows the backing array and
+// copies only what is kept.
+func trimOldest[T any](xs []T, limit int) []T {
+	if limit <= 0 || len(xs) <= limit {
+		return xs
+	}
+	return xs[len(xs)-limit:]
 }
 
 func (s *store) all() []Event {

@@ -1,4 +1,4 @@
-package pusherserver
+package pushercompat
 
 import (
 	"io"
@@ -175,7 +175,8 @@ func (s *Server) finish(ex Exchange, status int, msg string) {
 	if status == http.StatusOK {
 		s.accepted++
 	}
-	s.exchanges = append(s.exchanges, ex)
+	s.exchanges = trimOldest(append(s.exchanges, ex), s.recordLimit)
+	s.met.requests.WithLabelValues(statusLabel(status)).Inc()
 }
 
 // writeText answers like Pusher: a plain-text body.

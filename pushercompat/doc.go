@@ -60,10 +60,8 @@
 // Every request, whatever its fate, counts in Requests and appears in
 // Exchanges; only 200s count in Accepted.
 //
-// # Growing a WebSocket side
+// # Record
 //
-// Storage (the record and its fan-out) is apart from the REST handler:
-// Subscribe is the fan-out point where every accepted event is published,
-// in acceptance order, which is where a WebSocket hub for pusher-js will
-// attach.
-package pusherserver
+// Events, EventsOn and Exchanges keep everything unless RecordLimit
+// bounds them, as a long-running server must.
+package pushercompat

@@ -1,7 +1,8 @@
-package pusherserver
+package pushercompat
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pusher/pusher-http-go/v5"
+	"github.com/sirupsen/logrus"
 )
 
 // Options configure a Server. Every zero value means Pusher's own default.
@@ -27,8 +31,40 @@ type Options struct {
 	// MaxChannels is the most channels in one events request. Zero means 100.
 	MaxChannels int
 	// Now is the server's clock, used for the auth_timestamp window, for
-	// arrival times and for FailFor windows. Zero means time.Now.
+	// arrival times and for FailFor windows. Zero means time.Now. The
+	// WebSocket side's timers (activity, pong, writes) use real time.
 	Now func() time.Time
+	// RecordLimit is how many accepted events and exchanges are kept for
+	// Events, EventsOn and Exchanges; the oldest go first. Zero means all,
+	// which suits a test; a long-running server (dev) sets a bound.
+	RecordLimit int
+
+	// ActivityTimeout is sent to clients as activity_timeout (whole seconds,
+	// rounded up, at least 1): the client pings after that much silence.
+	// The server pings a socket it has not heard from for that long. Zero
+	// means 120 s, Pusher's.
+	ActivityTimeout time.Duration
+	// PongTimeout is how long the server waits for any message after its
+	// ping before it closes the socket with 4201. Zero means 30 s.
+	PongTimeout time.Duration
+	// WriteTimeout bounds one write to a socket; a socket that cannot take
+	// a frame in that time is closed. Zero means 10 s.
+	WriteTimeout time.Duration
+	// SendQueue is the most frames waiting for one socket; a socket that
+	// falls that far behind is closed with 4100 (pusher-js reconnects after
+	// a second) so it never holds up the others. Zero means 256.
+	SendQueue int
+	// OriginPatterns, when set, are the browser origins allowed to open a
+	// WebSocket (host patterns as in coder/websocket AcceptOptions). Empty
+	// means any origin, as Pusher itself allows: public channels are
+	// public and private ones are protected by their signature.
+	OriginPatterns []string
+	// Log receives connection-level messages. Zero means they are dropped.
+	Log logrus.FieldLogger
+	// Registerer receives the liveupdates_pushercompat_* metrics. Zero
+	// means a private registry nobody scrapes. Registering twice on one
+	// registry panics.
+	Registerer prometheus.Registerer
 }
 
 // Defaults of Options, Pusher's multi-tenant limits.
@@ -36,6 +72,11 @@ const (
 	DefaultMaxPayloadBytes = 10240
 	DefaultMaxBatch        = 10
 	DefaultMaxChannels     = 100
+
+	DefaultActivityTimeout = 120 * time.Second
+	DefaultPongTimeout     = 30 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultSendQueue       = 256
 )
 
 // Event is one event the server accepted on one channel. A trigger on three
@@ -78,6 +119,11 @@ type Server struct {
 
 	store  *store
 	faults *faults
+	hub    *hub
+	met    *metrics
+	log    logrus.FieldLogger
+
+	recordLimit int
 
 	mu        sync.Mutex
 	requests  int
@@ -98,14 +144,18 @@ func New(opts Options) *Server {
 		Now: time.Now,
 	}
 	var bad []string
-	for name, v := range map[string]int{"MaxPayloadBytes": opts.MaxPayloadBytes, "MaxBatch": opts.MaxBatch, "MaxChannels": opts.MaxChannels} {
+	for name, v := range map[string]int{
+		"MaxPayloadBytes": opts.MaxPayloadBytes, "MaxBatch": opts.MaxBatch, "MaxChannels": opts.MaxChannels,
+		"RecordLimit": opts.RecordLimit, "SendQueue": opts.SendQueue,
+		"ActivityTimeout": int(opts.ActivityTimeout), "PongTimeout": int(opts.PongTimeout), "WriteTimeout": int(opts.WriteTimeout),
+	} {
 		if v < 0 {
 			bad = append(bad, fmt.Sprintf("%s=%d", name, v))
 		}
 	}
 	if len(bad) > 0 {
 		slices.Sort(bad)
-		panic("pusherserver: negative Options: " + strings.Join(bad, ", "))
+		panic("pushercompat: negative Options: " + strings.Join(bad, ", "))
 	}
 	if opts.AppID != "" {
 		o.AppID = opts.AppID
@@ -128,15 +178,47 @@ func New(opts Options) *Server {
 	if opts.Now != nil {
 		o.Now = opts.Now
 	}
-	return &Server{
-		creds:  credentials{key: o.Key, secret: o.Secret},
-		appID:  o.AppID,
-		lim:    limits{maxPayload: o.MaxPayloadBytes, maxBatch: o.MaxBatch, maxChannels: o.MaxChannels},
-		now:    o.Now,
-		store:  newStore(),
-		faults: &faults{},
-		done:   make(chan struct{}),
+	log := opts.Log
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = l
 	}
+	log = log.WithField("component", "pushercompat")
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	met := newMetrics(reg)
+	s := &Server{
+		creds:       credentials{key: o.Key, secret: o.Secret},
+		appID:       o.AppID,
+		lim:         limits{maxPayload: o.MaxPayloadBytes, maxBatch: o.MaxBatch, maxChannels: o.MaxChannels},
+		now:         o.Now,
+		store:       newStore(opts.RecordLimit),
+		recordLimit: opts.RecordLimit,
+		faults:      &faults{},
+		met:         met,
+		log:         log,
+		done:        make(chan struct{}),
+	}
+	s.hub = newHub(hubConfig{
+		creds:           s.creds,
+		activityTimeout: orDefault(opts.ActivityTimeout, DefaultActivityTimeout),
+		pongTimeout:     orDefault(opts.PongTimeout, DefaultPongTimeout),
+		writeTimeout:    orDefault(opts.WriteTimeout, DefaultWriteTimeout),
+		sendQueue:       orDefault(opts.SendQueue, DefaultSendQueue),
+		originPatterns:  slices.Clone(opts.OriginPatterns),
+	}, met, log)
+	s.store.onAdd = s.hub.publish
+	return s
+}
+
+func orDefault[T time.Duration | int](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // Start returns a server listening on 127.0.0.1 on a free port, closed at
@@ -149,12 +231,14 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// Close stops the listener (if Start made one), cuts open connections so
-// requests waiting on SetLatency end, and closes every Subscribe channel.
-// It is idempotent.
+// Close closes every WebSocket with 4200 (pusher-js reconnects at once,
+// to whatever serves next) and waits for their goroutines, stops the
+// listener (if Start made one), cuts open connections so requests waiting
+// on SetLatency end, and closes every Subscribe channel. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.done)
+		s.hub.close()
 		if s.srv != nil {
 			s.srv.CloseClientConnections()
 			s.srv.Close()
@@ -163,8 +247,19 @@ func (s *Server) Close() {
 	})
 }
 
-// Handler returns the HTTP API handler.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+// Handler returns the whole server: the WebSocket endpoint /app/{key} for
+// pusher-js and the HTTP API under /apps/{appId}/. Mount it at the root of
+// its own listener (paths are Pusher's) and call Close when done: hijacked
+// WebSockets outlive http.Server.Shutdown.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/app/") {
+			s.hub.serveWS(w, r)
+			return
+		}
+		s.serveHTTP(w, r)
+	})
+}
 
 // URL returns "http://127.0.0.1:port", or "" for a server made by New.
 func (s *Server) URL() string {
@@ -188,7 +283,7 @@ func (s *Server) Host() string {
 // client with an empty Host would talk to the real Pusher.
 func (s *Server) Client(timeout time.Duration) *pusher.Client {
 	if s.srv == nil {
-		panic("pusherserver: Client needs a listening server; use Start")
+		panic("pushercompat: Client needs a listening server; use Start")
 	}
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -272,12 +367,34 @@ func (s *Server) RejectWhen(fn func(Event) (status int, msg string)) { s.faults.
 func (s *Server) Subscribe() (<-chan Event, func()) { return s.store.subscribe() }
 
 // Reset forgets recorded events, exchanges and counters (request numbers
-// start again at 1), and clears every fault, latency, outage and
-// RejectWhen rule. Subscriptions stay.
+// start again at 1), and clears every fault, latency, outage (the
+// WebSocket outage too) and RejectWhen rule. Subscriptions and sockets
+// stay.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	s.requests, s.accepted, s.exchanges = 0, 0, nil
 	s.mu.Unlock()
 	s.store.reset()
 	s.faults.reset()
+	s.hub.setOutage(false)
 }
+
+// SetWebSocketOutage, while on, drops every WebSocket upgrade (the
+// connection is closed with no answer), as when the WebSocket side is
+// unreachable; sockets already open stay open (CloseSockets ends them).
+// Reset turns it off.
+func (s *Server) SetWebSocketOutage(on bool) { s.hub.setOutage(on) }
+
+// CloseSockets closes every open WebSocket with code (4200: pusher-js
+// reconnects at once; 4100: after a second; 40xx: it gives up) and
+// returns how many it closed. The close handshakes finish in the
+// background.
+func (s *Server) CloseSockets(code int, reason string) int {
+	return s.hub.closeAll(websocket.StatusCode(code), reason, reasonFault)
+}
+
+// Sockets returns how many WebSockets are open past the handshake.
+func (s *Server) Sockets() int { return s.hub.count() }
+
+// Subscribers returns how many sockets are subscribed to channel.
+func (s *Server) Subscribers(channel string) int { return s.hub.subscribers(channel) }

@@ -1,4 +1,4 @@
-package pusherserver
+package pushercompat
 
 import (
 	"errors"
@@ -468,7 +468,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	t.Parallel()
 	defer func() {
 		r := recover()
-		if msg, _ := r.(string); msg != "pusherserver: negative Options: MaxBatch=-1, MaxPayloadBytes=-2" {
+		if msg, _ := r.(string); msg != "pushercompat: negative Options: MaxBatch=-1, MaxPayloadBytes=-2" {
 			t.Fatalf("recover()=%v, want the negative options named", r)
 		}
 	}()

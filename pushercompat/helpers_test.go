@@ -1,4 +1,4 @@
-package pusherserver
+package pushercompat
 
 import (
 	"bytes"
