@@ -177,6 +177,7 @@ func runDev(ctx context.Context, env *settings) error {
 	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
+		mountDemo(mux, producer.NewPublisher(r.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
 	}, p.Drain)
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")

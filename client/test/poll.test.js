@@ -1,0 +1,97 @@
+// The client without Pusher: long-poll from the real poller (Node has no
+// EventSource, so this is the path a server-side user and any browser
+// without EventSource take).
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '../client.js';
+import { startDev, eventually, recorder } from './stack.js';
+
+test('poll only', async (t) => {
+  const stack = await startDev({ env: { LIVE_POLLER_RING_SIZE: '8' } });
+  t.after(() => stack.stop());
+
+  await t.test('a change published after connect arrives once, in seq order, and status is polling', async () => {
+    const rec = recorder();
+    const live = connect({ url: stack.url, eventId: 'poll1', ...rec });
+    try {
+      await eventually('status polling', () => live.getStatus() === 'polling');
+      const sent = [];
+      for (const type of ['vote.updated', 'phase.changed', 'vote.updated', 'blocks.updated']) {
+        sent.push(await stack.publish('poll1', type, { n: sent.length }));
+      }
+      await eventually('4 changes', () => rec.changes.length >= 4);
+      assert.deepEqual(rec.ids(), sent.map((s) => s.id));
+      assert.deepEqual(rec.changes.map((c) => c.data.n), [0, 1, 2, 3]);
+      for (let i = 1; i < rec.changes.length; i++) assert.ok(rec.changes[i].seq > rec.changes[i - 1].seq);
+      assert.deepEqual(rec.statuses, ['polling']);
+    } finally {
+      live.close();
+    }
+  });
+
+  await t.test('changes made before connect are the baseline, not news', async () => {
+    await stack.publish('poll2', 'vote.updated', { before: true });
+    const rec = recorder();
+    const live = connect({ url: stack.url, eventId: 'poll2', ...rec });
+    try {
+      await eventually('status polling', () => live.getStatus() === 'polling');
+      const after = await stack.publish('poll2', 'vote.updated', { before: false });
+      await eventually('the new change', () => rec.changes.length >= 1);
+      assert.deepEqual(rec.ids(), [after.id]);
+    } finally {
+      live.close();
+    }
+  });
+
+  await t.test('a cursor older than the ring gets onReset and goes on from the new cursor', async () => {
+    const rec = recorder();
+    // A fetch the test can hold back: the poll that is parked keeps going,
+    // the next waits until the gate opens, as a page frozen by the browser.
+    let gate = null;
+    const gatedFetch = async (u, init) => {
+      if (gate) await gate.promise;
+      return fetch(u, init);
+    };
+    const live = connect({ url: stack.url, eventId: 'poll3', fetch: gatedFetch, ...rec });
+    try {
+      await eventually('status polling', () => live.getStatus() === 'polling');
+      const first = await stack.publish('poll3', 'vote.updated', { n: 0 });
+      await eventually('first change', () => rec.changes.length === 1);
+      let open;
+      gate = { promise: new Promise((r) => (open = r)) };
+      // The parked long-poll answers with the next change; the one after
+      // waits at the gate while the ring (8) overflows.
+      await stack.publish('poll3', 'vote.updated', { n: 1 });
+      await eventually('second change', () => rec.changes.length === 2);
+      for (let i = 2; i < 20; i++) await stack.publish('poll3', 'vote.updated', { n: i });
+      gate = null;
+      open();
+      await eventually('onReset', () => rec.resets === 1);
+      const after = await stack.publish('poll3', 'phase.changed', { n: 'after' });
+      await eventually('the change after the reset', () => rec.changes.some((c) => c.id === after.id));
+      assert.equal(rec.changes[0].id, first.id);
+      assert.equal(rec.changes.at(-1).id, after.id);
+      assert.equal(new Set(rec.ids()).size, rec.changes.length, 'no change reported twice');
+    } finally {
+      live.close();
+    }
+  });
+
+  await t.test('close stops everything: no change is reported after it', async () => {
+    const rec = recorder();
+    const live = connect({ url: stack.url, eventId: 'poll4', ...rec });
+    await eventually('status polling', () => live.getStatus() === 'polling');
+    live.close();
+    assert.equal(live.getStatus(), 'offline');
+    await stack.publish('poll4', 'vote.updated', {});
+    // A second client proves the change went out; the closed one stays silent.
+    const rec2 = recorder();
+    const probe = connect({ url: stack.url, eventId: 'poll4', ...rec2 });
+    await eventually('probe polling', () => probe.getStatus() === 'polling');
+    const c = await stack.publish('poll4', 'vote.updated', { probe: true });
+    await eventually('probe sees it', () => rec2.changes.some((x) => x.id === c.id));
+    probe.close();
+    assert.equal(rec.changes.length, 0);
+  });
+});
