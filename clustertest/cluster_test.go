@@ -15,9 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -56,7 +56,7 @@ type cluster struct {
 	net                   *topo
 	nodes                 []*node
 	apis, relays, pollers []*member
-	pusher                *pusherserver.Server
+	pusher                *pushercompat.Server
 	js                    jetstream.JetStream
 	http                  *http.Client
 }
@@ -111,7 +111,7 @@ func startCluster(t *testing.T) *cluster {
 		return c.streamHealthy(ctx)
 	})
 
-	c.pusher = pusherserver.Start(t, pusherserver.Options{})
+	c.pusher = pushercompat.Start(t, pushercompat.Options{})
 	common := []string{
 		"LIVE_NATS_URL=" + strings.Join(urls, ","),
 		"LIVE_STREAM_REPLICAS=3",

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
+	"github.com/nostressplanner/liveupdates/pushercompat"
 )
 
 // Load shape: modest on purpose, the suite runs on two busy cores beside
@@ -211,7 +211,7 @@ type pusherWatch struct {
 	done   chan struct{}
 }
 
-func watchPusher(s *pusherserver.Server) *pusherWatch {
+func watchPusher(s *pushercompat.Server) *pusherWatch {
 	pw := &pusherWatch{first: map[uint64]time.Time{}, maxSeq: map[string]uint64{}, done: make(chan struct{})}
 	ch, cancel := s.Subscribe()
 	pw.cancel = cancel
@@ -229,7 +229,7 @@ func (pw *pusherWatch) stop() {
 	<-pw.done
 }
 
-func (pw *pusherWatch) add(ev pusherserver.Event) {
+func (pw *pusherWatch) add(ev pushercompat.Event) {
 	var env envelopeHead
 	pw.mu.Lock()
 	defer pw.mu.Unlock()

@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -31,7 +31,7 @@ func tenChanges() []change {
 // err_code 10060) inside the only fetch loop, so nothing after it moved.
 func TestRelaySurvivesARawMessageWithNatsExpectedStream(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	raw := &nats.Msg{Subject: "live.events.x1.vote.updated", Header: nats.Header{}, Data: []byte("not json at all")}
 	raw.Header.Set("Nats-Expected-Stream", wire.StreamName)
 	rawSeq := rg.publishRaw(raw)
@@ -67,7 +67,7 @@ func TestRelaySurvivesARawMessageWithNatsExpectedStream(t *testing.T) {
 // counted, not retried forever.
 func TestRelayTerminatesAChangeTheDeadLetterStreamRefuses(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	rg.streams.MaxMsgSize = 512
 	if _, _, err := stream.Ensure(t.Context(), rg.js, rg.streams); err != nil {
 		t.Fatalf("ensure stream: %v", err)
@@ -95,7 +95,7 @@ func TestRelayTerminatesAChangeTheDeadLetterStreamRefuses(t *testing.T) {
 // recovers when the dead letter is stored.
 func TestRelayReadinessFailsWhileStalled(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
 	cfg.StallAfter = 300 * time.Millisecond
 	run := rg.start(cfg, nil)

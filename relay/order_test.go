@@ -7,7 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -35,7 +35,7 @@ func checkOrder(t *testing.T, rg *rig) {
 // machine, and a trickle of changes at varied gaps hits the end of many pulls.
 func TestRelayDropsNoChangeWhenAnIdlePullExpiresLate(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
 	cfg.AckWait = time.Second // a dropped change comes back within the test
 	nc := rg.nats.Conn(t, nats.SetCustomDialer(lagDialer{lag: 30 * time.Millisecond}))
