@@ -37,7 +37,8 @@ type Config struct {
 	// Pusher requests in flight. Zero means 4.
 	MaxInFlight int
 	// AckWait is the consumer's ack wait; held changes are kept alive with
-	// InProgress well within it. Zero means 30s.
+	// InProgress well within it. Zero means 3s: short, so a change held by
+	// a relay that was killed is redelivered within seconds of the kill.
 	AckWait time.Duration
 	// MaxDeliver is the consumer's delivery limit; a change that reaches it
 	// is dead-lettered. Zero means 10.
@@ -102,7 +103,7 @@ const maxChannelLen = 164
 //	LIVE_RELAY_BATCH_WINDOW                   duration, default 20ms
 //	LIVE_RELAY_BATCH_SIZE                     1..10000, default 500
 //	LIVE_RELAY_MAX_IN_FLIGHT                  1..64, default 4
-//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 30s
+//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 3s
 //	LIVE_RELAY_MAX_DELIVER                    1..1000, default 10
 //	LIVE_RELAY_MAX_ACK_PENDING                >= batch size, default 5000
 //	LIVE_RELAY_COALESCE                       off, or a comma list of types; default the six known
@@ -118,7 +119,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		BatchWindow:   20 * time.Millisecond,
 		BatchSize:     500,
 		MaxInFlight:   4,
-		AckWait:       30 * time.Second,
+		AckWait:       3 * time.Second,
 		MaxDeliver:    10,
 		MaxAckPending: 5000,
 		CoalesceTypes: wire.KnownTypes(),
@@ -314,7 +315,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BatchWindow, 20*time.Millisecond)
 	defInt(&c.BatchSize, 500)
 	defInt(&c.MaxInFlight, 4)
-	def(&c.AckWait, 30*time.Second)
+	def(&c.AckWait, 3*time.Second)
 	defInt(&c.MaxDeliver, 10)
 	defInt(&c.MaxAckPending, 5000)
 	if c.ChannelPrefix == "" {
