@@ -69,7 +69,10 @@ type Config struct {
 	// BackoffBase is the first retry delay after a failed request. Zero
 	// means 100ms.
 	BackoffBase time.Duration
-	// BackoffMax caps the retry delay. Zero means 30s.
+	// BackoffMax caps the retry delay. Zero means 1s: after an outage the
+	// first request goes within about a second of Pusher being back (a
+	// longer Retry-After is still honoured), and probing an unreachable
+	// Pusher once a second costs nothing worth saving.
 	BackoffMax time.Duration
 	// AuthRetryInterval is how often the relay probes Pusher (and logs)
 	// while Pusher refuses its credentials (401/403/404). Zero means 30s.
@@ -323,7 +326,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.Timeout, 5*time.Second)
 	def(&c.BackoffBase, 100*time.Millisecond)
-	def(&c.BackoffMax, 30*time.Second)
+	def(&c.BackoffMax, time.Second)
 	def(&c.AuthRetryInterval, 30*time.Second)
 	def(&c.IdleWait, time.Second)
 	def(&c.LagInterval, 10*time.Second)
