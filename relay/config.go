@@ -37,7 +37,8 @@ type Config struct {
 	// Pusher requests in flight. Zero means 4.
 	MaxInFlight int
 	// AckWait is the consumer's ack wait; held changes are kept alive with
-	// InProgress well within it. Zero means 30s.
+	// InProgress well within it. Zero means 3s: short, so a change held by
+	// a relay that was killed is redelivered within seconds of the kill.
 	AckWait time.Duration
 	// MaxDeliver is the consumer's delivery limit; a change that reaches it
 	// is dead-lettered. Zero means 10.
@@ -68,7 +69,10 @@ type Config struct {
 	// BackoffBase is the first retry delay after a failed request. Zero
 	// means 100ms.
 	BackoffBase time.Duration
-	// BackoffMax caps the retry delay. Zero means 30s.
+	// BackoffMax caps the retry delay. Zero means 1s: after an outage the
+	// first request goes within about a second of Pusher being back (a
+	// longer Retry-After is still honoured), and probing an unreachable
+	// Pusher once a second costs nothing worth saving.
 	BackoffMax time.Duration
 	// AuthRetryInterval is how often the relay probes Pusher (and logs)
 	// while Pusher refuses its credentials (401/403/404). Zero means 30s.
@@ -102,7 +106,7 @@ const maxChannelLen = 164
 //	LIVE_RELAY_BATCH_WINDOW                   duration, default 20ms
 //	LIVE_RELAY_BATCH_SIZE                     1..10000, default 500
 //	LIVE_RELAY_MAX_IN_FLIGHT                  1..64, default 4
-//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 30s
+//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 3s
 //	LIVE_RELAY_MAX_DELIVER                    1..1000, default 10
 //	LIVE_RELAY_MAX_ACK_PENDING                >= batch size, default 5000
 //	LIVE_RELAY_COALESCE                       off, or a comma list of types; default the six known
@@ -118,7 +122,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		BatchWindow:   20 * time.Millisecond,
 		BatchSize:     500,
 		MaxInFlight:   4,
-		AckWait:       30 * time.Second,
+		AckWait:       3 * time.Second,
 		MaxDeliver:    10,
 		MaxAckPending: 5000,
 		CoalesceTypes: wire.KnownTypes(),
@@ -314,7 +318,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BatchWindow, 20*time.Millisecond)
 	defInt(&c.BatchSize, 500)
 	defInt(&c.MaxInFlight, 4)
-	def(&c.AckWait, 30*time.Second)
+	def(&c.AckWait, 3*time.Second)
 	defInt(&c.MaxDeliver, 10)
 	defInt(&c.MaxAckPending, 5000)
 	if c.ChannelPrefix == "" {
@@ -322,7 +326,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.Timeout, 5*time.Second)
 	def(&c.BackoffBase, 100*time.Millisecond)
-	def(&c.BackoffMax, 30*time.Second)
+	def(&c.BackoffMax, time.Second)
 	def(&c.AuthRetryInterval, 30*time.Second)
 	def(&c.IdleWait, time.Second)
 	def(&c.LagInterval, 10*time.Second)

@@ -77,6 +77,12 @@ type running struct {
 // start runs a relay on its own connection until stop (or the test's end).
 func (r *rig) start(cfg Config, js jetstream.JetStream) *running {
 	r.t.Helper()
+	return r.startWith(cfg, js, nil)
+}
+
+// startWith is start with a hook that adjusts the relay before it runs.
+func (r *rig) startWith(cfg Config, js jetstream.JetStream, adjust func(*Relay)) *running {
+	r.t.Helper()
 	if js == nil {
 		js = r.nats.JS(r.t)
 	}
@@ -86,6 +92,9 @@ func (r *rig) start(cfg Config, js jetstream.JetStream) *running {
 	rl, err := New(cfg, Deps{JS: js, Stream: r.streams, Log: log, Registerer: reg})
 	if err != nil {
 		r.t.Fatalf("New: %v", err)
+	}
+	if adjust != nil {
+		adjust(rl)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/nostressplanner/liveupdates/pushercompat"
+	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -55,5 +56,55 @@ func TestRelayDropsNoChangeWhenAnIdlePullExpiresLate(t *testing.T) {
 	checkOrder(t, rg)
 	if info := rg.consumerInfo(); info.NumRedelivered != 0 {
 		t.Fatalf("%d changes were redelivered without any fault: fetched changes were dropped", info.NumRedelivered)
+	}
+}
+
+// TestRelayStoppedWhileHoldingReleasesInSeqOrder is issue 8 item 2: the
+// held changes were released (Nak) by ranging over a map, and nats-server
+// redelivers Naks in the order it got them, so the next relay sent one
+// channel's changes shuffled.
+func TestRelayStoppedWhileHoldingReleasesInSeqOrder(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, pushercompat.Options{})
+	rg.pusher.SetOutage(true)
+	var cs []change
+	for i := range 60 {
+		cs = append(cs, change{eventID: "e" + strconv.Itoa(i%2), typ: wire.TypeVoteUpdated, data: `{"i":` + strconv.Itoa(i) + `}`})
+	}
+	_, ids := rg.publish(cs...)
+	cfg := rg.config()
+	cfg.MaxInFlight = 1
+	first := rg.start(cfg, nil)
+	testutil.Eventually(t, 10*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 60 }, "first relay never held the changes")
+	first.stop()
+	rg.pusher.SetOutage(false)
+	rg.start(cfg, nil)
+	rg.waitIDs(15*time.Second, ids)
+	rg.waitSettled(10 * time.Second)
+	checkOrder(t, rg)
+}
+
+// TestRelayKilledWhileHoldingHandsOverWithinFiveSeconds is issue 8 item 2:
+// with the 30 s ack wait, a change held by a relay that was killed waited
+// 30 s for the next one. With the default ack wait (kept alive while held)
+// it reaches Pusher within 5 s of the restart.
+func TestRelayKilledWhileHoldingHandsOverWithinFiveSeconds(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, pushercompat.Options{})
+	rg.pusher.SetOutage(true)
+	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`})
+	cfg := rg.config()
+	cfg.AckWait = 0 // the default, as a deployment without LIVE_RELAY_ACK_WAIT has
+	nc := rg.nats.Conn(t)
+	dead := rg.start(cfg, mustJS(t, nc))
+	testutil.Eventually(t, 10*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 1 }, "relay never held the change")
+	nc.Close() // SIGKILL: no ack, no nak
+	dead.stop()
+	rg.pusher.SetOutage(false)
+	restart := time.Now()
+	rg.start(cfg, nil)
+	rg.waitIDs(30*time.Second, ids)
+	if took := rg.delivered()[0].At.Sub(restart); took > 5*time.Second {
+		t.Fatalf("the killed relay's change reached Pusher %v after the restart, want within 5s", took)
 	}
 }

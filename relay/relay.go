@@ -415,10 +415,12 @@ func laneOf(channel string, lanes int) int {
 }
 
 // keepAlive resets the ack wait of every change held longer than a third of
-// it, so changes held through an outage are not redelivered elsewhere.
+// it, so changes held through an outage or a slow request are not
+// redelivered elsewhere. Checking every sixth of it, a change goes at most
+// half the ack wait without a reset: margin for a loaded machine.
 func (r *Relay) keepAlive(ctx context.Context) {
 	every := max(r.cfg.AckWait/3, 10*time.Millisecond)
-	t := time.NewTicker(every)
+	t := time.NewTicker(max(every/2, 5*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

@@ -48,7 +48,7 @@ func relayOnlyVars() []envVar {
 		{Name: "LIVE_RELAY_BATCH_WINDOW", Default: "20ms", Help: "how long the relay gathers changes before sending"},
 		{Name: "LIVE_RELAY_BATCH_SIZE", Default: "500", Help: "most changes gathered per window"},
 		{Name: "LIVE_RELAY_MAX_IN_FLIGHT", Default: "4", Help: "Pusher requests in flight"},
-		{Name: "LIVE_RELAY_ACK_WAIT", Default: "30s", Help: "consumer ack wait"},
+		{Name: "LIVE_RELAY_ACK_WAIT", Default: "3s", Help: "consumer ack wait"},
 		{Name: "LIVE_RELAY_MAX_DELIVER", Default: "10", Help: "deliveries before a change is dead-lettered"},
 		{Name: "LIVE_RELAY_MAX_ACK_PENDING", Default: "5000", Help: "unacked changes across all relay replicas"},
 		{Name: "LIVE_RELAY_COALESCE", Help: "types to coalesce per window: off, or a comma list (default: the six known types)"},
