@@ -367,7 +367,9 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 			tooLarge++
 			continue
 		}
-		if id, err := a.pub.Validate(c); err != nil {
+		data, id, err := a.pub.check(c)
+		changes[i].Data = data
+		if err != nil {
 			results[i].ID, errs[i] = id, err
 			if errors.Is(err, ErrTooLarge) {
 				tooLarge++
@@ -397,7 +399,7 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
 		defer cancel()
-		for i, br := range a.pub.PublishBatch(ctx, changes) {
+		for i, br := range a.pub.publishChecked(ctx, changes) {
 			results[i], errs[i] = br.Result, br.Err
 		}
 		unavailable, internal, conflicts := 0, 0, 0

@@ -27,11 +27,13 @@ var benchData = json.RawMessage(`{"option":"2026-12-01","votes":3,"by":"u-1234"}
 // rawMsg is what a hand-written publisher sends: the same subject, body and
 // headers the library sends, so the baseline differs only by the library.
 func rawMsg(run string, i int) *nats.Msg {
+	id := run + strconv.Itoa(i)
 	return &nats.Msg{
 		Subject: "live.events.e42.vote.updated",
 		Data:    benchData,
 		Header: nats.Header{
-			wire.HeaderMsgID: {run + strconv.Itoa(i)},
+			wire.HeaderMsgID: {wire.DedupID("", "e42", id)},
+			wire.HeaderID:    {id},
 			wire.HeaderAt:    {wire.FormatAt(time.Now())},
 		},
 	}

@@ -223,18 +223,45 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 func (p *Publisher) PublishBatch(ctx context.Context, cs []Change) []BatchResult {
 	start := time.Now()
 	now := p.opts.Now()
+	at := wire.FormatAt(now)
 	res := make([]BatchResult, len(cs))
 	msgs := make([]*nats.Msg, len(cs))
-	pending := make([]int, 0, len(cs))
 	for i, c := range cs {
-		m, id, err := p.prepare(c, now)
-		res[i].ID = id
+		data, id, err := p.check(c)
 		if err != nil {
-			res[i].Err = err
+			res[i].ID, res[i].Err = id, err
 			continue
 		}
-		msgs[i] = m
-		pending = append(pending, i)
+		msgs[i] = buildMsg(c, data, now, at)
+		res[i].ID = msgs[i].Header[wire.HeaderID][0]
+	}
+	return p.sendBatch(ctx, start, cs, msgs, res)
+}
+
+// publishChecked is PublishBatch for changes that already passed check,
+// with their data as check returned it: the ingest API checks a whole batch
+// before it publishes any of it, and does not pay for the checks twice.
+func (p *Publisher) publishChecked(ctx context.Context, cs []Change) []BatchResult {
+	start := time.Now()
+	now := p.opts.Now()
+	at := wire.FormatAt(now)
+	res := make([]BatchResult, len(cs))
+	msgs := make([]*nats.Msg, len(cs))
+	for i, c := range cs {
+		msgs[i] = buildMsg(c, c.Data, now, at)
+		res[i].ID = msgs[i].Header[wire.HeaderID][0]
+	}
+	return p.sendBatch(ctx, start, cs, msgs, res)
+}
+
+// sendBatch publishes the messages that are not nil, fills res and counts
+// every change.
+func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change, msgs []*nats.Msg, res []BatchResult) []BatchResult {
+	pending := make([]int, 0, len(msgs))
+	for i, m := range msgs {
+		if m != nil {
+			pending = append(pending, i)
+		}
 	}
 	if len(pending) > 0 {
 		ctx, cancel := context.WithDeadline(ctx, p.deadline(ctx))
@@ -401,13 +428,13 @@ func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) 
 	if err != nil {
 		return nil, id, err
 	}
-	m := buildMsg(c, data, now)
+	m := buildMsg(c, data, now, wire.FormatAt(now))
 	return m, m.Header[wire.HeaderID][0], nil
 }
 
 // buildMsg builds the message of a checked change; c.ID empty means a new
-// wire.NewID.
-func buildMsg(c Change, data []byte, now time.Time) *nats.Msg {
+// wire.NewID. at is now formatted (wire.FormatAt), once per batch.
+func buildMsg(c Change, data []byte, now time.Time, at string) *nats.Msg {
 	id := c.ID
 	h := make(nats.Header, 5)
 	if id == "" {
@@ -419,7 +446,7 @@ func buildMsg(c Change, data []byte, now time.Time) *nats.Msg {
 	}
 	h[wire.HeaderMsgID] = []string{wire.DedupID(c.scope, c.EventID, id)}
 	h[wire.HeaderID] = []string{id}
-	h[wire.HeaderAt] = []string{wire.FormatAt(now)}
+	h[wire.HeaderAt] = []string{at}
 	if c.SocketID != "" {
 		h[wire.HeaderSocketID] = []string{c.SocketID}
 	}
