@@ -194,7 +194,9 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if v.reset {
-			p.writeReset(w, v.applied)
+			if !p.answerDeep(w, r, id, q.since, v.floor) {
+				p.writeReset(w, v.applied)
+			}
 			return
 		}
 		matched := inm != "" && etagMatch(inm, v.newest)
@@ -273,7 +275,16 @@ func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
 // writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
 // envelopes' stored JSON.
 func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
-	p.setReadHeaders(w, v.newest)
+	if v.deep {
+		// A page of a deep resume: the client is not caught up, so it must
+		// not get the newest seq's ETag (its next conditional poll would
+		// be a 304 and it would stop paging).
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Cache-Control"] = []string{"no-store"}
+	} else {
+		p.setReadHeaders(w, v.newest)
+	}
 	var head [64]byte
 	hb := append(head[:0], `{"cursor":"`...)
 	hb = formatSeq(hb, v.applied)

@@ -57,6 +57,7 @@ type Poller struct {
 	pk   *parking
 	sse  *streams
 
+	deepSem    chan struct{}    // bounds deep resumes in flight
 	configJSON []byte           // GET /v1/config, built once
 	assets     map[string]asset // the client's files by URL path
 
@@ -100,16 +101,17 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		now = time.Now
 	}
 	p := &Poller{
-		cfg:   cfg,
-		js:    deps.JS,
-		scfg:  deps.Stream.WithDefaults(),
-		log:   log.WithField("component", "poller"),
-		now:   now,
-		idx:   newIndex(cfg),
-		lim:   newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
-		sse:   newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
-		ready: make(chan struct{}),
-		drain: make(chan struct{}),
+		cfg:     cfg,
+		js:      deps.JS,
+		scfg:    deps.Stream.WithDefaults(),
+		log:     log.WithField("component", "poller"),
+		now:     now,
+		idx:     newIndex(cfg),
+		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
+		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
+		deepSem: make(chan struct{}, deepConcurrency),
+		ready:   make(chan struct{}),
+		drain:   make(chan struct{}),
 	}
 	assets, err := loadAssets(deps.Client)
 	if err != nil {

@@ -298,6 +298,28 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case v.behind:
 		case v.reset:
+			// Below the ring: page through the stream while it holds
+			// the changes; reset only when it no longer does.
+			items, cursor, err := p.deepPage(r.Context(), id, q.since, v.floor)
+			if err == nil {
+				if v.wake != nil {
+					p.idx.unwait(id, v.wake)
+				}
+				for _, it := range items {
+					sw.addEvent(it.seq, it.typ, it.json)
+				}
+				q.since, q.hasSince = cursor, true
+				if sw.flush() != nil || p.draining() {
+					return
+				}
+				continue
+			}
+			if !errors.Is(err, errStreamGone) {
+				if r.Context().Err() == nil {
+					p.log.WithError(err).WithField("event_id", id).Warn("deep resume failed")
+				}
+				return // the browser reconnects with Last-Event-ID
+			}
 			var b [96]byte
 			d := append(b[:0], `{"reset":true,"cursor":"`...)
 			d = formatSeq(d, v.applied)
