@@ -64,9 +64,6 @@ type configURLs struct {
 	Messages string `json:"messages"`
 }
 
-// knownTypes are the documented change types (DESIGN.md).
-var knownTypes = []string{"vote.updated", "blocks.updated", "phase.changed", "final.date.set", "attendee.updated", "availability.updated"}
-
 func (p *Poller) buildConfigAnswer() []byte {
 	a := configAnswer{
 		TokenRequired: !p.cfg.Open(),
@@ -77,7 +74,7 @@ func (p *Poller) buildConfigAnswer() []byte {
 		},
 		PollIntervalMs:      p.cfg.PollInterval.Milliseconds(),
 		LongPollWaitSeconds: int64(p.cfg.MaxWait.Seconds()),
-		Types:               knownTypes,
+		Types:               wire.KnownTypes(),
 	}
 	if pc := p.cfg.Pusher; pc.Enabled() {
 		ch := pc.prefix() + "{eventId}"
