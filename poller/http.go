@@ -22,9 +22,20 @@ import (
 //	GET /v1/events/{eventId}/updates?since=<seq>&wait=<s>   poll and long-poll
 //	GET /v1/events/{eventId}/stream                         Server-Sent Events
 //	GET /v1/events/{eventId}/messages/{seq}                 one change by seq
+//	GET /v1/config                                          what a browser needs to connect
+//	POST /v1/pusher/auth                                    private-channel signatures for a poll token
+//	GET /v1/client.js, /v1/client/{react.js,…}              the browser client (Deps.Client)
 //
 // plus OPTIONS for CORS preflight and a JSON 405 for other methods.
 func (p *Poller) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/config", p.handleConfig)
+	mux.HandleFunc("OPTIONS /v1/config", p.handlePreflight)
+	mux.HandleFunc("POST /v1/pusher/auth", p.handleAuth)
+	mux.HandleFunc("OPTIONS /v1/pusher/auth", p.handlePreflight)
+	for path := range clientFiles {
+		mux.HandleFunc("GET "+path, p.handleAsset)
+		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
+	}
 	routes := []struct {
 		path, route string
 		h           http.HandlerFunc
@@ -183,7 +194,9 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if v.reset {
-			p.writeReset(w, v.applied)
+			if !p.answerDeep(w, r, id, q.since, v.floor) {
+				p.writeReset(w, v.applied)
+			}
 			return
 		}
 		matched := inm != "" && etagMatch(inm, v.newest)
@@ -262,7 +275,16 @@ func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
 // writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
 // envelopes' stored JSON.
 func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
-	p.setReadHeaders(w, v.newest)
+	if v.deep {
+		// A page of a deep resume: the client is not caught up, so it must
+		// not get the newest seq's ETag (its next conditional poll would
+		// be a 304 and it would stop paging).
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Cache-Control"] = []string{"no-store"}
+	} else {
+		p.setReadHeaders(w, v.newest)
+	}
 	var head [64]byte
 	hb := append(head[:0], `{"cursor":"`...)
 	hb = formatSeq(hb, v.applied)
@@ -387,8 +409,8 @@ func (p *Poller) handlePreflight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Authorization, If-None-Match, Last-Event-ID, Cache-Control")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-None-Match, Last-Event-ID, Cache-Control")
 	h.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	p.m.count(routePreflight, outOK)

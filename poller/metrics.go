@@ -11,6 +11,7 @@ const (
 	outOK          = "ok"
 	outNotModified = "not_modified"
 	outReset       = "reset"
+	outDeep        = "deep_resume"
 	outTimeout     = "long_poll_timeout"
 	outBadRequest  = "bad_request"
 	outUnauth      = "unauthorized"
@@ -26,10 +27,13 @@ const (
 	routeStream    = "stream"
 	routeMessage   = "message"
 	routePreflight = "preflight"
+	routeConfig    = "config"
+	routeAuth      = "pusher_auth"
+	routeClient    = "client"
 )
 
-var allOutcomes = []string{outOK, outNotModified, outReset, outTimeout, outBadRequest, outUnauth, outForbidden, outNotFound, outRateLimited, outUnavailable}
-var allRoutes = []string{routeUpdates, routeStream, routeMessage, routePreflight}
+var allOutcomes = []string{outOK, outNotModified, outReset, outDeep, outTimeout, outBadRequest, outUnauth, outForbidden, outNotFound, outRateLimited, outUnavailable}
+var allRoutes = []string{routeUpdates, routeStream, routeMessage, routePreflight, routeConfig, routeAuth, routeClient}
 
 // busiestRanks is how many of the most polled eventIds get a gauge, by rank
 // (never by eventId, which would be an unbounded label).

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Zero means time.Now.
 	Now func() time.Time
+	// Client holds the browser client's files (client.js, react.js,
+	// client.d.ts, react.d.ts at its root), served at /v1/client.js and
+	// /v1/client/…. Zero means those routes answer 404.
+	Client fs.FS
 }
 
 // ErrNotReady is returned by Ready until the poller has replayed the stream.
@@ -51,6 +56,10 @@ type Poller struct {
 	lim  *limiter
 	pk   *parking
 	sse  *streams
+
+	deepSem    chan struct{}    // bounds deep resumes in flight
+	configJSON []byte           // GET /v1/config, built once
+	assets     map[string]asset // the client's files by URL path
 
 	// ready is closed once the replay is done.
 	ready     chan struct{}
@@ -92,17 +101,24 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		now = time.Now
 	}
 	p := &Poller{
-		cfg:   cfg,
-		js:    deps.JS,
-		scfg:  deps.Stream.WithDefaults(),
-		log:   log.WithField("component", "poller"),
-		now:   now,
-		idx:   newIndex(cfg),
-		lim:   newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
-		sse:   newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
-		ready: make(chan struct{}),
-		drain: make(chan struct{}),
+		cfg:     cfg,
+		js:      deps.JS,
+		scfg:    deps.Stream.WithDefaults(),
+		log:     log.WithField("component", "poller"),
+		now:     now,
+		idx:     newIndex(cfg),
+		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
+		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
+		deepSem: make(chan struct{}, deepConcurrency),
+		ready:   make(chan struct{}),
+		drain:   make(chan struct{}),
 	}
+	assets, err := loadAssets(deps.Client)
+	if err != nil {
+		return nil, fmt.Errorf("poller: client files: %w", err)
+	}
+	p.assets = assets
+	p.configJSON = p.buildConfigAnswer()
 	m, err := newMetrics(reg, p)
 	if err != nil {
 		return nil, fmt.Errorf("poller metrics: %w", err)

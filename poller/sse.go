@@ -99,7 +99,6 @@ func newStreams(maxPerToken, maxPerAddr int) *streams {
 var (
 	errTooManyForToken = errors.New("too many open streams for this poll token")
 	errTooManyForAddr  = errors.New("too many open streams from this address")
-	errStreamsClosed   = errors.New("the poller is shutting down")
 )
 
 // acquire registers a stream for token (empty when reads are open) and
@@ -108,7 +107,11 @@ func (s *streams) acquire(c *sseConn, token, addr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errStreamsClosed
+		// Draining: the stream opens and ends at once, so EventSource
+		// reconnects (to another replica) instead of failing for good as
+		// it would on an error status.
+		c.kicked = true
+		return nil
 	}
 	if token != "" && s.byToken[token] >= s.maxPerToken {
 		return errTooManyForToken
@@ -127,6 +130,9 @@ func (s *streams) acquire(c *sseConn, token, addr string) error {
 func (s *streams) release(c *sseConn, token, addr string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.open[c]; !ok {
+		return // opened while draining: never counted
+	}
 	delete(s.open, c)
 	if token != "" {
 		if s.byToken[token]--; s.byToken[token] <= 0 {
@@ -258,11 +264,6 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &sseConn{rc: http.NewResponseController(w)}
 	if err := p.sse.acquire(c, token, addr); err != nil {
-		if errors.Is(err, errStreamsClosed) {
-			w.Header().Set("Retry-After", "1")
-			p.fail(w, routeStream, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "the poller is shutting down; retry shortly")
-			return
-		}
 		w.Header().Set("Retry-After", "10")
 		p.fail(w, routeStream, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, err.Error()+"; close one or use long-poll (GET /v1/events/{eventId}/updates?wait=)")
 		return
@@ -297,6 +298,28 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case v.behind:
 		case v.reset:
+			// Below the ring: page through the stream while it holds
+			// the changes; reset only when it no longer does.
+			items, cursor, err := p.deepPage(r.Context(), id, q.since, v.floor)
+			if err == nil {
+				if v.wake != nil {
+					p.idx.unwait(id, v.wake)
+				}
+				for _, it := range items {
+					sw.addEvent(it.seq, it.typ, it.json)
+				}
+				q.since, q.hasSince = cursor, true
+				if sw.flush() != nil || p.draining() {
+					return
+				}
+				continue
+			}
+			if !errors.Is(err, errStreamGone) {
+				if r.Context().Err() == nil {
+					p.log.WithError(err).WithField("event_id", id).Warn("deep resume failed")
+				}
+				return // the browser reconnects with Last-Event-ID
+			}
 			var b [96]byte
 			d := append(b[:0], `{"reset":true,"cursor":"`...)
 			d = formatSeq(d, v.applied)
