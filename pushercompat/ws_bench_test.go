@@ -108,6 +108,9 @@ func BenchmarkSockets(b *testing.B) {
 	after := memInUse()
 	goroutines := runtime.NumGoroutine()
 	lat := make([]time.Duration, 0, b.N)
+	var loadCPU time.Duration
+	lastLoadCPU := int64(-1)
+	serverCPU0 := cpuTime(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -116,13 +119,22 @@ func BenchmarkSockets(b *testing.B) {
 		}
 		l := next(time.Minute)
 		var got int
-		var at int64
-		if _, err := fmt.Sscanf(l, "done %d %d", &got, &at); err != nil || got != i {
+		var at, cpu int64
+		if _, err := fmt.Sscanf(l, "done %d %d %d", &got, &at, &cpu); err != nil || got != i {
 			b.Fatalf("wsload said %q, want done %d", l, i)
 		}
 		lat = append(lat, time.Unix(0, at).Sub(t0))
+		if lastLoadCPU >= 0 {
+			loadCPU += time.Duration(cpu - lastLoadCPU)
+		}
+		lastLoadCPU = cpu
 	}
 	b.StopTimer()
+	serverCPU := cpuTime(b) - serverCPU0
+	b.ReportMetric(float64(serverCPU)/float64(b.N)/1e6, "server-cpu-ms/trigger")
+	if b.N > 1 {
+		b.ReportMetric(float64(loadCPU)/float64(b.N-1)/1e6, "loadgen-cpu-ms/trigger")
+	}
 	// After ResetTimer, which clears reported metrics.
 	perSocket := float64(int64(after.total())-int64(before.total())) / float64(n)
 	b.ReportMetric(perSocket/1024, "KiB/socket")
@@ -132,8 +144,8 @@ func BenchmarkSockets(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)-1])/1e6, "max-ms")
-	b.Logf("%d sockets: %.1f KiB/socket (heap+stack in use), trigger to last socket p50 %v max %v over %d triggers; %s",
-		n, perSocket/1024, lat[len(lat)/2], lat[len(lat)-1], len(lat), strings.TrimSpace(after.String()))
+	b.Logf("%d sockets: %.1f KiB/socket (heap+stack in use), trigger to last socket p50 %v max %v over %d triggers; server CPU %v per trigger; %s",
+		n, perSocket/1024, lat[len(lat)/2], lat[len(lat)-1], len(lat), serverCPU/time.Duration(b.N), strings.TrimSpace(after.String()))
 }
 
 type memFigures struct{ heap, stack uint64 }
@@ -149,6 +161,15 @@ func memInUse() memFigures {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return memFigures{heap: ms.HeapInuse, stack: ms.StackInuse}
+}
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func raiseNoFile(b *testing.B, want uint64) {

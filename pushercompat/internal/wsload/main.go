@@ -2,9 +2,9 @@
 // benchmark, run as a separate process so the server's memory is measured
 // alone. It opens -n sockets to -url, subscribes each to -channel as
 // pusher-js does, prints "ready <n>", and then, for every event named
-// "bench" whose data is an integer i, prints "done <i> <unix nanoseconds>"
-// when the last of the n sockets has received it. It exits when stdin
-// closes.
+// "bench" whose data is an integer i, prints "done <i> <unix nanoseconds>
+// <its own CPU nanoseconds so far>" when the last of the n sockets has
+// received it. It exits when stdin closes.
 package main
 
 import (
@@ -131,6 +131,15 @@ func next(ctx context.Context, c *websocket.Conn, f *frame) error {
 	return json.Unmarshal(b, f)
 }
 
+// cpuTime is the process's user+system CPU time so far, in nanoseconds.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 // benchPrefix starts every benchmark frame; the index follows in data.
 var (
 	benchPrefix = []byte(`{"event":"bench","channel":`)
@@ -162,7 +171,7 @@ func read(c *websocket.Conn, counts []atomic.Int32, n int32, say func(string, ..
 			continue
 		}
 		if counts[i].Add(1) == n {
-			say("done %d %d", i, time.Now().UnixNano())
+			say("done %d %d %d", i, time.Now().UnixNano(), cpuTime())
 		}
 	}
 }
