@@ -127,7 +127,14 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.wg.Done()
+	// The wg count taken above passes to the socket's reader goroutine
+	// once the socket is registered.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			h.wg.Done()
+		}
+	}()
 
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: len(h.cfg.originPatterns) == 0,
@@ -167,17 +174,29 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.met.closed.WithLabelValues(reasonShutdown).Inc()
 		return
 	}
-	err = s.readLoop()
-	h.remove(s)
-	ws.CloseNow() //nolint:errcheck // waits for a Close in progress; otherwise the peer is gone
+	// Read in a fresh goroutine and return: net/http then frees the
+	// request, the response and its buffers, which a handler blocked in a
+	// read loop would pin for the socket's life (about 5 KiB each), and
+	// the reader's stack starts small instead of below net/http's frames.
+	handedOff = true
+	go s.run()
+}
+
+// run reads until the socket ends, then unregisters it. It owns one count
+// of h.wg.
+func (s *socket) run() {
+	defer s.h.wg.Done()
+	err := s.readLoop()
+	s.h.remove(s)
+	s.ws.CloseNow() //nolint:errcheck // waits for a Close in progress; otherwise the peer is gone
 	s.mu.Lock()
 	reason := s.reason
 	s.mu.Unlock()
 	if reason == "" {
 		reason = reasonClient
 	}
-	h.met.closed.WithLabelValues(reason).Inc()
-	h.log.WithFields(logrus.Fields{"socket_id": s.id, "reason": reason}).WithError(err).Debug("socket closed")
+	s.h.met.closed.WithLabelValues(reason).Inc()
+	s.h.log.WithFields(logrus.Fields{"socket_id": s.id, "reason": reason}).WithError(err).Debug("socket closed")
 }
 
 // supportedProtocol accepts the protocol versions pusher-js has spoken
