@@ -181,7 +181,7 @@ func manifests(t *testing.T) []*object {
 	}
 	var objs []*object
 	for _, f := range files {
-		if f == "kustomization.yaml" {
+		if f == "kustomization.yaml" || f == composeFile {
 			continue
 		}
 		objs = append(objs, decodeAll(t, f)...)
@@ -380,7 +380,7 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("glob: %v", err)
 	}
-	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" || f == composeFile })
 	got := slices.Sorted(slices.Values(k.Resources))
 	if !slices.Equal(got, files) {
 		t.Fatalf("kustomization resources=%v, want every manifest %v", got, files)

@@ -188,4 +188,3 @@ func TestNATSConfRefusesWhatARoleMustNotDo(t *testing.T) {
 		t.Fatalf("LIVE_EVENTS holds %d messages, want the api's 1", n)
 	}
 }
-
