@@ -25,7 +25,7 @@ import (
 // LoadConfig functions.
 var knownEnv = map[string]bool{
 	// common
-	"LIVE_NATS_URL": true, "LIVE_HTTP_ADDR": true, "LIVE_LOG_LEVEL": true, "LIVE_LOG_FORMAT": true,
+	"LIVE_NATS_URL": true, "LIVE_NATS_USER": true, "LIVE_NATS_PASSWORD": true, "LIVE_HTTP_ADDR": true, "LIVE_LOG_LEVEL": true, "LIVE_LOG_FORMAT": true,
 	"LIVE_STREAM_STORAGE": true, "LIVE_STREAM_MAX_AGE": true, "LIVE_STREAM_MAX_BYTES": true,
 	"LIVE_STREAM_REPLICAS": true, "LIVE_STREAM_DUPLICATES": true,
 	// api
@@ -42,7 +42,7 @@ var knownEnv = map[string]bool{
 // a ConfigMap.
 var secretEnv = map[string]bool{
 	"PUSHER_APP_ID": true, "PUSHER_KEY": true, "PUSHER_SECRET": true, "PUSHER_CLUSTER": true,
-	"LIVE_API_KEYS": true, "LIVE_POLL_SECRET": true,
+	"LIVE_API_KEYS": true, "LIVE_POLL_SECRET": true, "LIVE_NATS_PASSWORD": true,
 }
 
 // Each role: its replicas and the secrets it must be given.
@@ -181,7 +181,7 @@ func manifests(t *testing.T) []*object {
 	}
 	var objs []*object
 	for _, f := range files {
-		if f == "kustomization.yaml" {
+		if f == "kustomization.yaml" || f == composeFile {
 			continue
 		}
 		objs = append(objs, decodeAll(t, f)...)
@@ -380,7 +380,7 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("glob: %v", err)
 	}
-	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" || f == composeFile })
 	got := slices.Sorted(slices.Values(k.Resources))
 	if !slices.Equal(got, files) {
 		t.Fatalf("kustomization resources=%v, want every manifest %v", got, files)
@@ -668,6 +668,9 @@ func TestNATSCluster(t *testing.T) {
 		t.Fatalf("write: %v", err)
 	}
 	t.Setenv("POD_NAME", "nats-1")
+	for _, u := range natsUsers {
+		t.Setenv(natsPasswordVar(u), "pw-"+u)
+	}
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		t.Fatalf("nats-server rejects nats.conf: %v", err)

@@ -102,44 +102,12 @@ func TestTheRolesAcceptTheirManifestConfiguration(t *testing.T) {
 	}
 }
 
-// describer is a Registerer that only records the names of what the roles
-// register: vectors without children are not gathered, but they describe.
-type describer struct {
-	mu    sync.Mutex
-	names map[string]bool
-}
-
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func (d *describer) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc, 16)
-	go func() { c.Describe(ch); close(ch) }()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for desc := range ch {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			d.names[m[1]] = true
-		}
-	}
-	return nil
-}
-
-func (d *describer) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := d.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-func (d *describer) Unregister(prometheus.Collector) bool { return true }
-
-// TestAlertsUseMetricsTheRolesExport keeps alerts.yml honest: every metric
-// its recording rules read is one a role registers.
-func TestAlertsUseMetricsTheRolesExport(t *testing.T) {
-	t.Parallel()
+// roleMetrics registers the metrics of the api, the relay and the poller,
+// built the way the binary builds them, on a describer.
+func roleMetrics(t *testing.T) *describer {
+	t.Helper()
 	js := testutil.RunJetStream(t).JS(t)
-	d := &describer{names: map[string]bool{}}
+	d := &describer{names: map[string]bool{}, descs: map[string]string{}}
 	metrics := producer.NewMetrics(d)
 	pub := producer.NewPublisher(js, producer.Options{Metrics: metrics})
 	if _, err := producer.NewAPI(producer.APIConfig{Keys: []string{"k"}}, producer.APIDeps{Publisher: pub, Registerer: d}); err != nil {
@@ -161,6 +129,49 @@ func TestAlertsUseMetricsTheRolesExport(t *testing.T) {
 	if _, err := poller.New(pollCfg, poller.Deps{JS: js, Registerer: d}); err != nil {
 		t.Fatal(err)
 	}
+
+	return d
+}
+
+// describer is a Registerer that only records the names of what the roles
+// register: vectors without children are not gathered, but they describe.
+type describer struct {
+	mu    sync.Mutex
+	names map[string]bool
+	descs map[string]string // name: the Desc, with its labels
+}
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+func (d *describer) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for desc := range ch {
+		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
+			d.names[m[1]] = true
+			d.descs[m[1]] = desc.String()
+		}
+	}
+	return nil
+}
+
+func (d *describer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := d.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (d *describer) Unregister(prometheus.Collector) bool { return true }
+
+// TestAlertsUseMetricsTheRolesExport keeps alerts.yml honest: every metric
+// its recording rules read is one a role registers.
+func TestAlertsUseMetricsTheRolesExport(t *testing.T) {
+	t.Parallel()
+	d := roleMetrics(t)
 
 	b, err := os.ReadFile("prometheus/alerts.yml")
 	if err != nil {

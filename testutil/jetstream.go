@@ -30,6 +30,14 @@ type JetStream struct {
 // RunJetStream starts an embedded JetStream server for t.
 func RunJetStream(t testing.TB) *JetStream {
 	t.Helper()
+	return RunJetStreamWith(t, nil)
+}
+
+// RunJetStreamWith is RunJetStream with options of the test's own, set by
+// configure before the server starts (users and permissions, say). Conn
+// connects without credentials; pass nats.UserInfo for a user.
+func RunJetStreamWith(t testing.TB, configure func(*server.Options)) *JetStream {
+	t.Helper()
 	port := FreePort(t)
 	s := &JetStream{t: t, store: t.TempDir()}
 	s.opts = server.Options{
@@ -42,6 +50,9 @@ func RunJetStream(t testing.TB) *JetStream {
 		NoSigs:     true,
 		// Generous so benchmarks and large-message tests are not cut short.
 		MaxPayload: 8 << 20,
+	}
+	if configure != nil {
+		configure(&s.opts)
 	}
 	s.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
 	s.Start()

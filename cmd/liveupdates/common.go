@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -68,6 +69,9 @@ func connectNATS(getenv func(string) string, name string, log logrus.FieldLogger
 	}
 	opts := []nats.Option{
 		nats.Name("liveupdates-" + name),
+		// Replies to this role come under its own prefix, which only its
+		// NATS user may subscribe to (ops.NATSRoles).
+		nats.CustomInboxPrefix(ops.InboxPrefix(name)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
@@ -79,15 +83,56 @@ func connectNATS(getenv func(string) string, name string, log logrus.FieldLogger
 			log.WithField("server", nc.ConnectedUrlRedacted()).Info("nats reconnected")
 		}),
 	}
-	if creds := getenv("LIVE_NATS_CREDS"); creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
+	auth, err := natsAuth(getenv)
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, auth...)
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", redactURL(url), err)
 	}
 	return nc, nil
+}
+
+// natsAuth turns the NATS credentials settings into connect options. Each
+// role runs as its own NATS user (deploy/nats.yaml): a credentials file, a
+// user and password, or an nkey seed; at most one of the three.
+func natsAuth(getenv func(string) string) ([]nats.Option, error) {
+	creds, user, password, seed := getenv("LIVE_NATS_CREDS"), getenv("LIVE_NATS_USER"), getenv("LIVE_NATS_PASSWORD"), getenv("LIVE_NATS_NKEY_SEED")
+	var opts []nats.Option
+	var errs []error
+	given := 0
+	if creds != "" {
+		given++
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if user != "" || password != "" {
+		given++
+		if user == "" || password == "" {
+			errs = append(errs, errors.New("LIVE_NATS_USER and LIVE_NATS_PASSWORD: set both or neither"))
+		}
+		opts = append(opts, nats.UserInfo(user, password))
+	}
+	if seed != "" {
+		given++
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(seed)))
+		if err != nil {
+			// The seed is a secret: never echo it.
+			errs = append(errs, fmt.Errorf("LIVE_NATS_NKEY_SEED: not a user nkey seed: %w", err))
+		} else {
+			pub, err := kp.PublicKey()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("LIVE_NATS_NKEY_SEED: public key: %w", err))
+			}
+			opts = append(opts, nats.Nkey(pub, kp.Sign))
+		}
+	}
+	if given > 1 {
+		errs = append(errs, errors.New("LIVE_NATS_CREDS, LIVE_NATS_USER/LIVE_NATS_PASSWORD and LIVE_NATS_NKEY_SEED: set one way to authenticate, not several"))
+	}
+	return opts, errors.Join(errs...)
 }
 
 // redactURL hides a password in a NATS URL before it is logged.

@@ -127,7 +127,8 @@ func runDev(ctx context.Context, env *settings) error {
 			devLog.WithError(err).Warn("unlock data dir")
 		}
 	}()
-	ns, err := startEmbedded(dataDir, host, port)
+	users := newDevUsers() // one NATS user per role (natsusers.go)
+	ns, err := startEmbedded(dataDir, host, port, users.configure)
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func runDev(ctx context.Context, env *settings) error {
 		ns.WaitForShutdown()
 	}()
 	devLog.WithFields(logrus.Fields{"nats_url": ns.ClientURL(), "data_dir": dataDir}).
-		Info("embedded nats-server with jetstream is running; operator tools and other roles can join it at this url")
+		Info("embedded nats-server with jetstream is running; operator tools and other roles can join it at this url (without credentials they are its operator user; the api, relay and poller inside dev each run as their own restricted user)")
 
 	r, err := connectRole(env, "dev", log, streamCfg, nats.InProcessServer(ns))
 	if err != nil {
@@ -147,7 +148,7 @@ func runDev(ctx context.Context, env *settings) error {
 	if devKey {
 		devLog.Warn(`LIVE_API_KEYS is unset: dev mode accepts the API key "dev" (Authorization: Bearer dev); never run dev in production`)
 	}
-	api, err := newIngest(r, apiCfg)
+	ra, err := r.as(env, users, "api", ns)
 	if err != nil {
 		return err
 	}
@@ -162,14 +163,26 @@ func runDev(ctx context.Context, env *settings) error {
 		}
 		defer ps.Close()
 	}
-	p, err := newPoller(r, pollCfg)
+	rp, err := r.as(env, users, "poller", ns)
+	if err != nil {
+		return err
+	}
+	api, err := newIngest(ra, apiCfg)
+	if err != nil {
+		return err
+	}
+	p, err := newPoller(rp, pollCfg)
 	if err != nil {
 		return err
 	}
 	if env.Getenv("LIVE_POLL_SECRET") == "" {
 		devLog.Warn("LIVE_POLL_SECRET is unset: poller reads are open to anyone who knows an eventId")
 	}
-	rl, err := newRelay(r, relayCfg)
+	rr, err := r.as(env, users, "relay", ns)
+	if err != nil {
+		return err
+	}
+	rl, err := newRelay(rr, relayCfg)
 	if err != nil {
 		return err
 	}
@@ -177,7 +190,7 @@ func runDev(ctx context.Context, env *settings) error {
 	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
-		mountDemo(mux, producer.NewPublisher(r.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
+		mountDemo(mux, producer.NewPublisher(ra.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
 	}, p.Drain)
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")
@@ -247,7 +260,7 @@ func demoURL(addr string) string {
 }
 
 // startEmbedded starts nats-server with JetStream storing under dataDir.
-func startEmbedded(dataDir, host string, port int) (*server.Server, error) {
+func startEmbedded(dataDir, host string, port int, configure func(*server.Options)) (*server.Server, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("LIVE_DATA_DIR=%q: %w", dataDir, err)
@@ -266,7 +279,7 @@ func startEmbedded(dataDir, host string, port int) (*server.Server, error) {
 			return nil, fmt.Errorf("probe %s:%d: %w", host, port, err)
 		}
 	}
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "liveupdates-dev",
 		Host:       host,
 		Port:       port,
@@ -274,7 +287,9 @@ func startEmbedded(dataDir, host string, port int) (*server.Server, error) {
 		StoreDir:   abs,
 		NoSigs:     true, // main owns the signals
 		NoLog:      true,
-	})
+	}
+	configure(opts)
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats-server: %w", err)
 	}

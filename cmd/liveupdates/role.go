@@ -24,6 +24,7 @@ type role struct {
 	stream stream.Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	extra  []*nats.Conn // dev's per-role connections (role.as), drained by close
 }
 
 // newRole reads the common settings, reporting every problem at once
@@ -55,8 +56,10 @@ func connectRole(env *settings, name string, log *logrus.Logger, streamCfg strea
 
 // close drains the NATS connection so in-flight publishes and acks finish.
 func (r *role) close() {
-	if err := r.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		r.log.WithError(err).Warn("nats drain")
+	for _, nc := range append(r.extra, r.nc) {
+		if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			r.log.WithError(err).Warn("nats drain")
+		}
 	}
 }
 

@@ -3,15 +3,25 @@ package main
 // The settings of each command. The README's configuration table lists the
 // same names; a test keeps the two in step.
 
-func commonVars() []envVar {
+// natsVars are how a command reaches NATS; each role authenticates as its
+// own NATS user (deploy/nats.yaml, ops.NATSRoles).
+func natsVars() []envVar {
 	return []envVar{
 		{Name: "LIVE_NATS_URL", Default: "nats://127.0.0.1:4222", Help: "NATS server URL(s), comma-separated"},
-		{Name: "LIVE_NATS_CREDS", Help: "NATS credentials file (optional)"},
+		{Name: "LIVE_NATS_CREDS", Help: "NATS credentials file (optional; or LIVE_NATS_USER and LIVE_NATS_PASSWORD, or LIVE_NATS_NKEY_SEED)"},
+		{Name: "LIVE_NATS_USER", Help: "NATS user of this role (with LIVE_NATS_PASSWORD)"},
+		{Name: "LIVE_NATS_PASSWORD", Help: "password of LIVE_NATS_USER", Secret: true},
+		{Name: "LIVE_NATS_NKEY_SEED", Help: "NATS user nkey seed (SU...) of this role", Secret: true},
+	}
+}
+
+func commonVars() []envVar {
+	return append(natsVars(), []envVar{
 		{Name: "LIVE_HTTP_ADDR", Default: ":8080", Help: "address of the HTTP server (/healthz, /readyz, /metrics and the role's routes)"},
 		{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 		{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev)", Help: "json or text"},
 		{Name: "LIVE_METRICS_ADDR", Help: "serve /metrics (and /healthz, /readyz) on this address instead of LIVE_HTTP_ADDR, away from the public port"},
-	}
+	}...)
 }
 
 func streamVars() []envVar {
@@ -114,13 +124,13 @@ func join(lists ...[]envVar) []envVar {
 }
 
 func devVars() []envVar {
-	common := commonVars()[2:] // dev has no LIVE_NATS_URL: it embeds its own server
+	common := commonVars()[len(natsVars()):] // dev has no LIVE_NATS_*: it embeds its own server
 	return join(devOnlyVars(), common, streamVars(), apiOnlyVars(), relayOnlyVars(), pollerOnlyVars())
 }
 func apiVars() []envVar    { return join(commonVars(), streamVars(), apiOnlyVars()) }
 func relayVars() []envVar  { return join(commonVars(), streamVars(), relayOnlyVars()) }
 func pollerVars() []envVar { return join(commonVars(), streamVars(), pollerOnlyVars()) }
 func publishVars() []envVar {
-	return append(commonVars()[:2:2], envVar{Name: "LIVE_API_KEY", Help: "API key for --api-url", Secret: true})
+	return append(natsVars(), envVar{Name: "LIVE_API_KEY", Help: "API key for --api-url", Secret: true})
 }
-func tailVars() []envVar { return commonVars()[:2:2] }
+func tailVars() []envVar { return natsVars() }

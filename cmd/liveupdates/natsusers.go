@@ -1,0 +1,68 @@
+package main
+
+import (
+	"crypto/rand"
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nostressplanner/liveupdates/ops"
+)
+
+// natsUserPermissions turns a role's permissions (ops.NATSRoles) into
+// nats-server's form.
+func natsUserPermissions(p ops.NATSPermissions) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: p.Publish},
+		Subscribe: &server.SubjectPermission{Allow: p.Subscribe},
+	}
+}
+
+// devUsers are the NATS users of dev's embedded server: one per role, with
+// the same permissions as in deploy/nats.yaml, and random passwords that
+// live only in this process. A client that presents no credentials (the
+// operator tools, a role started by hand against dev) is the operator user,
+// which may do anything: dev listens on loopback by default and is never
+// run in production.
+type devUsers struct {
+	passwords map[string]string
+}
+
+func newDevUsers() *devUsers {
+	d := &devUsers{passwords: map[string]string{}}
+	for name := range ops.NATSRoles() {
+		d.passwords[name] = rand.Text()
+	}
+	return d
+}
+
+// configure adds the users to the embedded server's options.
+func (d *devUsers) configure(o *server.Options) {
+	for name, perms := range ops.NATSRoles() {
+		o.Users = append(o.Users, &server.User{Username: name, Password: d.passwords[name], Permissions: natsUserPermissions(perms)})
+	}
+	o.NoAuthUser = "operator"
+}
+
+// as returns a copy of r (sharing its logger, registry and checks) whose
+// NATS connection is the named role's own user on the embedded server, so
+// each role in dev runs with exactly the permissions it has in a cluster.
+// r.close drains the connection too.
+func (r *role) as(env *settings, d *devUsers, name string, ns *server.Server) (*role, error) {
+	nc, err := connectNATS(env.Getenv, name, r.log.WithField("component", name),
+		nats.InProcessServer(ns), nats.UserInfo(name, d.passwords[name]))
+	if err != nil {
+		return nil, fmt.Errorf("dev %s: %w", name, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("dev %s jetstream: %w", name, err)
+	}
+	cp := *r
+	cp.nc, cp.js, cp.extra = nc, js, nil
+	r.extra = append(r.extra, nc)
+	return &cp, nil
+}
