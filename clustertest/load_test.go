@@ -62,7 +62,7 @@ type load struct {
 func startLoad(c *cluster, ctx context.Context) *load {
 	l := &load{
 		c:      c,
-		http:   &http.Client{Timeout: 12 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		lim:    rate.NewLimiter(loadRate, loadWriters),
 		acked:  map[uint64]ack{},
 		keySeq: map[string]uint64{},
