@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -96,17 +97,21 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The roles would create the stream too; creating it here first makes
-	// sure it is R3 with a leader before any load starts.
+	// The roles create both streams too, but on a cluster that has just
+	// formed, placing an R3 stream can take longer than a relay waits for
+	// LIVE_DLQ at start (it exits: see the report). Creating both here
+	// first makes sure they are R3 with a leader before any role starts.
 	scfg, err := stream.LoadConfig(func(k string) string { return map[string]string{"LIVE_STREAM_REPLICAS": "3"}[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitErr(t, 90*time.Second, "an R3 stream with a leader", func() error {
-		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	waitErr(t, 90*time.Second, "R3 streams with a leader", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		if _, _, err := stream.Ensure(ctx, c.js, scfg); err != nil {
-			return err
+		for _, cfg := range []stream.Config{scfg, scfg.DLQ()} {
+			if _, _, err := stream.Ensure(ctx, c.js, cfg); err != nil {
+				return fmt.Errorf("ensure %s: %w", cfg.WithDefaults().Name, err)
+			}
 		}
 		return c.streamHealthy(ctx)
 	})
@@ -315,4 +320,41 @@ func waitErr(t *testing.T, timeout time.Duration, what string, cond func() error
 			t.Fatalf("%s: %v", what, t.Context().Err())
 		}
 	}
+}
+
+// electedAt reads the nodes' logs for the first "new stream leader" line
+// of LIVE_EVENTS written after since: when the election ended, as the
+// cluster itself saw it (polling stream info only sees it later).
+func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
+	var best time.Time
+	var who string
+	for _, n := range c.nodes {
+		f, err := os.Open(n.logPath)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			// The new leader logs "[pid] 2026/12/01 02:21:40.291192 [INF]
+			// JetStream cluster new stream leader for '$G > LIVE_EVENTS'".
+			if !strings.Contains(line, "new stream leader for '$G > "+wire.StreamName+"'") {
+				continue
+			}
+			fields := strings.Fields(line)
+			if len(fields) < 3 {
+				continue
+			}
+			at, err := time.ParseInLocation("2006/01/02 15:04:05.000000", fields[1]+" "+fields[2], time.Local)
+			if err != nil || !at.After(since) {
+				continue
+			}
+			if best.IsZero() || at.Before(best) {
+				best, who = at, n.name
+			}
+		}
+		f.Close()
+	}
+	return best, who, !best.IsZero()
 }

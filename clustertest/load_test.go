@@ -62,7 +62,7 @@ type load struct {
 func startLoad(c *cluster, ctx context.Context) *load {
 	l := &load{
 		c:      c,
-		http:   &http.Client{Timeout: 12 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		lim:    rate.NewLimiter(loadRate, loadWriters),
 		acked:  map[uint64]ack{},
 		keySeq: map[string]uint64{},
@@ -343,6 +343,10 @@ func (ps *pollers) follow(ctx context.Context, pc *pollClient) {
 		pc.mu.Lock()
 		if u.Reset {
 			pc.resets++
+			if len(pc.examples) < 3 {
+				pc.examples = append(pc.examples, fmt.Sprintf("poll client %s/%d: %s answered cursor %s with reset (cursor %s) at %s",
+					pc.eventID, pc.home, p.name, cursor, u.Cursor, time.Now().Format("15:04:05.000")))
+			}
 		}
 		for _, e := range u.Events {
 			switch {
@@ -415,14 +419,14 @@ type row struct {
 }
 
 func tableHeader() string {
-	return fmt.Sprintf("%-16s %9s %6s %9s %5s %9s %5s %8s %13s %4s %8s %8s %8s %8s %8s %5s",
-		"scenario", "published", "acked", "delivered", "lost", "lost_poll", "dups", "reorders", "poll_reorders", "5xx", "conn_err", "gap", "p99", "max_lat", "max_ack", "took")
+	return fmt.Sprintf("%-16s %9s %6s %9s %5s %9s %5s %8s %13s %6s %4s %8s %8s %8s %8s %8s %5s",
+		"scenario", "published", "acked", "delivered", "lost", "lost_poll", "dups", "reorders", "poll_reorders", "resets", "5xx", "conn_err", "gap", "p99", "max_lat", "max_ack", "took")
 }
 
 func (r row) String() string {
-	return fmt.Sprintf("%-16s %9d %6d %9d %5d %9d %5d %8d %13d %4d %8d %8s %8s %8s %8s %5s",
+	return fmt.Sprintf("%-16s %9d %6d %9d %5d %9d %5d %8d %13d %6d %4d %8d %8s %8s %8s %8s %5s",
 		r.name, r.published, r.acked, r.delivered, r.lostPusher, r.lostPoll, r.dups, r.reorders, r.pollReorders,
-		r.fiveXX, r.transport, secs(r.gap), secs(r.p99), secs(r.maxLatency), secs(r.maxAck), secs(r.took.Truncate(time.Second)))
+		r.pollResets, r.fiveXX, r.transport, secs(r.gap), secs(r.p99), secs(r.maxLatency), secs(r.maxAck), secs(r.took.Truncate(time.Second)))
 }
 
 // secs prints a duration as seconds with two decimals: the table's columns
@@ -472,8 +476,5 @@ func tally(name string, l *load, pw *pusherWatch, ps *pollers) row {
 	r.notes = append(r.notes, l.doubles...)
 	r.notes = append(r.notes, l.refused...)
 	r.notes = append(r.notes, pw.bad...)
-	if r.pollResets > 0 {
-		r.notes = append(r.notes, "poll clients got "+strconv.Itoa(r.pollResets)+" resets")
-	}
 	return r
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,7 +21,8 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "clustertest-bin-")
+	removeStaleBins()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("clustertest-bin-%d-", os.Getpid()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "clustertest:", err)
 		return 1
@@ -55,4 +58,21 @@ func build(out, pkg string) error {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// removeStaleBins removes the binaries of earlier runs whose process is
+// gone: a run killed by its timeout never reaches its deferred removal.
+func removeStaleBins() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "clustertest-bin-*-*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), "clustertest-bin-"), "-")
+		if _, err := strconv.Atoi(pid); err != nil || pid == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + pid); os.IsNotExist(err) {
+			if err := os.RemoveAll(d); err != nil {
+				fmt.Fprintln(os.Stderr, "clustertest: remove stale binaries:", err)
+			}
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // scenario is one fault injected under load.
@@ -73,6 +75,7 @@ func scenarios() []scenario {
 			old.kill()
 			nl := s.c.waitLeader(old, 30*time.Second)
 			s.note("stream leader %s SIGKILLed; %s leads after %v (seen by polling stream info)", old.name, nl.name, time.Since(start).Round(10*time.Millisecond))
+			s.noteElection(start)
 			s.moreAcks(300)
 			old.start(s.t)
 			start = time.Now()
@@ -96,8 +99,23 @@ func scenarios() []scenario {
 				}
 			}
 			defer heal()
-			nl := s.c.waitLeader(old, 15*time.Second)
-			s.note("stream leader %s cut off from its peers; %s leads after %v", old.name, nl.name, time.Since(start).Round(10*time.Millisecond))
+			// The majority elects a leader within the partition, or that is
+			// itself the finding; either way the cut lasts its 15 s.
+			err := poll(s.t, 14*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(s.t.Context(), time.Second)
+				defer cancel()
+				n, err := s.c.leader(ctx)
+				if err == nil && n == old {
+					err = fmt.Errorf("%s still leads", n.name)
+				}
+				return err
+			})
+			if err != nil {
+				s.t.Errorf("no new stream leader during the partition: %v", err)
+			} else {
+				s.note("stream leader %s cut off from its peers; a new leader after %v (seen by polling stream info)", old.name, time.Since(start).Round(10*time.Millisecond))
+			}
+			s.noteElection(start)
 			s.hold(time.Until(start.Add(15 * time.Second)))
 			heal()
 			healedAt := time.Now()
@@ -146,6 +164,13 @@ func scenarios() []scenario {
 			})
 			s.note("Pusher dropped every request for 10 s; first delivery %v after it came back", time.Since(back).Round(10*time.Millisecond))
 		}},
+	}
+}
+
+// noteElection notes how long the election took by the nodes' own logs.
+func (s *run) noteElection(since time.Time) {
+	if at, who, ok := s.c.electedAt(since); ok {
+		s.note("election: %s logged itself leader of %s %v after the fault", who, wire.StreamName, at.Sub(since).Round(10*time.Millisecond))
 	}
 }
 
@@ -287,6 +312,9 @@ func check(t *testing.T, r row) {
 	}
 	if r.reorders != 0 {
 		t.Errorf("%s: %d changes reached Pusher after a higher seq of their channel, want 0", r.name, r.reorders)
+	}
+	if r.pollResets != 0 {
+		t.Errorf("%s: poller replicas answered %d valid cursors with reset, want 0 (a replica behind a cursor waits)", r.name, r.pollResets)
 	}
 	if r.pollReorders != 0 {
 		t.Errorf("%s: poll clients got %d changes after a higher seq, want 0", r.name, r.pollReorders)
