@@ -5,7 +5,11 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Fuzz time per target for `make fuzz`.
 FUZZTIME    ?= 20s
 
+<<<<<<< HEAD
 .PHONY: run test cluster-test build bench lint fuzz clean
+=======
+.PHONY: run test build bench bench-peer lint fuzz clean
+>>>>>>> peer
 
 ## run: the whole product on an embedded nats-server (HTTP on :8080, NATS on 127.0.0.1:4222, data in ./data)
 run:
@@ -31,6 +35,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 3 ./producer/
 	$(GO) test -run '^$$' -bench BenchmarkRelay -benchtime 1x -count 3 ./relay/
 	$(GO) test -run '^$$' -bench BenchmarkPoller -benchtime 1x -count 3 ./poller/
+
+## bench-peer: ours beside Centrifugo v6.9.1 (installed once from the Go module proxy into ~/.cache/liveupdates-bench), same load tool, runs interleaved, medians of 3; about 5 minutes, not part of `make test`
+bench-peer:
+	$(GO) run ./bench/peer $(BENCH_PEER_FLAGS)
 
 ## lint: gofmt, go vet and staticcheck
 lint:

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -78,6 +79,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		env.stdout, env.stderr = stdout, stderr
+		if slices.ContainsFunc(c.vars, func(v envVar) bool { return v.Name == debugAddrVar }) {
+			stopDebug, err := startDebug(env, c.name)
+			if err != nil {
+				return err
+			}
+			defer stopDebug()
+		}
 		return c.run(ctx, env)
 	}
 	fmt.Fprintf(stderr, "liveupdates: unknown command %q\n\n", args[0])
