@@ -5,11 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Fuzz time per target for `make fuzz`.
 FUZZTIME    ?= 20s
 
-<<<<<<< HEAD
-.PHONY: run test cluster-test build bench lint fuzz clean
-=======
-.PHONY: run test build bench bench-peer lint fuzz clean
->>>>>>> peer
+.PHONY: run test cluster-test build bench bench-peer lint fuzz clean
 
 ## run: the whole product on an embedded nats-server (HTTP on :8080, NATS on 127.0.0.1:4222, data in ./data)
 run:

@@ -20,13 +20,9 @@ func commonVars() []envVar {
 		{Name: "LIVE_HTTP_ADDR", Default: ":8080", Help: "address of the HTTP server (/healthz, /readyz, /metrics and the role's routes)"},
 		{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 		{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev)", Help: "json or text"},
-<<<<<<< HEAD
 		{Name: "LIVE_METRICS_ADDR", Help: "serve /metrics (and /healthz, /readyz) on this address instead of LIVE_HTTP_ADDR, away from the public port"},
+		debugVars()[0],
 	}...)
-=======
-		debugVars()[0], // servers only: publish and tail take the first two
-	}
->>>>>>> peer
 }
 
 func streamVars() []envVar {
