@@ -45,23 +45,20 @@ const (
 // the key, host and port, without TLS.
 type browserPusher struct {
 	Key     string
+	Secret  string // signs private-channel subscriptions; never served
 	Cluster string // empty for dev's own server; pusher-js still needs one, any value
 	Host    string // empty for Pusher itself
 	Port    int
 	TLS     bool
 }
 
-// configurePollerPusher hands the browser-facing Pusher settings to the
-// poller's /v1/config.
-//
-// TODO(lead, on merging the poller branch): poller.Config has no Pusher
-// fields yet on this branch. Set them here from bp, e.g.
-// cfg.PusherKey, cfg.PusherCluster, cfg.PusherHost, cfg.PusherPort,
-// cfg.PusherTLS = bp.Key, bp.Cluster, bp.Host, bp.Port, bp.TLS. Only dev
-// calls this, and only when it serves its own server: with real
-// credentials the poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
+// configurePollerPusher hands the browser-facing Pusher settings of dev's
+// own server to the poller's /v1/config and /v1/pusher/auth. Only dev calls
+// this, and only when it serves its own server: with real credentials the
+// poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
 func configurePollerPusher(cfg *poller.Config, bp browserPusher) {
-	_, _ = cfg, bp
+	cfg.Pusher.Key, cfg.Pusher.Secret, cfg.Pusher.Cluster = bp.Key, bp.Secret, bp.Cluster
+	cfg.Pusher.WSHost, cfg.Pusher.WSPort, cfg.Pusher.WSPath, cfg.Pusher.ForceTLS = bp.Host, bp.Port, "", bp.TLS
 }
 
 // devPusherHost turns a listen address into the host a local browser
@@ -233,7 +230,7 @@ func devPusherServer(r *role, addr string, relayCfg *relay.Config, pollCfg *poll
 	relayCfg.AppID, relayCfg.Key, relayCfg.Secret = devPusherAppID, devPusherKey, devPusherSecret
 	relayCfg.Host, relayCfg.Cluster, relayCfg.Secure = bound, "", false
 	host, port := devPusherHost(bound)
-	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Cluster: "dev", Host: host, Port: port})
+	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Secret: devPusherSecret, Cluster: "dev", Host: host, Port: port})
 	log.WithFields(logrus.Fields{
 		"websocket_url": fmt.Sprintf("ws://%s:%d/app/%s", host, port, devPusherKey),
 		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", bound, devPusherAppID),
