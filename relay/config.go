@@ -63,6 +63,17 @@ type Config struct {
 	MessagesPerSecond float64
 	// Timeout bounds one Pusher HTTP request. Zero means 5s.
 	Timeout time.Duration
+	// Partitions, when positive, turns on partitioned mode (see
+	// partition.go): eventIds are split into this many partitions, each
+	// sent by one replica at a time in strict seq order, handed over in
+	// order within about LeaseTTL when a replica dies. Zero means off: every
+	// replica shares one durable consumer (order holds per channel only
+	// while no replica crashes). Use several times the replica count.
+	Partitions int
+	// LeaseTTL is how long a partition's lease lives without renewal, so
+	// how long a dead replica's partitions wait for a new owner. Zero means
+	// 2s.
+	LeaseTTL time.Duration
 
 	// The knobs below have no environment variable; tests shorten them.
 
@@ -83,6 +94,9 @@ type Config struct {
 	// LagInterval is how often consumer info is sampled for the pending
 	// gauge. Zero means 10s.
 	LagInterval time.Duration
+	// CheckpointInterval is how often an owned partition's checkpoint is
+	// written; it bounds what a new owner sends again. Zero means 100ms.
+	CheckpointInterval time.Duration
 	// StallAfter is how long the relay may go without acking or
 	// terminating a change, while changes are pending and Pusher is
 	// healthy, before Ready reports ErrStalled. Zero means 60s.
@@ -115,6 +129,8 @@ const maxChannelLen = 164
 //	LIVE_RELAY_REQUESTS_PER_SECOND            >= 0, 0 (default) unlimited
 //	LIVE_RELAY_MESSAGES_PER_SECOND            >= 0, 0 (default) unlimited
 //	LIVE_RELAY_TIMEOUT                        duration, default 5s
+//	LIVE_RELAY_PARTITIONS                     0..1024, default 0 (off)
+//	LIVE_RELAY_LEASE_TTL                      duration >= 500ms, default 2s
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		Secure:        true,
@@ -128,6 +144,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		CoalesceTypes: wire.KnownTypes(),
 		ChannelPrefix: "event-",
 		Timeout:       5 * time.Second,
+		LeaseTTL:      2 * time.Second,
 	}
 	var errs []error
 	c.AppID = strings.TrimSpace(getenv("PUSHER_APP_ID"))
@@ -200,6 +217,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	rateVar("LIVE_RELAY_REQUESTS_PER_SECOND", &c.RequestsPerSecond)
 	rateVar("LIVE_RELAY_MESSAGES_PER_SECOND", &c.MessagesPerSecond)
 	durVar("LIVE_RELAY_TIMEOUT", &c.Timeout, time.Millisecond)
+	intVar("LIVE_RELAY_PARTITIONS", &c.Partitions, 0, 1024)
+	durVar("LIVE_RELAY_LEASE_TTL", &c.LeaseTTL, 500*time.Millisecond)
 
 	if err := c.validateChannelPrefix(); err != nil {
 		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", c.ChannelPrefix, err))
@@ -299,6 +318,8 @@ func (c Config) Redacted() map[string]any {
 		"requests_per_second":   c.RequestsPerSecond,
 		"messages_per_second":   c.MessagesPerSecond,
 		"pusher_timeout":        c.Timeout.String(),
+		"partitions":            c.Partitions,
+		"lease_ttl":             c.LeaseTTL.String(),
 	}
 }
 
@@ -331,6 +352,8 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleWait, time.Second)
 	def(&c.LagInterval, 10*time.Second)
 	def(&c.StallAfter, time.Minute)
+	def(&c.LeaseTTL, 2*time.Second)
+	def(&c.CheckpointInterval, 100*time.Millisecond)
 	if c.BackoffMax < c.BackoffBase {
 		c.BackoffMax = c.BackoffBase
 	}

@@ -76,7 +76,9 @@ func (r *Relay) deadLetterItem(ctx context.Context, it *item, status int, class,
 	} else if err != nil {
 		return err
 	}
-	if err := it.msg.TermWithReason(class); err != nil {
+	if it.part != nil {
+		it.part.settle(it.seq)
+	} else if err := it.msg.TermWithReason(class); err != nil {
 		r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("terminate dead-lettered change") })
 	}
 	r.hold.done(it)

@@ -37,8 +37,8 @@ func TestRelaySurvivesARawMessageWithNatsExpectedStream(t *testing.T) {
 	rawSeq := rg.publishRaw(raw)
 	_, ids := rg.publish(tenChanges()...)
 	run := rg.start(rg.config(), nil)
-	rg.waitIDs(15*time.Second, ids)
-	rg.waitSettled(10 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 	if err := run.relay.Ready(t.Context()); err != nil {
 		t.Fatalf("Ready()=%v after delivering everything, want nil", err)
 	}
@@ -76,8 +76,8 @@ func TestRelayTerminatesAChangeTheDeadLetterStreamRefuses(t *testing.T) {
 	rg.publishRaw(&nats.Msg{Subject: "live.events.x1.vote.updated", Data: []byte(strings.Repeat("z", 450))})
 	_, ids := rg.publish(tenChanges()...)
 	run := rg.start(rg.config(), nil)
-	rg.waitIDs(15*time.Second, ids)
-	rg.waitSettled(10 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 	if n := testutil.MetricSum(t, run.reg, "liveupdates_relay_dead_letters_refused_total"); n != 1 {
 		t.Errorf("dead_letters_refused_total=%v, want 1", n)
 	}
@@ -99,14 +99,14 @@ func TestRelayReadinessFailsWhileStalled(t *testing.T) {
 	cfg := rg.config()
 	cfg.StallAfter = 300 * time.Millisecond
 	run := rg.start(cfg, nil)
-	testutil.EventuallyErr(t, 10*time.Second, func() error { return run.relay.Ready(t.Context()) })
+	testutil.EventuallyErr(t, 20*time.Second, func() error { return run.relay.Ready(t.Context()) })
 	if err := rg.js.DeleteStream(t.Context(), wire.DLQStreamName); err != nil {
 		t.Fatalf("delete %s: %v", wire.DLQStreamName, err)
 	}
 	rg.publishRaw(&nats.Msg{Subject: "live.events.x1.vote.updated", Data: []byte("not json")})
 	_, ids := rg.publish(tenChanges()...)
-	rg.waitIDs(15*time.Second, ids)
-	testutil.EventuallyErr(t, 10*time.Second, func() error {
+	rg.waitIDs(30*time.Second, ids)
+	testutil.EventuallyErr(t, 20*time.Second, func() error {
 		if err := run.relay.Ready(t.Context()); !errors.Is(err, ErrStalled) {
 			return fmt.Errorf("Ready()=%v, want ErrStalled", err)
 		}
@@ -116,7 +116,7 @@ func TestRelayReadinessFailsWhileStalled(t *testing.T) {
 		t.Fatalf("ensure %s: %v", wire.DLQStreamName, err)
 	}
 	rg.waitSettled(15 * time.Second)
-	testutil.EventuallyErr(t, 10*time.Second, func() error { return run.relay.Ready(t.Context()) })
+	testutil.EventuallyErr(t, 20*time.Second, func() error { return run.relay.Ready(t.Context()) })
 	if n := len(rg.dlq()); n != 1 {
 		t.Fatalf("%d dead letters, want 1", n)
 	}

@@ -52,12 +52,14 @@ func (r *rig) config() Config {
 	return Config{
 		AppID: "1", Key: "key", Secret: "secret",
 		Host: r.pusher.Host(), Secure: false,
-		BatchWindow:       20 * time.Millisecond,
-		BatchSize:         500,
-		MaxInFlight:       4,
-		AckWait:           5 * time.Second,
-		MaxDeliver:        5,
-		Timeout:           2 * time.Second,
+		BatchWindow: 20 * time.Millisecond,
+		BatchSize:   500,
+		MaxInFlight: 4,
+		AckWait:     5 * time.Second,
+		MaxDeliver:  5,
+		// Long: a request that times out on a loaded machine is sent
+		// again, and the duplicate fails tests that count events.
+		Timeout:           15 * time.Second,
 		BackoffBase:       20 * time.Millisecond,
 		BackoffMax:        200 * time.Millisecond,
 		AuthRetryInterval: 200 * time.Millisecond,
@@ -127,8 +129,6 @@ type change struct {
 // and ids.
 func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for _, c := range changes {
 		id := "id-" + strconv.FormatInt(r.ids.Add(1), 10)
 		m := &nats.Msg{Subject: wire.Subject(c.eventID, c.typ), Header: nats.Header{}, Data: []byte(c.data)}
@@ -137,7 +137,11 @@ func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 		if c.socketID != "" {
 			m.Header.Set(wire.HeaderSocketID, c.socketID)
 		}
+		// One deadline per change: a loaded machine takes its time over
+		// thousands of them.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		ack, err := r.js.PublishMsg(ctx, m)
+		cancel()
 		if err != nil {
 			r.t.Fatalf("publish %s: %v", m.Subject, err)
 		}

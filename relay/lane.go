@@ -99,6 +99,10 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		if err != nil {
 			return
 		}
+		items = slices.DeleteFunc(items, (*item).revoked)
+		if len(items) == 0 {
+			continue
+		}
 		groups := coalesce(items, r.coalesce)
 		events := make([]*outEvent, len(groups))
 		for i, g := range groups {
@@ -126,6 +130,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 // failures and returns only ctx's error, leaving the changes held.
 func (r *Relay) deliver(ctx context.Context, l *lane, events []*outEvent) error {
 	for {
+		// A partition handed over while its changes waited here: the
+		// next owner sends them.
+		if events = slices.DeleteFunc(events, func(ev *outEvent) bool { return ev.newest().revoked() }); len(events) == 0 {
+			return nil
+		}
 		if err := r.gate.Wait(ctx); err != nil {
 			return err
 		}
@@ -194,9 +203,7 @@ func (r *Relay) accept(events []*outEvent) {
 	changes := 0
 	for _, ev := range events {
 		for _, it := range ev.items {
-			if err := it.msg.Ack(); err != nil {
-				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
-			}
+			r.settle(it)
 		}
 		r.hold.done(ev.items...)
 		changes += len(ev.items)
@@ -209,6 +216,7 @@ func (r *Relay) accept(events []*outEvent) {
 		}
 		r.m.latency.Observe(now.Sub(ev.newest().env.At).Seconds())
 	}
+	r.progressed()
 	r.m.delivered.Add(float64(changes))
 	r.m.pusherEvents.Add(float64(len(events)))
 	r.m.batchSize.Observe(float64(len(events)))

@@ -28,6 +28,7 @@ type metrics struct {
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	held           prometheus.Gauge
+	partitions     prometheus.Gauge
 	latency        prometheus.Histogram
 }
 
@@ -64,12 +65,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "consumer_ack_pending_messages", Help: "Changes fetched by any replica and not acked yet, sampled."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "held_changes", Help: "Changes this process holds unacked."}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "partitions_owned", Help: "Partitions this replica owns (partitioned mode)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "publish_to_pusher_seconds", Help: "From a change's publish time (at) to Pusher accepting it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 	}
 	for _, c := range []prometheus.Collector{m.received, m.delivered, m.pusherEvents, m.batchSize, m.coalesced,
-		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.latency} {
+		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.partitions, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

@@ -52,7 +52,7 @@ func TestRelayDropsNoChangeWhenAnIdlePullExpiresLate(t *testing.T) {
 		<-tick.C
 	}
 	rg.waitIDs(20*time.Second, ids)
-	rg.waitSettled(10 * time.Second)
+	rg.waitSettled(20 * time.Second)
 	checkOrder(t, rg)
 	if info := rg.consumerInfo(); info.NumRedelivered != 0 {
 		t.Fatalf("%d changes were redelivered without any fault: fetched changes were dropped", info.NumRedelivered)
@@ -75,12 +75,12 @@ func TestRelayStoppedWhileHoldingReleasesInSeqOrder(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 1
 	first := rg.start(cfg, nil)
-	testutil.Eventually(t, 10*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 60 }, "first relay never held the changes")
+	testutil.Eventually(t, 20*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 60 }, "first relay never held the changes")
 	first.stop()
 	rg.pusher.SetOutage(false)
 	rg.start(cfg, nil)
-	rg.waitIDs(15*time.Second, ids)
-	rg.waitSettled(10 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 	checkOrder(t, rg)
 }
 
@@ -97,7 +97,7 @@ func TestRelayKilledWhileHoldingHandsOverWithinFiveSeconds(t *testing.T) {
 	cfg.AckWait = 0 // the default, as a deployment without LIVE_RELAY_ACK_WAIT has
 	nc := rg.nats.Conn(t)
 	dead := rg.start(cfg, mustJS(t, nc))
-	testutil.Eventually(t, 10*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 1 }, "relay never held the change")
+	testutil.Eventually(t, 20*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 1 }, "relay never held the change")
 	nc.Close() // SIGKILL: no ack, no nak
 	dead.stop()
 	rg.pusher.SetOutage(false)

@@ -61,7 +61,7 @@ func TestRelayRecoversWithinTwoSecondsOfAnOutage(t *testing.T) {
 	cfg.MaxInFlight = 1                    // one failure per probe: the steps are known
 	rg.startWith(cfg, nil, func(r *Relay) { r.gate.jitter = worstJitter })
 	_, warm := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
-	rg.waitIDs(10*time.Second, warm)
+	rg.waitIDs(30*time.Second, warm)
 
 	const outage = 4 * time.Second
 	end := time.Now().Add(outage)
@@ -82,6 +82,6 @@ func TestRelayRecoversWithinTwoSecondsOfAnOutage(t *testing.T) {
 	if late := first.Sub(end); late > 2*time.Second {
 		t.Fatalf("first accepted request came %v after the outage ended, want within 2s", late)
 	}
-	rg.waitSettled(10 * time.Second)
+	rg.waitSettled(20 * time.Second)
 	checkOrder(t, rg)
 }

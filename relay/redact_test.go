@@ -43,7 +43,7 @@ func TestRelayLogsNoPusherSignature(t *testing.T) {
 	rg.pusher.FailNext(1, pushercompat.Fault{Drop: true})
 	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`})
 	run := rg.start(rg.config(), nil)
-	rg.waitIDs(10*time.Second, ids)
+	rg.waitIDs(30*time.Second, ids)
 	logged := false
 	for _, e := range run.logs.AllEntries() {
 		line, err := e.String()

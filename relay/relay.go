@@ -96,8 +96,9 @@ type Relay struct {
 	// (UnixNano); Ready reports a stall from it.
 	lastProgress atomic.Int64
 
-	mu   sync.Mutex
-	cons jetstream.Consumer // set by Run
+	mu    sync.Mutex
+	cons  jetstream.Consumer // set by Run with the shared consumer
+	parts *partitions        // set by Run in partitioned mode
 }
 
 // New checks cfg and builds a relay; it does no I/O. It returns
@@ -185,6 +186,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err == nil {
 		_, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ())
 	}
+	if r.cfg.Partitions > 0 {
+		return r.runPartitioned(ctx, err)
+	}
 	var cons jetstream.Consumer
 	if err == nil {
 		cons, err = r.ensureConsumer(ctx)
@@ -216,6 +220,37 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		r.log.WithError(err).Warn("unsubscribe advisories")
 	}
+	r.releaseAll(ctx)
+	r.log.Info("relay stopped")
+	return nil
+}
+
+// runPartitioned is Run in partitioned mode, after the streams were set up
+// (setupErr is what that failed with).
+func (r *Relay) runPartitioned(ctx context.Context, setupErr error) error {
+	var pt *partitions
+	if setupErr == nil {
+		pt, setupErr = r.setUpPartitions(ctx)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if setupErr != nil {
+		return fmt.Errorf("relay: %w", setupErr)
+	}
+	r.mu.Lock()
+	r.parts = pt
+	r.mu.Unlock()
+	r.log.WithFields(logrus.Fields{"stream": r.streams.Name, "partitions": r.cfg.Partitions, "replica": pt.id, "lanes": len(r.lanes)}).Info("relay started")
+	r.progressed()
+	var wg, readers sync.WaitGroup
+	for _, l := range r.lanes {
+		wg.Go(func() { r.runLane(ctx, l) })
+	}
+	wg.Go(func() { r.runDeadLetters(ctx) })
+	wg.Go(func() { pt.run(ctx, &readers) })
+	wg.Wait()
+	readers.Wait()
 	r.releaseAll(ctx)
 	r.log.Info("relay stopped")
 	return nil
@@ -259,20 +294,42 @@ func (r *Relay) Ready(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
-	cons := r.cons
+	cons, parts := r.cons, r.parts
 	r.mu.Unlock()
-	if cons == nil {
+	var pending uint64
+	switch {
+	case parts != nil:
+		// Partitioned: reachable leases; a replica that owns nothing is
+		// a ready standby.
+		if _, err := parts.leases.Status(ctx); err != nil {
+			return fmt.Errorf("relay lease bucket: %w", err)
+		}
+	case cons != nil:
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("relay consumer info: %w", err)
+		}
+		pending = info.NumPending
+	default:
 		return ErrNotRunning
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("relay consumer info: %w", err)
-	}
 	idle := time.Since(time.Unix(0, r.lastProgress.Load()))
-	if held := r.hold.count(); (held > 0 || info.NumPending > 0) && idle > r.cfg.StallAfter && r.gate.Healthy() {
-		return fmt.Errorf("%w: nothing acked for %v with %d changes held and %d pending", ErrStalled, idle.Round(time.Second), held, info.NumPending)
+	if held := r.hold.count(); (held > 0 || pending > 0) && idle > r.cfg.StallAfter && r.gate.Healthy() {
+		return fmt.Errorf("%w: nothing acked for %v with %d changes held and %d pending", ErrStalled, idle.Round(time.Second), held, pending)
 	}
 	return nil
+}
+
+// settle acks a change Pusher accepted; in partitioned mode it marks it
+// settled for the checkpoint instead.
+func (r *Relay) settle(it *item) {
+	if it.part != nil {
+		it.part.settle(it.seq)
+		return
+	}
+	if err := it.msg.Ack(); err != nil {
+		r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
+	}
 }
 
 // progressed records that a held change was acked or terminated.
@@ -365,7 +422,11 @@ func (r *Relay) pull(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 
 // dispatch decodes fetched changes, dead-letters the invalid ones and hands
 // the others to their channel's lane, in seq order.
-func (r *Relay) dispatch(msgs []jetstream.Msg) {
+func (r *Relay) dispatch(msgs []jetstream.Msg) { r.dispatchTo(msgs, nil) }
+
+// dispatchTo is dispatch for the changes of partition ps (nil: the shared
+// consumer's).
+func (r *Relay) dispatchTo(msgs []jetstream.Msg, ps *partState) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -378,7 +439,7 @@ func (r *Relay) dispatch(msgs []jetstream.Msg) {
 	pending := uint64(0)
 	for i, msg := range msgs {
 		it := &slab[i]
-		it.msg, it.touched = msg, now
+		it.msg, it.touched, it.part = msg, now, ps
 		if meta, err := msg.Metadata(); err == nil {
 			it.seq, it.delivered, stored[i], pending = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp, meta.NumPending
 		}
@@ -429,6 +490,9 @@ func (r *Relay) keepAlive(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, it := range r.hold.stale(time.Now(), every) {
+			if it.part != nil {
+				continue // an ordered consumer has no ack wait
+			}
 			if err := it.msg.InProgress(); err != nil {
 				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("extend ack wait") })
 			}
@@ -470,6 +534,12 @@ func (r *Relay) releaseAll(ctx context.Context) {
 	// order so the next relay sends each channel's changes in seq order.
 	slices.SortFunc(items, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
 	for _, it := range items {
+		if it.part != nil {
+			// The next owner of the partition reads it again from the
+			// checkpoint.
+			r.hold.done(it)
+			continue
+		}
 		if it.delivered >= uint64(r.cfg.MaxDeliver) {
 			if err := r.deadLetterItem(dctx, it, 0, reasonMaxDeliver, "relay stopped during the last delivery attempt"); err != nil {
 				r.log.WithError(err).WithField("seq", it.seq).Error("dead-letter change on its last attempt")
@@ -543,6 +613,19 @@ func (h *holder) stale(now time.Time, d time.Duration) []*item {
 		}
 	}
 	return out
+}
+
+// dropRevoked forgets the changes of partitions handed over.
+func (h *holder) dropRevoked() {
+	h.mu.Lock()
+	var gone []*item
+	for it := range h.items {
+		if it.revoked() {
+			gone = append(gone, it)
+		}
+	}
+	h.mu.Unlock()
+	h.done(gone...)
 }
 
 func (h *holder) count() int {
