@@ -80,8 +80,7 @@ type APIDeps struct {
 // those stored are listed with their seq, and a retry of the whole batch
 // with the same ids stores only the rest. When the only failures are ids
 // reused with another body it answers 409 (the others are stored). Each
-// result is
-// {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
+// result is {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
 type API struct {
 	cfg  APIConfig
 	pub  *Publisher
