@@ -60,19 +60,27 @@ type APIDeps struct {
 //	POST /v1/publish                  body = [{"eventId","type","data","id"?,"socketId"?}] -> {"results":[...]}
 //	POST /v1/tokens                   body = {"eventId","ttl"?}   -> 200 {"token","expiresAt"}
 //
-// Every route needs Authorization: Bearer <key>. Errors are
-// {"error":{"code","message"}}: 400 invalid input, 401 no or unknown key,
+// Every route needs Authorization: Bearer <key>; a request without a valid
+// one is answered 401 before its body is read, and its connection closed.
+// Errors are {"error":{"code","message"}}: 400 invalid input, 401 no or
+// unknown key, 408 a body not received within APIConfig.BodyTimeout, 409
+// idempotency_conflict for an id stored before with another type or data,
 // 413 over a size limit, 429 over the key's rate (Retry-After), 503 when
 // JetStream could not store (Retry-After), 501 not_configured for tokens
 // without LIVE_POLL_SECRET.
+//
+// Change ids are scoped per (API key, eventId): the dedup key is
+// wire.DedupID(keyScope(key), eventId, id), so no two keys or eventIds ever
+// share one. Idempotency holds within the stream's duplicate window only.
 //
 // The batch is all or nothing at the door: it answers 200 only when every
 // change was stored. Any invalid change makes it 400 (413 when the only
 // problem is size) and nothing is published. When JetStream could not store
 // some changes it answers 503 with Retry-After (500 for an internal error):
 // those stored are listed with their seq, and a retry of the whole batch
-// with the same ids stores only the rest. Each result is
-// {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
+// with the same ids stores only the rest. When the only failures are ids
+// reused with another body it answers 409 (the others are stored). Each
+// result is {"id","seq"(,"duplicate":true)} or {"id"?,"error":{...}}.
 type API struct {
 	cfg  APIConfig
 	pub  *Publisher

@@ -343,6 +343,9 @@ func TestAPIAnswers503DuringANATSOutageAndRecovers(t *testing.T) {
 	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != wire.CodeUnavailable || a.header.Get("Retry-After") == "" {
 		t.Fatalf("single during outage: status=%d Retry-After=%q body=%s, want 503 with Retry-After", a.status, a.header.Get("Retry-After"), a.body)
 	}
+	if !bytes.Contains(a.body, []byte("LIVE_STREAM_DUPLICATES")) {
+		t.Fatalf("single during outage: body=%s, want the message to say idempotency holds only within LIVE_STREAM_DUPLICATES", a.body)
+	}
 	if got := a.header.Get("Idempotency-Key"); got != "during" {
 		t.Fatalf("single during outage: Idempotency-Key=%q, want the change's id echoed for the retry", got)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // benchData is a typical change: a vote update of a few dozen bytes.
@@ -238,4 +239,77 @@ func benchHTTPBatch(b *testing.B, clients int) {
 	b.ReportMetric(rate, "changes/s")
 	b.ReportMetric(raw, "raw_async_changes/s")
 	b.ReportMetric(rate/raw, "x_raw_async")
+}
+
+// BenchmarkBatchPublishLevers measures the JetStream batch publish modes the
+// ingest could use instead of async publishes (issue 10), each against raw
+// async publishes (window 256) of as many changes in the same run, 500
+// changes per batch, on a stream allowing both:
+//
+//   - atomic (allow_atomic, jetstreamext.PublishMsgBatch): all or nothing,
+//     contiguous seqs, so each change's seq is known; but a duplicate id
+//     fails the whole batch, and it measured about 0.45x raw async here:
+//     the API does not use it.
+//   - fast (allow_batched, jetstreamext.NewFastPublisher): one flow ack per
+//     100 changes; it measured 1.2-1.6x raw async here, but its acks give
+//     no stream seq per change, nor which ids were duplicates, which
+//     /v1/publish answers per change: the API does not use it either.
+func BenchmarkBatchPublishLevers(b *testing.B) {
+	_, js := newStream(b)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		b.Fatalf("look up stream: %v", err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowAtomicPublish, cfg.AllowBatchPublish = true, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		b.Fatalf("allow batches: %v", err)
+	}
+	rawAsyncRate(b, js, 2000, 256)
+	const size = MaxBatchItems
+	run := runID("lever")
+	n := 0
+	next := func() *nats.Msg {
+		n++
+		return rawMsg(run, n)
+	}
+	atomicBatches := func(k int) {
+		for range k {
+			msgs := make([]*nats.Msg, size)
+			for i := range msgs {
+				msgs[i] = next()
+			}
+			if ack, err := jetstreamext.PublishMsgBatch(ctx, js, msgs); err != nil || ack.BatchSize != size {
+				b.Fatalf("atomic batch: %v %+v", err, ack)
+			}
+		}
+	}
+	fastBatches := func(k int) {
+		for range k {
+			fp, err := jetstreamext.NewFastPublisher(js, jetstreamext.FastPublishFlowControl{Flow: 100, MaxOutstandingAcks: 3, AckTimeout: 10 * time.Second})
+			if err != nil {
+				b.Fatalf("fast publisher: %v", err)
+			}
+			for range size - 1 {
+				if _, err := fp.AddMsg(next()); err != nil {
+					b.Fatalf("fast add: %v", err)
+				}
+			}
+			if _, err := fp.CommitMsg(ctx, next()); err != nil {
+				b.Fatalf("fast commit: %v", err)
+			}
+		}
+	}
+	for _, mode := range []struct {
+		name    string
+		batches func(int)
+	}{{"atomic", atomicBatches}, {"fast", fastBatches}} {
+		b.Run(mode.name, func(b *testing.B) {
+			batches, rawBatches := interleave(b, 4, mode.batches, func(k int) { rawAsyncRate(b, js, k*size, 256) })
+			b.ReportMetric(batches*size, "changes/s")
+			b.ReportMetric(rawBatches*size, "raw_async_changes/s")
+			b.ReportMetric(batches/rawBatches, "x_raw_async")
+		})
+	}
 }

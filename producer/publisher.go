@@ -436,19 +436,25 @@ func (p *Publisher) prepare(c Change, now time.Time) (*nats.Msg, string, error) 
 // wire.NewID. at is now formatted (wire.FormatAt), once per batch.
 func buildMsg(c Change, data []byte, now time.Time, at string) *nats.Msg {
 	id := c.ID
+	// One backing array for every header value: a message costs a few
+	// allocations less, which a batch of 500 feels.
+	vals := make([]string, 5)
 	h := make(nats.Header, 5)
 	if id == "" {
 		id = wire.NewID(now)
 	} else {
 		// Only a caller's id can come back with other content; a
 		// generated one is unique.
-		h[wire.HeaderBodyHash] = []string{wire.BodyHash(c.Type, data)}
+		vals[4] = wire.BodyHash(c.Type, data)
+		h[wire.HeaderBodyHash] = vals[4:5:5]
 	}
-	h[wire.HeaderMsgID] = []string{wire.DedupID(c.scope, c.EventID, id)}
-	h[wire.HeaderID] = []string{id}
-	h[wire.HeaderAt] = []string{at}
+	vals[0], vals[1], vals[2] = wire.DedupID(c.scope, c.EventID, id), id, at
+	h[wire.HeaderMsgID] = vals[0:1:1]
+	h[wire.HeaderID] = vals[1:2:2]
+	h[wire.HeaderAt] = vals[2:3:3]
 	if c.SocketID != "" {
-		h[wire.HeaderSocketID] = []string{c.SocketID}
+		vals[3] = c.SocketID
+		h[wire.HeaderSocketID] = vals[3:4:4]
 	}
 	return &nats.Msg{Subject: wire.Subject(c.EventID, c.Type), Header: h, Data: data}
 }
