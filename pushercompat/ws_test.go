@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -463,5 +464,24 @@ func TestClientMessagesOfOtherKindsGetAnErrorNotAClose(t *testing.T) {
 	cl.send("pusher:subscribe", `{"channel":"event-e8","auth":""}`)
 	if m := cl.read(); m.Event != "pusher_internal:subscription_succeeded" {
 		t.Fatalf("subscribe with string data = %+v", m)
+	}
+}
+
+func TestRecordLimitKeepsTheNewest(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{RecordLimit: 3})
+	pc := s.Client(0)
+	for i := range 5 {
+		if err := pc.Trigger("event-e9", "vote.updated", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, e := range s.Events() {
+		got = append(got, e.Data)
+	}
+	if strings.Join(got, ",") != "2,3,4" || len(s.Exchanges()) != 3 || s.Requests() != 5 || s.Accepted() != 5 {
+		t.Fatalf("Events()=%q, %d exchanges, Requests()=%d, Accepted()=%d; want the newest 3 kept and all 5 counted",
+			got, len(s.Exchanges()), s.Requests(), s.Accepted())
 	}
 }
