@@ -3,12 +3,14 @@ package poller
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nostressplanner/liveupdates/polltoken"
 	"github.com/nostressplanner/liveupdates/stream"
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // Config is the poller's configuration. Every zero value means the default
@@ -49,9 +51,24 @@ type Config struct {
 	MaxClients int
 	// Heartbeat is the SSE comment-line interval. Zero means 15s.
 	Heartbeat time.Duration
+	// SSEWriteTimeout bounds every write to an SSE stream: a client that
+	// does not take the bytes within it is disconnected and resumes with
+	// Last-Event-ID. Zero means 10s.
+	SSEWriteTimeout time.Duration
+	// SSEMaxPerToken caps the open SSE streams of one poll token (when
+	// LIVE_POLL_SECRET is set). Zero means 16.
+	SSEMaxPerToken int
+	// SSEMaxPerAddr caps the open SSE streams of one remote address. Zero
+	// means 64.
+	SSEMaxPerAddr int
 	// PollInterval is the browsers' polling interval; a client counts as
 	// active when seen within two of them. Zero means 2s.
 	PollInterval time.Duration
+	// Pusher is what browsers need to reach Pusher (GET /v1/config) and
+	// what signs their private-channel subscriptions (POST
+	// /v1/pusher/auth). Zero (no Key) means Pusher is off: /v1/config says
+	// "pusher": null and the auth route answers 404.
+	Pusher Pusher
 	// Park is how an HTTP/1.1 long-poll waits: ParkKeepAlive hijacks the
 	// connection, parks it without goroutines and, after the answer, hands
 	// it back to a server with the outer server's handler and timeouts;
@@ -59,6 +76,45 @@ type Config struct {
 	// the plain net/http wait (~21 KiB per waiting client instead of ~2).
 	// Zero (empty) means ParkKeepAlive.
 	Park string
+}
+
+// Pusher is the browser's side of the Pusher settings. The relay reads the
+// same variables for the server side; only the WebSocket address differs,
+// because browsers may reach a self-hosted server by another name than the
+// relay's REST calls do.
+type Pusher struct {
+	// Key is the app key (PUSHER_KEY). Zero means Pusher is off.
+	Key string
+	// Secret signs private-channel subscriptions (PUSHER_SECRET). It is
+	// never logged nor served. Zero means the auth route answers 404.
+	Secret string
+	// Cluster is Pusher's cluster, such as eu (PUSHER_CLUSTER).
+	Cluster string
+	// WSHost, WSPort, WSPath and ForceTLS are the browser-facing WebSocket
+	// address of a self-hosted Pusher-compatible server
+	// (LIVE_POLLER_PUSHER_WS_URL, else PUSHER_HOST and PUSHER_SECURE).
+	// Zero WSHost means Pusher's own, by Cluster.
+	WSHost   string
+	WSPort   int
+	WSPath   string
+	ForceTLS bool
+	// ChannelPrefix goes before the eventId (LIVE_RELAY_CHANNEL_PREFIX).
+	// Zero means "event-".
+	ChannelPrefix string
+	// Private means the relay sends to private-<prefix><eventId>
+	// (LIVE_RELAY_PRIVATE_CHANNELS), which browsers subscribe to through
+	// POST /v1/pusher/auth.
+	Private bool
+}
+
+// Enabled reports whether Pusher is configured.
+func (p Pusher) Enabled() bool { return p.Key != "" }
+
+func (p Pusher) prefix() string {
+	if p.ChannelPrefix == "" {
+		return "event-"
+	}
+	return p.ChannelPrefix
 }
 
 // Open reports whether reads need no token (no LIVE_POLL_SECRET).
@@ -71,8 +127,14 @@ func (c Config) String() string {
 	if !c.Open() {
 		secret = "[redacted]"
 	}
-	return fmt.Sprintf("secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s park=%s",
-		secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.Park)
+	pusher := "off"
+	if c.Pusher.Enabled() {
+		// The key is public (browsers get it); the secret never appears.
+		pusher = fmt.Sprintf("key=%s cluster=%q ws_host=%q ws_port=%d ws_tls=%t channel_prefix=%q private=%t",
+			c.Pusher.Key, c.Pusher.Cluster, c.Pusher.WSHost, c.Pusher.WSPort, c.Pusher.ForceTLS, c.Pusher.prefix(), c.Pusher.Private)
+	}
+	return fmt.Sprintf("pusher={%s} secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s",
+		pusher, secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park)
 }
 
 func (c Config) withDefaults() Config {
@@ -113,6 +175,15 @@ func (c Config) withDefaults() Config {
 	if c.PollInterval == 0 {
 		c.PollInterval = d.PollInterval
 	}
+	if c.SSEWriteTimeout == 0 {
+		c.SSEWriteTimeout = d.SSEWriteTimeout
+	}
+	if c.SSEMaxPerToken == 0 {
+		c.SSEMaxPerToken = d.SSEMaxPerToken
+	}
+	if c.SSEMaxPerAddr == 0 {
+		c.SSEMaxPerAddr = d.SSEMaxPerAddr
+	}
 	if c.Park == "" {
 		c.Park = d.Park
 	}
@@ -134,6 +205,10 @@ func defaults() Config {
 		Heartbeat:    15 * time.Second,
 		PollInterval: 2 * time.Second,
 		Park:         ParkKeepAlive,
+
+		SSEWriteTimeout: 10 * time.Second,
+		SSEMaxPerToken:  16,
+		SSEMaxPerAddr:   64,
 	}
 }
 
@@ -154,6 +229,13 @@ func defaults() Config {
 //	LIVE_POLLER_HEARTBEAT     SSE heartbeat, default 15s
 //	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
 //	LIVE_POLLER_PARK          keepalive (default), close or off: see Config.Park
+//	LIVE_POLLER_SSE_WRITE_TIMEOUT  bound of one SSE write, default 10s
+//	LIVE_POLLER_SSE_MAX_PER_TOKEN  open SSE streams per poll token, default 16
+//	LIVE_POLLER_SSE_MAX_PER_ADDR   open SSE streams per remote address, default 64
+//	PUSHER_KEY, PUSHER_SECRET, PUSHER_CLUSTER  Pusher for browsers (/v1/config, /v1/pusher/auth)
+//	PUSHER_HOST, PUSHER_SECURE                 a self-hosted server, as the relay reaches it
+//	LIVE_POLLER_PUSHER_WS_URL                  ws(s)://host[:port][/path] browsers connect to, default from PUSHER_HOST
+//	LIVE_RELAY_CHANNEL_PREFIX, LIVE_RELAY_PRIVATE_CHANNELS  the channel names the relay sends to
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := defaults()
 	var errs []error
@@ -232,6 +314,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	posInt("LIVE_POLLER_MAX_CLIENTS", 1, 1<<24, &c.MaxClients)
 	dur("LIVE_POLLER_HEARTBEAT", time.Second, 10*time.Minute, &c.Heartbeat)
 	dur("LIVE_POLLER_POLL_INTERVAL", 100*time.Millisecond, time.Minute, &c.PollInterval)
+	dur("LIVE_POLLER_SSE_WRITE_TIMEOUT", 100*time.Millisecond, 10*time.Minute, &c.SSEWriteTimeout)
+	posInt("LIVE_POLLER_SSE_MAX_PER_TOKEN", 1, 1<<20, &c.SSEMaxPerToken)
+	posInt("LIVE_POLLER_SSE_MAX_PER_ADDR", 1, 1<<20, &c.SSEMaxPerAddr)
+	pc, err := loadPusher(getenv)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Pusher = pc
 	switch v := strings.ToLower(getenv("LIVE_POLLER_PARK")); v {
 	case "":
 	case ParkKeepAlive, ParkClose, ParkOff:
@@ -243,4 +333,114 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// loadPusher reads the browser's side of the Pusher settings.
+func loadPusher(getenv func(string) string) (Pusher, error) {
+	var errs []error
+	p := Pusher{
+		Key:           strings.TrimSpace(getenv("PUSHER_KEY")),
+		Secret:        strings.TrimSpace(getenv("PUSHER_SECRET")),
+		Cluster:       strings.TrimSpace(getenv("PUSHER_CLUSTER")),
+		ChannelPrefix: getenv("LIVE_RELAY_CHANNEL_PREFIX"),
+	}
+	boolVar := func(name string, def bool) bool {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
+			return def
+		}
+		return b
+	}
+	p.Private = boolVar("LIVE_RELAY_PRIVATE_CHANNELS", false)
+	secure := boolVar("PUSHER_SECURE", true)
+	if err := validateChannelPrefix(p.prefix(), p.Private); err != nil {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", p.ChannelPrefix, err))
+	}
+	if v := strings.TrimSpace(getenv("LIVE_POLLER_PUSHER_WS_URL")); v != "" {
+		host, port, path, tls, err := parseWSURL(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("LIVE_POLLER_PUSHER_WS_URL=%q: %w", v, err))
+		}
+		p.WSHost, p.WSPort, p.WSPath, p.ForceTLS = host, port, path, tls
+	} else if v := strings.TrimSpace(getenv("PUSHER_HOST")); v != "" {
+		// A self-hosted server (soketi, pushercompat) serves the WebSocket
+		// and REST on one address; browsers use it unless told otherwise.
+		scheme := "ws://"
+		if secure {
+			scheme = "wss://"
+		}
+		host, port, path, tls, err := parseWSURL(scheme + v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PUSHER_HOST=%q: want host[:port]: %w", v, err))
+		}
+		p.WSHost, p.WSPort, p.WSPath, p.ForceTLS = host, port, path, tls
+	}
+	if p.Key == "" && p.Private {
+		// Nothing to do: with Pusher off, browsers poll, and the poller's
+		// reads are guarded by poll tokens, not channels.
+		p.Private = false
+	}
+	if p.Private && p.Secret == "" {
+		errs = append(errs, errors.New("PUSHER_SECRET is empty while LIVE_RELAY_PRIVATE_CHANNELS=true: the poller signs browsers' private-channel subscriptions with it"))
+	}
+	return p, errors.Join(errs...)
+}
+
+// parseWSURL reads ws(s)://host[:port][/path] as pusher-js takes it: wsHost,
+// wsPort (the scheme's default when absent), wsPath and forceTLS.
+func parseWSURL(v string) (host string, port int, path string, tls bool, err error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		return "", 0, "", false, errors.New("want ws://host[:port][/path] or wss://…")
+	}
+	switch u.Scheme {
+	case "ws":
+		port = 80
+	case "wss":
+		port, tls = 443, true
+	default:
+		return "", 0, "", false, errors.New("want the scheme ws or wss")
+	}
+	if u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", 0, "", false, errors.New("want ws://host[:port][/path] or wss://… with no user, query or fragment")
+	}
+	if ps := u.Port(); ps != "" {
+		n, err := strconv.Atoi(ps)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, "", false, errors.New("want a port from 1 to 65535")
+		}
+		port = n
+	}
+	return u.Hostname(), port, strings.TrimSuffix(u.Path, "/"), tls, nil
+}
+
+// maxChannelLen is Pusher's limit on a channel name.
+const maxChannelLen = 164
+
+// validateChannelPrefix applies the relay's rule to the prefix: Pusher's
+// channel characters, and room for the longest eventId.
+func validateChannelPrefix(p string, private bool) error {
+	for i := 0; i < len(p); i++ {
+		if !channelByte(p[i]) {
+			return fmt.Errorf("may hold only A-Z a-z 0-9 and - _ = @ , . ; (found %q at offset %d)", p[i], i)
+		}
+	}
+	longest := len(p) + wire.MaxEventIDLen
+	if private {
+		longest += len("private-")
+	}
+	if longest > maxChannelLen {
+		return fmt.Errorf("too long: a channel name for a %d-character eventId would have %d characters, Pusher allows %d", wire.MaxEventIDLen, longest, maxChannelLen)
+	}
+	return nil
+}
+
+func channelByte(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		strings.IndexByte("-_=@,.;", c) >= 0
 }

@@ -26,7 +26,16 @@ func TestLoadConfig(t *testing.T) {
 			"LIVE_POLLER_MAX_EVENTS": "10", "LIVE_POLLER_REPLAY_DEPTH": "100", "LIVE_POLLER_MAX_WAIT": "20s",
 			"LIVE_POLLER_CORS_ORIGINS": "https://a.example, *", "LIVE_POLLER_RATE": "off", "LIVE_POLLER_BURST": "3",
 			"LIVE_POLLER_HEARTBEAT": "5s", "LIVE_POLLER_MAX_BYTES": "1MiB", "LIVE_POLLER_PARK": "close",
+			"LIVE_POLLER_SSE_WRITE_TIMEOUT": "3s", "LIVE_POLLER_SSE_MAX_PER_TOKEN": "2", "LIVE_POLLER_SSE_MAX_PER_ADDR": "5",
+			"PUSHER_KEY": "k", "PUSHER_SECRET": "s", "PUSHER_CLUSTER": "eu", "PUSHER_HOST": "p.example:6001", "PUSHER_SECURE": "false",
+			"LIVE_POLLER_PUSHER_WS_URL": "wss://ws.example", "LIVE_RELAY_CHANNEL_PREFIX": "ev-", "LIVE_RELAY_PRIVATE_CHANNELS": "true",
 		}, func(c Config) bool {
+			if c.SSEWriteTimeout != 3*time.Second || c.SSEMaxPerToken != 2 || c.SSEMaxPerAddr != 5 {
+				return false
+			}
+			if c.Pusher != (Pusher{Key: "k", Secret: "s", Cluster: "eu", WSHost: "ws.example", WSPort: 443, ForceTLS: true, ChannelPrefix: "ev-", Private: true}) {
+				return false
+			}
 			return !c.Open() && c.RingSize == 8 && c.RingAge == time.Minute && c.MaxEvents == 10 && c.ReplayDepth == 100 &&
 				c.MaxWait == 20*time.Second && len(c.CORSOrigins) == 2 && c.Rate < 0 && c.Burst == 3 && c.Heartbeat == 5*time.Second && c.MaxBytes == 1<<20 &&
 				c.Park == ParkClose
@@ -62,8 +71,8 @@ func TestLoadConfig(t *testing.T) {
 
 func TestConfigStringRedactsTheSecret(t *testing.T) {
 	t.Parallel()
-	s := Config{Secret: []byte("super-secret-value!")}.String()
-	if strings.Contains(s, "super-secret") || !strings.Contains(s, "redacted") {
+	s := Config{Secret: []byte("super-secret-value!"), Pusher: Pusher{Key: "k", Secret: "pusher-secret-value"}}.String()
+	if strings.Contains(s, "super-secret") || strings.Contains(s, "pusher-secret") || !strings.Contains(s, "redacted") {
 		t.Fatalf("String()=%q, want the secret redacted", s)
 	}
 }

@@ -37,10 +37,14 @@ func ensureStream(t testing.TB, js jetstream.JetStream) {
 	}
 }
 
-func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config) *harness {
+func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func(*Deps)) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, Deps{JS: srv.JS(t), Stream: testStream(), Registerer: reg})
+	deps := Deps{JS: srv.JS(t), Stream: testStream(), Registerer: reg}
+	for _, o := range opts {
+		o(&deps)
+	}
+	p, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("New()=%v", err)
 	}

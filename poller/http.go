@@ -22,9 +22,20 @@ import (
 //	GET /v1/events/{eventId}/updates?since=<seq>&wait=<s>   poll and long-poll
 //	GET /v1/events/{eventId}/stream                         Server-Sent Events
 //	GET /v1/events/{eventId}/messages/{seq}                 one change by seq
+//	GET /v1/config                                          what a browser needs to connect
+//	POST /v1/pusher/auth                                    private-channel signatures for a poll token
+//	GET /v1/client.js, /v1/client/{react.js,…}              the browser client (Deps.Client)
 //
 // plus OPTIONS for CORS preflight and a JSON 405 for other methods.
 func (p *Poller) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/config", p.handleConfig)
+	mux.HandleFunc("OPTIONS /v1/config", p.handlePreflight)
+	mux.HandleFunc("POST /v1/pusher/auth", p.handleAuth)
+	mux.HandleFunc("OPTIONS /v1/pusher/auth", p.handlePreflight)
+	for path := range clientFiles {
+		mux.HandleFunc("GET "+path, p.handleAsset)
+		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
+	}
 	routes := []struct {
 		path, route string
 		h           http.HandlerFunc
@@ -89,6 +100,7 @@ func (p *Poller) begin(w http.ResponseWriter, r *http.Request, route string) (id
 			return "", q, false
 		}
 		client = tok
+		q.token = tok // as verified, from the query or the header
 	}
 	if client == "" {
 		client = r.RemoteAddr
@@ -182,7 +194,9 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if v.reset {
-			p.writeReset(w, v.applied)
+			if !p.answerDeep(w, r, id, q.since, v.floor) {
+				p.writeReset(w, v.applied)
+			}
 			return
 		}
 		matched := inm != "" && etagMatch(inm, v.newest)
@@ -261,7 +275,16 @@ func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
 // writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
 // envelopes' stored JSON.
 func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
-	p.setReadHeaders(w, v.newest)
+	if v.deep {
+		// A page of a deep resume: the client is not caught up, so it must
+		// not get the newest seq's ETag (its next conditional poll would
+		// be a 304 and it would stop paging).
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Cache-Control"] = []string{"no-store"}
+	} else {
+		p.setReadHeaders(w, v.newest)
+	}
 	var head [64]byte
 	hb := append(head[:0], `{"cursor":"`...)
 	hb = formatSeq(hb, v.applied)
@@ -291,118 +314,6 @@ func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
 		}
 	}
 	_, _ = w.Write([]byte("]}\n"))
-}
-
-// handleStream serves Server-Sent Events: id = seq, event = type, data =
-// envelope; a reset is an event named "reset". It resumes from
-// Last-Event-ID (or since=), and ends on Drain.
-func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
-	id, q, ok := p.begin(w, r, routeStream)
-	if !ok {
-		return
-	}
-	if le := r.Header.Get("Last-Event-ID"); le != "" {
-		s, err := parseSeq(le, "Last-Event-ID")
-		if err != nil {
-			p.fail(w, routeStream, outBadRequest, http.StatusBadRequest, wire.CodeInvalidCursor, err.Error())
-			return
-		}
-		q.since, q.hasSince = s, true
-	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	p.m.count(routeStream, outOK)
-	p.m.streams.Inc()
-	defer p.m.streams.Dec()
-	if _, err := w.Write([]byte("retry: 2000\n\n")); err != nil {
-		return
-	}
-	if rc.Flush() != nil {
-		return
-	}
-	hb := time.NewTicker(p.cfg.Heartbeat)
-	defer hb.Stop()
-	var buf [16]item
-	out := make([]byte, 0, 512)
-	for {
-		v := p.idx.read(id, q.since, q.hasSince, true, buf[:0], nil)
-		out = out[:0]
-		switch {
-		case v.behind:
-		case v.reset:
-			out = append(out, "id: "...)
-			out = formatSeq(out, v.applied)
-			out = append(out, "\nevent: reset\ndata: {\"reset\":true,\"cursor\":\""...)
-			out = formatSeq(out, v.applied)
-			out = append(out, "\"}\n\n"...)
-			q.since, q.hasSince = v.applied, true
-		default:
-			for _, it := range v.items {
-				out = append(out, "id: "...)
-				out = formatSeq(out, it.seq)
-				out = append(out, "\nevent: "...)
-				out = append(out, it.typ...)
-				out = append(out, "\ndata: "...)
-				out = append(out, it.json...)
-				out = append(out, "\n\n"...)
-			}
-			// Every change of this eventId up to applied was just sent.
-			q.since, q.hasSince = v.applied, true
-		}
-		if len(out) > 0 {
-			if v.wake != nil {
-				p.idx.unwait(id, v.wake)
-			}
-			if _, err := w.Write(out); err != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-			continue
-		}
-		var wake <-chan struct{}
-		if v.wake != nil {
-			wake = v.wake.ch
-		}
-		var advanced <-chan struct{}
-		if v.behind {
-			advanced = v.advanced
-		}
-		stop := false
-		for !stop {
-			select {
-			case <-wake:
-				stop = true
-			case <-advanced:
-				stop = true
-			case <-hb.C:
-				if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil || rc.Flush() != nil {
-					if v.wake != nil {
-						p.idx.unwait(id, v.wake)
-					}
-					return
-				}
-			case <-p.drain:
-				if v.wake != nil {
-					p.idx.unwait(id, v.wake)
-				}
-				return
-			case <-r.Context().Done():
-				if v.wake != nil {
-					p.idx.unwait(id, v.wake)
-				}
-				return
-			}
-		}
-		if v.wake != nil {
-			p.idx.unwait(id, v.wake)
-		}
-	}
 }
 
 // handleMessage answers one change by seq: from memory when held, else by a
@@ -498,8 +409,8 @@ func (p *Poller) handlePreflight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Access-Control-Allow-Methods", "GET, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Authorization, If-None-Match, Last-Event-ID, Cache-Control")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-None-Match, Last-Event-ID, Cache-Control")
 	h.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	p.m.count(routePreflight, outOK)

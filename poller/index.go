@@ -325,6 +325,8 @@ type view struct {
 	applied uint64 // the cursor to hand out
 	newest  uint64 // the eventId's newest seq, 0 when not held
 	reset   bool   // since is below what the index can vouch for
+	floor   uint64 // with reset: the index holds every change above it
+	deep    bool   // read from the stream below the floor: no ETag
 	behind  bool   // since is ahead of what this replica applied
 	items   []item // changes after since, in order
 	// wake, when asked for, is closed on the eventId's next change.
@@ -355,9 +357,10 @@ func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []ite
 	case hasSince && since > x.applied:
 		v.behind = true
 	case e == nil:
-		v.reset = hasSince && since < x.floorOfAbsent(id)
+		v.floor = x.floorOfAbsent(id)
+		v.reset = hasSince && since < v.floor
 	case hasSince && since < e.floor:
-		v.reset = true
+		v.reset, v.floor = true, e.floor
 	default:
 		i := 0
 		if hasSince {

@@ -11,6 +11,7 @@ const (
 	outOK          = "ok"
 	outNotModified = "not_modified"
 	outReset       = "reset"
+	outDeep        = "deep_resume"
 	outTimeout     = "long_poll_timeout"
 	outBadRequest  = "bad_request"
 	outUnauth      = "unauthorized"
@@ -26,10 +27,13 @@ const (
 	routeStream    = "stream"
 	routeMessage   = "message"
 	routePreflight = "preflight"
+	routeConfig    = "config"
+	routeAuth      = "pusher_auth"
+	routeClient    = "client"
 )
 
-var allOutcomes = []string{outOK, outNotModified, outReset, outTimeout, outBadRequest, outUnauth, outForbidden, outNotFound, outRateLimited, outUnavailable}
-var allRoutes = []string{routeUpdates, routeStream, routeMessage, routePreflight}
+var allOutcomes = []string{outOK, outNotModified, outReset, outDeep, outTimeout, outBadRequest, outUnauth, outForbidden, outNotFound, outRateLimited, outUnavailable}
+var allRoutes = []string{routeUpdates, routeStream, routeMessage, routePreflight, routeConfig, routeAuth, routeClient}
 
 // busiestRanks is how many of the most polled eventIds get a gauge, by rank
 // (never by eventId, which would be an unbounded label).
@@ -40,6 +44,7 @@ type metrics struct {
 	reqByRoute       map[string]map[string]prometheus.Counter
 	waiting          prometheus.Gauge
 	streams          prometheus.Gauge
+	sseSlowClosed    prometheus.Counter
 	consumerRestarts prometheus.Counter
 	invalid          prometheus.Counter
 	busiest          [busiestRanks]prometheus.Gauge
@@ -58,6 +63,10 @@ func newMetrics(reg prometheus.Registerer, p *Poller) (*metrics, error) {
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "liveupdates_poller_sse_streams",
 			Help: "Server-Sent Events streams currently open.",
+		}),
+		sseSlowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "liveupdates_poller_sse_slow_closed_total",
+			Help: "Server-Sent Events streams closed because a write missed LIVE_POLLER_SSE_WRITE_TIMEOUT (the client stopped reading).",
 		}),
 		consumerRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "liveupdates_poller_consumer_restarts_total",
@@ -89,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, p *Poller) (*metrics, error) {
 	evictions := prometheus.NewDesc("liveupdates_poller_index_evictions_total",
 		"Changes or eventIds dropped from the index, by reason.", []string{"reason"}, nil)
 	cs := []prometheus.Collector{
-		m.requests, m.waiting, m.streams, m.consumerRestarts, m.invalid, busiest,
+		m.requests, m.waiting, m.streams, m.sseSlowClosed, m.consumerRestarts, m.invalid, busiest,
 		gf("liveupdates_poller_index_event_ids", "EventIds held in memory.", func() float64 { return float64(idx.nEntries.Load()) }),
 		gf("liveupdates_poller_index_max_event_ids", "Cap on eventIds held in memory (LIVE_POLLER_MAX_EVENTS).", func() float64 { return float64(p.cfg.MaxEvents) }),
 		gf("liveupdates_poller_index_envelopes", "Changes held in memory.", func() float64 { return float64(idx.nEnvelopes.Load()) }),

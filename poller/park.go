@@ -418,10 +418,15 @@ func (p *Poller) answerParked(pc *parked, v view) {
 		body, _ = json.Marshal(wire.ErrorBody{Error: wire.ErrorDetail{Code: wire.CodeUnavailable, Message: "this poller replica is behind your cursor; retry shortly"}})
 		body = append(body, '\n')
 	case v.reset:
-		outcome, cache, etag = outReset, "no-store", false
-		body = append(body, `{"reset":true,"cursor":"`...)
-		body = formatSeq(body, v.applied)
-		body = append(body, "\"}\n"...)
+		// A burst pushed the cursor below the ring while the client
+		// waited. The stream still holds the changes, but a worker must
+		// not wait on JetStream: answer "nothing yet" at the client's own
+		// cursor, without an ETag, and its next poll pages through the
+		// stream on the plain path (which answers reset if it must).
+		cache, etag = "no-store", false
+		body = append(body, `{"cursor":"`...)
+		body = formatSeq(body, pc.since)
+		body = append(body, `","events":[]}`+"\n"...)
 	case len(v.items) == 0 && pc.inm != "" && etagMatch(pc.inm, v.newest):
 		status, ctype = http.StatusNotModified, ""
 	default:

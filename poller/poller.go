@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Zero means time.Now.
 	Now func() time.Time
+	// Client holds the browser client's files (client.js, react.js,
+	// client.d.ts, react.d.ts at its root), served at /v1/client.js and
+	// /v1/client/…. Zero means those routes answer 404.
+	Client fs.FS
 }
 
 // ErrNotReady is returned by Ready until the poller has replayed the stream.
@@ -50,6 +55,11 @@ type Poller struct {
 	idx  *index
 	lim  *limiter
 	pk   *parking
+	sse  *streams
+
+	deepSem    chan struct{}    // bounds deep resumes in flight
+	configJSON []byte           // GET /v1/config, built once
+	assets     map[string]asset // the client's files by URL path
 
 	// ready is closed once the replay is done.
 	ready     chan struct{}
@@ -91,16 +101,24 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		now = time.Now
 	}
 	p := &Poller{
-		cfg:   cfg,
-		js:    deps.JS,
-		scfg:  deps.Stream.WithDefaults(),
-		log:   log.WithField("component", "poller"),
-		now:   now,
-		idx:   newIndex(cfg),
-		lim:   newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
-		ready: make(chan struct{}),
-		drain: make(chan struct{}),
+		cfg:     cfg,
+		js:      deps.JS,
+		scfg:    deps.Stream.WithDefaults(),
+		log:     log.WithField("component", "poller"),
+		now:     now,
+		idx:     newIndex(cfg),
+		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
+		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
+		deepSem: make(chan struct{}, deepConcurrency),
+		ready:   make(chan struct{}),
+		drain:   make(chan struct{}),
 	}
+	assets, err := loadAssets(deps.Client)
+	if err != nil {
+		return nil, fmt.Errorf("poller: client files: %w", err)
+	}
+	p.assets = assets
+	p.configJSON = p.buildConfigAnswer()
 	m, err := newMetrics(reg, p)
 	if err != nil {
 		return nil, fmt.Errorf("poller metrics: %w", err)
@@ -132,10 +150,13 @@ func (p *Poller) Ready(context.Context) error {
 // Drain ends every long-poll and SSE stream with a normal answer and makes
 // later long-polls answer at once. Call it on SIGTERM before the HTTP server
 // drains. Parked long-polls are answered (with Connection: close) before it
-// returns. It is safe to call more than once.
+// returns, and an SSE write stuck on a client that stopped reading fails at
+// once, so the server's drain never waits on one. It is safe to call more
+// than once.
 func (p *Poller) Drain() {
 	p.drainOnce.Do(func() {
 		close(p.drain)
+		p.sse.closeAll()
 		p.pk.drainParked()
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/polltoken"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
@@ -87,7 +88,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	}
 }
 
-func TestCursorOlderThanTheRingIsReset(t *testing.T) {
+func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
@@ -97,17 +98,22 @@ func TestCursorOlderThanTheRingIsReset(t *testing.T) {
 		s = append(s, publish(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	testutil.Eventually(t, 5*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[3] }, "applied")
+	// s[1] was dropped from the ring: it comes from the stream, joined
+	// with the ring's s[2] and s[3], and the usual cursor.
 	r := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s[0])))
-	if !r.Reset || r.Cursor != strconv.FormatUint(s[3], 10) || len(r.Events) != 0 {
-		t.Fatalf("since %d with ring %v=%+v, want reset with cursor %d", s[0], s[2:], r, s[3])
+	if r.Reset || r.Cursor != strconv.FormatUint(s[3], 10) || !slices.Equal(seqs(r.Events), s[1:]) {
+		t.Fatalf("since %d with ring %v=%+v, want events %v with cursor %d", s[0], s[2:], r, s[1:], s[3])
+	}
+	if r.Events[0].Type != "vote.updated" || string(r.Events[0].Data) != `{"i":1}` {
+		t.Fatalf("change from the stream=%+v, want the stored one", r.Events[0])
 	}
 	// The client saw s[1], the newest dropped change: the ring vouches for the rest.
 	ok := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s[1])))
 	if ok.Reset || !slices.Equal(seqs(ok.Events), s[2:]) {
 		t.Fatalf("since %d=%+v, want events %v", s[1], ok, s[2:])
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "reset"); got != 1 {
-		t.Fatalf("reset count=%v, want 1", got)
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "deep_resume"); got != 1 {
+		t.Fatalf("deep_resume count=%v, want 1", got)
 	}
 }
 
@@ -368,6 +374,15 @@ func TestServerSentEventsResetAnOldCursor(t *testing.T) {
 	s2 := publish(t, js, "e1", "vote.updated", `{}`)
 	s3 := publish(t, js, "e1", "vote.updated", `{}`)
 	testutil.Eventually(t, 5*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
+	// The stream no longer holds s2 (as after its age limit): only a reset
+	// is honest.
+	st, err := js.Stream(t.Context(), testStream().WithDefaults().Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(t.Context(), jetstream.WithPurgeSequence(s3)); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/events/e1/stream?since=%d", h.url, s1), nil)

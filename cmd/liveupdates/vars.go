@@ -76,6 +76,17 @@ func pollerOnlyVars() []envVar {
 		{Name: "LIVE_POLLER_BURST", Default: "20", Help: "burst per client"},
 		{Name: "LIVE_POLLER_PARK", Default: "keepalive", Help: "how waiting long-polls are held: keepalive (hijacked and parked, about 1 KiB each), close, or off (a goroutine each)"},
 		{Name: "LIVE_POLLER_HEARTBEAT", Default: "15s", Help: "SSE heartbeat interval"},
+		{Name: "LIVE_POLLER_SSE_WRITE_TIMEOUT", Default: "10s", Help: "bound of one SSE write; a client that does not read within it is disconnected (it resumes with Last-Event-ID)"},
+		{Name: "LIVE_POLLER_SSE_MAX_PER_TOKEN", Default: "16", Help: "open SSE streams per poll token"},
+		{Name: "LIVE_POLLER_SSE_MAX_PER_ADDR", Default: "64", Help: "open SSE streams per remote address"},
+		{Name: "PUSHER_KEY", Help: "Pusher key, given to browsers by GET /v1/config"},
+		{Name: "PUSHER_SECRET", Help: "Pusher secret, signs private channels at POST /v1/pusher/auth", Secret: true},
+		{Name: "PUSHER_CLUSTER", Help: "Pusher cluster, such as eu"},
+		{Name: "PUSHER_HOST", Help: "host[:port] of a Pusher-compatible server (browsers connect to it unless LIVE_POLLER_PUSHER_WS_URL is set)"},
+		{Name: "PUSHER_SECURE", Default: "true", Help: "the Pusher-compatible server uses TLS"},
+		{Name: "LIVE_POLLER_PUSHER_WS_URL", Help: "ws(s)://host[:port][/path] where browsers reach a self-hosted Pusher-compatible server"},
+		{Name: "LIVE_RELAY_CHANNEL_PREFIX", Default: "event-", Help: "Pusher channel prefix before the eventId"},
+		{Name: "LIVE_RELAY_PRIVATE_CHANNELS", Default: "false", Help: "channels are private-<prefix><eventId>, signed at POST /v1/pusher/auth"},
 	}
 }
 
