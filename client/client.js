@@ -359,7 +359,6 @@ export function connect(options) {
     const popts = {
       cluster: p.cluster || 'local', // pusher-js 8 requires one even with wsHost
       forceTLS: p.tls,
-      ...options.pusherOptions,
     };
     if (p.host) {
       popts.wsHost = p.host;
@@ -368,8 +367,9 @@ export function connect(options) {
         popts.wssPort = p.port;
       }
       if (p.path) popts.wsPath = p.path;
-      // Self-hosted: never let pusher-js fall back to sockjs on pusher.com.
-      popts.enabledTransports = ['ws', 'wss'];
+      // Self-hosted: one transport, the scheme /v1/config names; never a
+      // fallback to sockjs on pusher.com, nor TLS to a plain port.
+      popts.enabledTransports = [p.tls ? 'wss' : 'ws'];
     }
     if (p.private) {
       popts.channelAuthorization = {
@@ -379,6 +379,8 @@ export function connect(options) {
         headers: options.token ? { Authorization: `Bearer ${options.token}` } : {},
       };
     }
+    // The page's own settings win over what /v1/config says.
+    Object.assign(popts, options.pusherOptions);
     try {
       pusher = new options.Pusher(p.key, popts);
     } catch (err) {
@@ -481,6 +483,9 @@ export function connect(options) {
     clearTimer(fallbackTimer);
     fallbackTimer = null;
     polling = true;
+    // The fallback is running from now; a long-poll's first answer may
+    // take its whole wait. A failing network says offline instead.
+    transition('polling');
     resumePolling();
   }
 

@@ -153,6 +153,7 @@ export class WsProxy {
     this.targetPort = targetPort;
     this.mode = 'open';
     this.conns = new Set();
+    this.sockets = new Set(); // every accepted socket, refused ones too, so stop() never waits on one
     this.port = 0;
     this.server = null;
     this.accepted = 0;
@@ -174,6 +175,8 @@ export class WsProxy {
     this.server = null;
     for (const c of this.conns) c.destroy();
     this.conns.clear();
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
     if (s) await new Promise((r) => s.close(r));
   }
 
@@ -184,6 +187,9 @@ export class WsProxy {
 
   #accept(client) {
     this.accepted++;
+    this.sockets.add(client);
+    client.on('close', () => this.sockets.delete(client));
+    client.on('error', () => client.destroy());
     if (this.mode === 'refuse') {
       client.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
