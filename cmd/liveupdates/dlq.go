@@ -24,13 +24,18 @@ import (
 // so an interrupted run leaves every letter either handled or still there.
 // They need a NATS user that may do so: the operator's (deploy/nats.yaml).
 
+// headerLiveID is the header that carries a change's id when Nats-Msg-Id
+// is a scoped dedup id (wire.HeaderID on the ingest branch).
+const headerLiveID = "Live-Id"
+
 // deadLetter is one message of LIVE_DLQ as the tools print it.
 type deadLetter struct {
 	DLQSeq   uint64    `json:"dlqSeq"`
 	Seq      uint64    `json:"seq,omitempty"` // the change's seq in LIVE_EVENTS
 	EventID  string    `json:"eventId"`
 	Type     string    `json:"type"`
-	ID       string    `json:"id,omitempty"` // the change's original id
+	ID       string    `json:"id,omitempty"`      // the change's id, as clients see it
+	DedupID  string    `json:"dedupId,omitempty"` // its original Nats-Msg-Id, which a replay reuses
 	Status   int       `json:"status"`       // Pusher's answer, 0 when none
 	Attempts int       `json:"attempts"`
 	Reason   string    `json:"reason"`
@@ -53,7 +58,13 @@ func newDeadLetter(m *jetstream.RawStreamMsg) deadLetter {
 	d.Attempts, _ = strconv.Atoi(h.Get(wire.HeaderDLQAttempts))
 	d.Reason = h.Get(wire.HeaderDLQReason)
 	if id := h.Get(relay.HeaderDLQID); !strings.HasPrefix(id, "seq-") {
-		d.ID = id
+		d.DedupID = id
+	}
+	// The ingest API scopes Nats-Msg-Id per API key and eventId and keeps
+	// the change's own id in Live-Id; without it the two are the same.
+	d.ID = h.Get(headerLiveID)
+	if d.ID == "" {
+		d.ID = d.DedupID
 	}
 	return d
 }
@@ -247,7 +258,7 @@ func runDLQShow(ctx context.Context, env *settings) error {
 // replayResult is what dlq replay prints for each letter.
 type replayResult struct {
 	DLQSeq uint64 `json:"dlqSeq"`
-	ID     string `json:"id"`
+	ID     string `json:"dedupId"`       // the Nats-Msg-Id it was published with
 	Seq    uint64 `json:"seq,omitempty"` // where the change is now in LIVE_EVENTS
 	Result string `json:"result"`
 	Detail string `json:"detail,omitempty"`
@@ -301,7 +312,7 @@ func runDLQReplay(ctx context.Context, env *settings) error {
 }
 
 func (d *dlqTool) replay(ctx context.Context, l deadLetter, keep bool) replayResult {
-	res := replayResult{DLQSeq: l.DLQSeq, ID: l.ID}
+	res := replayResult{DLQSeq: l.DLQSeq, ID: l.DedupID}
 	if err := wire.ValidateEventID(l.EventID); err != nil {
 		res.Result, res.Detail = replayNotReplayable, "no valid eventId in subject "+l.subject
 		return res

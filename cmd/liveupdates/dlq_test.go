@@ -262,3 +262,42 @@ func TestStatusShowsStreamConsumersAndDeadLetters(t *testing.T) {
 		}
 	}
 }
+
+// TestDLQReplayReusesTheScopedDedupID: when the ingest API scopes
+// Nats-Msg-Id (per API key and eventId) and keeps the change's own id in
+// Live-Id, list shows both and replay publishes with the scoped one, so it
+// is deduplicated exactly like the original publish.
+func TestDLQReplayReusesTheScopedDedupID(t *testing.T) {
+	t.Parallel()
+	f := newDLQFixture(t)
+	_, err := f.js.PublishMsg(t.Context(), &nats.Msg{
+		Subject: wire.DLQSubject("e9", wire.TypePhaseChanged),
+		Header: nats.Header{
+			headerLiveID:                         {"env-9"},
+			relay.HeaderDLQID:                    {"scope-k1-e9-env-9"},
+			wire.HeaderMsgID:                     {"dlq-42"},
+			wire.HeaderDLQSeq:                    {"42"},
+			"Live-Dlq-Orig-Nats-Expected-Stream": {"LIVE_EVENTS"},
+			wire.HeaderDLQReason:                 {"invalid"},
+		},
+		Data: []byte(`{"phase":"vote"}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.run(t, "", "dlq", "list")
+	got := decodeLines[deadLetter](t, out)
+	if err != nil || len(got) != 1 || got[0].ID != "env-9" || got[0].DedupID != "scope-k1-e9-env-9" {
+		t.Fatalf("dlq list = %+v (%v), want id env-9 and dedup id scope-k1-e9-env-9", got, err)
+	}
+	out, err = f.run(t, "", "dlq", "replay", "--all")
+	res := decodeLines[replayResult](t, out)
+	if err != nil || len(res) != 1 || res[0].Result != replayStored {
+		t.Fatalf("dlq replay --all = %+v (%v), want it stored", res, err)
+	}
+	stored := testutil.ReadAll(t, f.js, wire.StreamName)
+	if len(stored) != 1 || stored[0].Header.Get(wire.HeaderMsgID) != "scope-k1-e9-env-9" || stored[0].Header.Get(headerLiveID) != "env-9" ||
+		stored[0].Header.Get("Live-Dlq-Orig-Nats-Expected-Stream") != "" {
+		t.Fatalf("replayed = %+v, want Nats-Msg-Id scope-k1-e9-env-9, Live-Id env-9 and no dead-letter headers", stored)
+	}
+}
