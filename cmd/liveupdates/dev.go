@@ -80,23 +80,18 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 	defer r.close()
+	if err := r.splitUsers(env, users, ns); err != nil { // each role its own NATS user (natsusers.go)
+		return err
+	}
 
 	if devKey {
 		devLog.Warn(`LIVE_API_KEYS is unset: dev mode accepts the API key "dev" (Authorization: Bearer dev); never run dev in production`)
 	}
-	ra, err := r.as(env, users, "api", ns)
+	api, err := newIngest(r, apiCfg)
 	if err != nil {
 		return err
 	}
-	rp, err := r.as(env, users, "poller", ns)
-	if err != nil {
-		return err
-	}
-	api, err := newIngest(ra, apiCfg)
-	if err != nil {
-		return err
-	}
-	p, err := newPoller(rp, pollCfg)
+	p, err := newPoller(r, pollCfg)
 	if err != nil {
 		return err
 	}
@@ -105,11 +100,7 @@ func runDev(ctx context.Context, env *settings) error {
 	}
 	var rl *relay.Relay
 	if relayCfg.PusherEnabled() {
-		rr, err := r.as(env, users, "relay", ns)
-		if err != nil {
-			return err
-		}
-		if rl, err = newRelay(rr, relayCfg); err != nil {
+		if rl, err = newRelay(r, relayCfg); err != nil {
 			return err
 		}
 	} else {

@@ -36,7 +36,7 @@ type deadLetter struct {
 	Type     string    `json:"type"`
 	ID       string    `json:"id,omitempty"`      // the change's id, as clients see it
 	DedupID  string    `json:"dedupId,omitempty"` // its original Nats-Msg-Id, which a replay reuses
-	Status   int       `json:"status"`       // Pusher's answer, 0 when none
+	Status   int       `json:"status"`            // Pusher's answer, 0 when none
 	Attempts int       `json:"attempts"`
 	Reason   string    `json:"reason"`
 	StoredAt time.Time `json:"storedAt"`
