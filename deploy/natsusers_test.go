@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
 	"github.com/nostressplanner/liveupdates/ops"
 )
@@ -186,5 +187,85 @@ func TestNATSConfRefusesWhatARoleMustNotDo(t *testing.T) {
 	}
 	if n := st.CachedInfo().State.Msgs; n != 1 {
 		t.Fatalf("LIVE_EVENTS holds %d messages, want the api's 1", n)
+	}
+}
+
+// TestOnlyTheRolesReachNATS: the NetworkPolicy on the NATS pods lets every
+// liveupdates role reach the client port, only NATS pods reach the route
+// port, and no rule opens either to everybody.
+func TestOnlyTheRolesReachNATS(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("networkpolicy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var np struct {
+		Spec struct {
+			PodSelector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"podSelector"`
+			PolicyTypes []string `yaml:"policyTypes"`
+			Ingress     []struct {
+				From []struct {
+					PodSelector *struct {
+						MatchLabels map[string]string `yaml:"matchLabels"`
+					} `yaml:"podSelector"`
+					NamespaceSelector any `yaml:"namespaceSelector"`
+				} `yaml:"from"`
+				Ports []struct {
+					Port int `yaml:"port"`
+				} `yaml:"ports"`
+			} `yaml:"ingress"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &np); err != nil {
+		t.Fatal(err)
+	}
+	objs := manifests(t)
+	nats := find(objs, "StatefulSet", "nats")
+	if !subset(np.Spec.PodSelector.MatchLabels, nats.Spec.Template.Metadata.Labels) || !slices.Contains(np.Spec.PolicyTypes, "Ingress") {
+		t.Fatalf("the NetworkPolicy selects %v, not the NATS pods %v, for ingress", np.Spec.PodSelector.MatchLabels, nats.Spec.Template.Metadata.Labels)
+	}
+	// allowed reports whether a pod with labels may reach port.
+	allowed := func(labels map[string]string, port int) (bool, bool) {
+		ok, open := false, false
+		for _, rule := range np.Spec.Ingress {
+			if !slices.ContainsFunc(rule.Ports, func(p struct {
+				Port int `yaml:"port"`
+			}) bool {
+				return p.Port == port
+			}) {
+				continue
+			}
+			if len(rule.From) == 0 {
+				open = true
+			}
+			for _, f := range rule.From {
+				if f.NamespaceSelector != nil {
+					open = true
+				}
+				if f.PodSelector != nil && subset(f.PodSelector.MatchLabels, labels) {
+					ok = true
+				}
+			}
+		}
+		return ok, open
+	}
+	for role, lc := range liveContainers(t, objs) {
+		if ok, _ := allowed(lc.w.Spec.Template.Metadata.Labels, 4222); !ok {
+			t.Errorf("%s cannot reach NATS's client port 4222", role)
+		}
+		if ok, _ := allowed(lc.w.Spec.Template.Metadata.Labels, 6222); ok {
+			t.Errorf("%s may reach NATS's route port 6222", role)
+		}
+	}
+	if ok, open := allowed(nats.Spec.Template.Metadata.Labels, 6222); !ok || open {
+		t.Errorf("route port 6222: NATS pods allowed %v, open to all %v; want only NATS pods", ok, open)
+	}
+	if _, open := allowed(map[string]string{"app": "anything"}, 4222); open {
+		t.Error("client port 4222 is open to every pod")
+	}
+	if !portExists(nats.Spec.Template.Spec.Containers[0], 4222) || !portExists(nats.Spec.Template.Spec.Containers[0], 6222) {
+		t.Error("the NetworkPolicy's ports are not the NATS container's")
 	}
 }

@@ -205,3 +205,25 @@ func TestAnUnknownPathGetsAJSONNotFound(t *testing.T) {
 		t.Fatalf("GET /nowhere = %d %q, want 404 with a JSON error body", code, body)
 	}
 }
+
+func TestRunReportsAMetricsAddressItCannotBind(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Listener: l, Handler: http.NewServeMux(), Log: quietLog(), AdminAddr: busy.Addr().String()}
+	err = s.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("Run() = %v, want an error naming the metrics address %s", err, busy.Addr())
+	}
+	// The public listener was released with it.
+	if _, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		t.Fatalf("the public listener %s still accepts after Run failed", l.Addr())
+	}
+}

@@ -141,11 +141,14 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 	defer r.close()
+	if err := r.splitUsers(env, users, ns); err != nil { // each role its own NATS user (natsusers.go)
+		return err
+	}
 
 	if devKey {
 		devLog.Warn(`LIVE_API_KEYS is unset: dev mode accepts the API key "dev" (Authorization: Bearer dev); never run dev in production`)
 	}
-	ra, err := r.as(env, users, "api", ns)
+	api, err := newIngest(r, apiCfg)
 	if err != nil {
 		return err
 	}
@@ -160,26 +163,14 @@ func runDev(ctx context.Context, env *settings) error {
 		}
 		defer ps.Close()
 	}
-	rp, err := r.as(env, users, "poller", ns)
-	if err != nil {
-		return err
-	}
-	api, err := newIngest(ra, apiCfg)
-	if err != nil {
-		return err
-	}
-	p, err := newPoller(rp, pollCfg)
+	p, err := newPoller(r, pollCfg)
 	if err != nil {
 		return err
 	}
 	if env.Getenv("LIVE_POLL_SECRET") == "" {
 		devLog.Warn("LIVE_POLL_SECRET is unset: poller reads are open to anyone who knows an eventId")
 	}
-	rr, err := r.as(env, users, "relay", ns)
-	if err != nil {
-		return err
-	}
-	rl, err := newRelay(rr, relayCfg)
+	rl, err := newRelay(r, relayCfg)
 	if err != nil {
 		return err
 	}
@@ -187,7 +178,7 @@ func runDev(ctx context.Context, env *settings) error {
 	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
-		mountDemo(mux, producer.NewPublisher(ra.js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
+		mountDemo(mux, producer.NewPublisher(r.forRole("api").js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
 	}, p.Drain)
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")

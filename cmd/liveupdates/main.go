@@ -1,6 +1,6 @@
 // Command liveupdates runs one role of the live-update pipeline per
 // subcommand: dev (everything on an embedded nats-server), api, relay,
-// poller, and the operator tools publish and tail.
+// poller, and the operator tools publish, tail, dlq and status.
 //
 // Every setting is an environment variable with a flag of the same meaning
 // (LIVE_NATS_URL and --nats-url); a flag wins over the variable.
@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -54,12 +55,31 @@ func commands() []command {
 		{"poller", "answer polling, long-polling and SSE clients from memory", pollerVars(), runPoller},
 		{"publish", "publish one change (to NATS, or through the API with --api-url)", publishVars(), runPublish},
 		{"tail", "print envelopes of one eventId as they are stored", tailVars(), runTail},
+		{"dlq list", "list the dead letters in LIVE_DLQ, one JSON line each", natsVars(), runDLQList},
+		{"dlq show", "print one dead letter with its headers and data", natsVars(), runDLQShow},
+		{"dlq replay", "publish dead letters to LIVE_EVENTS again, with their original id", natsVars(), runDLQReplay},
+		{"dlq purge", "delete dead letters (asks first, unless --yes)", natsVars(), runDLQPurge},
+		{"status", "the stream, its consumers (lag, pending) and the dead letters", natsVars(), runStatus},
 	}
 }
 
 // run is main without the process: tests call it with their own arguments,
 // environment and output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runIO(ctx, args, getenv, os.Stdin, stdout, stderr)
+}
+
+// runIO is run with the standard input of its own: `dlq purge` reads its
+// confirmation there.
+func runIO(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	// The operator commands have two words: `dlq list` is one command.
+	if len(args) >= 2 && args[0] == "dlq" && !strings.HasPrefix(args[1], "-") {
+		args = append([]string{"dlq " + args[1]}, args[2:]...)
+	}
+	if len(args) > 0 && args[0] == "dlq" && (len(args) == 1 || strings.HasPrefix(args[1], "-")) {
+		fmt.Fprintln(stderr, "usage: liveupdates dlq list|show|replay|purge [flags]")
+		return errUsage
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(stderr)
 		if len(args) == 0 {
@@ -78,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		env.stdout, env.stderr = stdout, stderr
+		env.stdin, env.stdout, env.stderr = stdin, stdout, stderr
 		if slices.ContainsFunc(c.vars, func(v envVar) bool { return v.Name == debugAddrVar }) {
 			stopDebug, err := startDebug(env, c.name)
 			if err != nil {
@@ -97,7 +117,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: liveupdates <command> [flags]")
 	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every flag has an environment variable of the same meaning; run liveupdates <command> --help to list them.")

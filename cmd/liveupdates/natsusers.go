@@ -46,10 +46,37 @@ func (d *devUsers) configure(o *server.Options) {
 	o.NoAuthUser = "operator"
 }
 
+// splitUsers gives the api, the poller and the relay in dev each a NATS
+// connection of its own, logged in as the role's own user on the embedded
+// server, so each runs with exactly the permissions it has in a cluster.
+// newIngest, newPoller and newRelay pick theirs with forRole; r keeps its
+// own connection (the operator's) for ensuring the stream and readiness.
+func (r *role) splitUsers(env *settings, d *devUsers, ns *server.Server) error {
+	for _, name := range []string{"api", "poller", "relay"} {
+		rr, err := r.as(env, d, name, ns)
+		if err != nil {
+			return err
+		}
+		if r.byRole == nil {
+			r.byRole = map[string]*role{}
+		}
+		r.byRole[name] = rr
+	}
+	return nil
+}
+
+// forRole returns the role's own view of r: its connection when dev split
+// the users, r itself otherwise (a process running one role).
+func (r *role) forRole(name string) *role {
+	if rr := r.byRole[name]; rr != nil {
+		return rr
+	}
+	return r
+}
+
 // as returns a copy of r (sharing its logger, registry and checks) whose
-// NATS connection is the named role's own user on the embedded server, so
-// each role in dev runs with exactly the permissions it has in a cluster.
-// r.close drains the connection too.
+// NATS connection is the named user's on the embedded server. r.close
+// drains the connection too.
 func (r *role) as(env *settings, d *devUsers, name string, ns *server.Server) (*role, error) {
 	nc, err := connectNATS(env.Getenv, name, r.log.WithField("component", name),
 		nats.InProcessServer(ns), nats.UserInfo(name, d.passwords[name]))
@@ -62,7 +89,7 @@ func (r *role) as(env *settings, d *devUsers, name string, ns *server.Server) (*
 		return nil, fmt.Errorf("dev %s jetstream: %w", name, err)
 	}
 	cp := *r
-	cp.nc, cp.js, cp.extra = nc, js, nil
+	cp.nc, cp.js, cp.extra, cp.byRole = nc, js, nil, nil
 	r.extra = append(r.extra, nc)
 	return &cp, nil
 }

@@ -30,6 +30,7 @@ func runPoller(ctx context.Context, env *settings) error {
 }
 
 func newPoller(r *role, cfg poller.Config) (*poller.Poller, error) {
+	r = r.forRole("poller") // its own NATS user in dev
 	p, err := poller.New(cfg, poller.Deps{
 		JS:         r.js,
 		Stream:     r.stream,

@@ -41,6 +41,7 @@ func runRelay(ctx context.Context, env *settings) error {
 }
 
 func newRelay(r *role, cfg relay.Config) (*relay.Relay, error) {
+	r = r.forRole("relay") // its own NATS user in dev
 	log := r.log.WithField("component", "relay")
 	log.WithFields(cfg.Redacted()).Info("relay configuration")
 	rl, err := relay.New(cfg, relay.Deps{

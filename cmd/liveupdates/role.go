@@ -24,7 +24,8 @@ type role struct {
 	stream stream.Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	extra  []*nats.Conn // dev's per-role connections (role.as), drained by close
+	extra  []*nats.Conn     // dev's per-role connections (role.as), drained by close
+	byRole map[string]*role // dev's per-role views (splitUsers); nil in a one-role process
 }
 
 // newRole reads the common settings, reporting every problem at once

@@ -32,6 +32,7 @@ type settings struct {
 	getenv func(string) string
 	extra  map[string]*string // command-only flags without a variable
 	bools  map[string]*bool
+	stdin  io.Reader // confirmations (dlq purge)
 	stdout io.Writer // results (tail, publish)
 	stderr io.Writer // logs
 }
@@ -63,6 +64,28 @@ var commandFlags = map[string][]extraFlag{
 		{name: "id", help: "the change id (idempotency key); generated when empty"},
 		{name: "socket-id", help: "Pusher socket id of the sender, excluded by the relay"},
 		{name: "api-url", help: "publish through the ingest API at this base URL instead of NATS (uses LIVE_API_KEY)"},
+	},
+	"dlq list": {
+		{name: "event", help: "only the dead letters of this eventId"},
+		{name: "limit", def: "100", help: "print at most this many (0: all)"},
+	},
+	"dlq show": {
+		{name: "seq", help: "the dead letter's seq in LIVE_DLQ (required; see dlq list)"},
+	},
+	"dlq replay": {
+		{name: "seq", help: "replay this dead letter (its seq in LIVE_DLQ)"},
+		{name: "event", help: "replay every dead letter of this eventId"},
+		{name: "all", help: "replay every dead letter", isBool: true},
+		{name: "keep", help: "keep replayed dead letters in LIVE_DLQ (default: delete each once stored again)", isBool: true},
+	},
+	"dlq purge": {
+		{name: "seq", help: "delete this dead letter (its seq in LIVE_DLQ)"},
+		{name: "event", help: "delete every dead letter of this eventId"},
+		{name: "all", help: "delete every dead letter", isBool: true},
+		{name: "yes", help: "do not ask for confirmation", isBool: true},
+	},
+	"status": {
+		{name: "json", help: "print JSON instead of text", isBool: true},
 	},
 	"tail": {
 		{name: "event", help: "the eventId to follow (required)"},
