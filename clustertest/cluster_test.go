@@ -3,11 +3,13 @@ package clustertest
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nostressplanner/liveupdates/relay"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
@@ -357,4 +360,46 @@ func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
 		f.Close()
 	}
 	return best, who, !best.IsZero()
+}
+
+// placement says where things are before a NATS fault, so a row can be read:
+// which node leads the relay's consumer, and which role processes are
+// connected to each node (from each node's /connz).
+func (c *cluster) placement(ctx context.Context) string {
+	var parts []string
+	if cons, err := c.js.Consumer(ctx, wire.StreamName, relay.Consumer); err == nil {
+		if info, err := cons.Info(ctx); err == nil && info.Cluster != nil {
+			parts = append(parts, "relay consumer led by "+info.Cluster.Leader)
+		}
+	}
+	for _, n := range c.nodes {
+		var connz struct {
+			Connections []struct {
+				Name string `json:"name"`
+			} `json:"connections"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/connz?limit=1024", n.ip, monitorPort), nil)
+		if err != nil {
+			continue
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			parts = append(parts, n.name+": "+err.Error())
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&connz)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		var names []string
+		for _, cn := range connz.Connections {
+			if r, ok := strings.CutPrefix(cn.Name, "liveupdates-"); ok {
+				names = append(names, r)
+			}
+		}
+		slices.Sort(names)
+		parts = append(parts, fmt.Sprintf("%s serves %s", n.name, strings.Join(names, ",")))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -56,6 +56,7 @@ type load struct {
 	doubles     []string // a key acknowledged under two seqs
 	fiveXX      int
 	fiveXXLog   []string
+	fiveXXBy    map[string]int
 	transport   int
 	refused     []string // 4xx: a bug in the suite or the api
 	unacked     int
@@ -73,12 +74,13 @@ func startLoad(c *cluster, ctx context.Context, sh shape) *load {
 		sh.rate, sh.writers = loadRate, loadWriters
 	}
 	l := &load{
-		c:      c,
-		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-		lim:    rate.NewLimiter(rate.Limit(sh.rate), sh.writers),
-		total:  sh.total,
-		acked:  map[uint64]ack{},
-		keySeq: map[string]uint64{},
+		c:        c,
+		http:     &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		lim:      rate.NewLimiter(rate.Limit(sh.rate), sh.writers),
+		total:    sh.total,
+		acked:    map[uint64]ack{},
+		fiveXXBy: map[string]int{},
+		keySeq:   map[string]uint64{},
 	}
 	for i := range loadEvents {
 		l.events = append(l.events, fmt.Sprintf("c%02d", i))
@@ -139,6 +141,7 @@ func (l *load) publish(ctx context.Context, pick int, eventID, key string) {
 		case status >= 500:
 			l.mu.Lock()
 			l.fiveXX++
+			l.fiveXXBy[api.name]++
 			if len(l.fiveXXLog) < 8 {
 				l.fiveXXLog = append(l.fiveXXLog, fmt.Sprintf("%s at +%.1fs: %d %s", api.name, time.Since(l.started).Seconds(), status, msg))
 			}
@@ -493,6 +496,9 @@ func tally(name string, l *load, pw *pusherWatch, ps *pollers) row {
 		r.notes = append(r.notes, fmt.Sprintf("load: %d changes acknowledged in %.1f s (%.0f/s)", len(l.acked), d.Seconds(), float64(len(l.acked))/d.Seconds()))
 	}
 	r.notes = append(r.notes, pw.examples...)
+	if l.fiveXX > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("5xx by process: %v (first ones below)", l.fiveXXBy))
+	}
 	r.notes = append(r.notes, l.fiveXXLog...)
 	r.notes = append(r.notes, l.doubles...)
 	r.notes = append(r.notes, l.refused...)

@@ -85,6 +85,7 @@ func scenarios() []scenario {
 		{"leader-sigkill", shape{}, func(s *run) {
 			s.moreAcks(300)
 			old := s.leader()
+			s.notePlacement()
 			start := time.Now()
 			old.kill()
 			nl := s.c.waitLeader(old, 30*time.Second)
@@ -99,6 +100,7 @@ func scenarios() []scenario {
 		{"leader-partition", shape{}, func(s *run) {
 			s.moreAcks(300)
 			old := s.leader()
+			s.notePlacement()
 			if err := s.c.net.cut(old.index); err != nil {
 				s.t.Fatal(err)
 			}
@@ -178,6 +180,16 @@ func scenarios() []scenario {
 			})
 			s.note("Pusher dropped every request for 10 s; first delivery %v after it came back", time.Since(back).Round(10*time.Millisecond))
 		}},
+	}
+}
+
+// notePlacement notes where the stream leader, the relay's consumer leader
+// and the role connections are before a NATS fault.
+func (s *run) notePlacement() {
+	ctx, cancel := context.WithTimeout(s.t.Context(), 3*time.Second)
+	defer cancel()
+	if n, err := s.c.leader(ctx); err == nil {
+		s.note("before the fault: stream led by %s; %s", n.name, s.c.placement(ctx))
 	}
 }
 
