@@ -69,7 +69,7 @@ type load struct {
 	wg          sync.WaitGroup
 }
 
-func startLoad(c *cluster, ctx context.Context, sh shape) *load {
+func startLoad(ctx context.Context, c *cluster, sh shape) *load {
 	if sh.rate == 0 {
 		sh.rate, sh.writers = loadRate, loadWriters
 	}
@@ -312,7 +312,7 @@ type pollers struct {
 	cancel  context.CancelFunc
 }
 
-func startPollers(c *cluster, ctx context.Context, events []string) *pollers {
+func startPollers(ctx context.Context, c *cluster, events []string) *pollers {
 	ctx, cancel := context.WithCancel(ctx)
 	ps := &pollers{
 		c:      c,

@@ -268,8 +268,8 @@ func runScenario(t *testing.T, sc scenario) row {
 			pw.stop()
 		})
 	}
-	l = startLoad(c, ctx, sc.load)
-	ps = startPollers(c, ctx, l.events)
+	l = startLoad(ctx, c, sc.load)
+	ps = startPollers(ctx, c, l.events)
 	// Before the processes are killed at cleanup (registered earlier, so
 	// run later).
 	t.Cleanup(stopAll)
