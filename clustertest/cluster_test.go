@@ -301,26 +301,33 @@ func (c *cluster) crashes() []string {
 	return out
 }
 
-// waitErr polls cond every 50 ms until it returns nil, and fails the test
-// with the last error after timeout. Coarser than testutil.EventuallyErr:
-// each try is an HTTP or NATS round trip to processes on a busy machine.
+// waitErr polls cond until it returns nil and fails the test with the last
+// error after timeout. Coarser than testutil.EventuallyErr (see poll).
 func waitErr(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
+	if err := poll(t, timeout, cond); err != nil {
+		t.Fatalf("%s: not within %v: %v", what, timeout, err)
+	}
+}
+
+// poll calls cond every 50 ms until it returns nil or timeout passes, and
+// returns its last error. testutil.EventuallyErr polls every 5 ms, which is
+// right in-process; here each try is an HTTP or NATS round trip to busy
+// processes, and stream-info requests every 5 ms during an election would
+// add to the load being measured.
+func poll(t *testing.T, timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		select {
 		case <-tick.C:
 		case <-t.Context().Done():
-			t.Fatalf("%s: %v", what, t.Context().Err())
+			return t.Context().Err()
 		}
 	}
 }

@@ -368,21 +368,3 @@ func check(t *testing.T, r row) {
 			r.name, r.refused, r.doubles, r.bad, r.crashes)
 	}
 }
-
-// poll is waitErr that returns the last error instead of failing.
-func poll(t *testing.T, timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			return t.Context().Err()
-		}
-	}
-}
