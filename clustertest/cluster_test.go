@@ -3,11 +3,13 @@ package clustertest
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nostressplanner/liveupdates/pushercompat"
+	"github.com/nostressplanner/liveupdates/relay"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
@@ -298,26 +301,33 @@ func (c *cluster) crashes() []string {
 	return out
 }
 
-// waitErr polls cond every 50 ms until it returns nil, and fails the test
-// with the last error after timeout. Coarser than testutil.EventuallyErr:
-// each try is an HTTP or NATS round trip to processes on a busy machine.
+// waitErr polls cond until it returns nil and fails the test with the last
+// error after timeout. Coarser than testutil.EventuallyErr (see poll).
 func waitErr(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
+	if err := poll(t, timeout, cond); err != nil {
+		t.Fatalf("%s: not within %v: %v", what, timeout, err)
+	}
+}
+
+// poll calls cond every 50 ms until it returns nil or timeout passes, and
+// returns its last error. testutil.EventuallyErr polls every 5 ms, which is
+// right in-process; here each try is an HTTP or NATS round trip to busy
+// processes, and stream-info requests every 5 ms during an election would
+// add to the load being measured.
+func poll(t *testing.T, timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		select {
 		case <-tick.C:
 		case <-t.Context().Done():
-			t.Fatalf("%s: %v", what, t.Context().Err())
+			return t.Context().Err()
 		}
 	}
 }
@@ -357,4 +367,46 @@ func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
 		f.Close()
 	}
 	return best, who, !best.IsZero()
+}
+
+// placement says where things are before a NATS fault, so a row can be read:
+// which node leads the relay's consumer, and which role processes are
+// connected to each node (from each node's /connz).
+func (c *cluster) placement(ctx context.Context) string {
+	var parts []string
+	if cons, err := c.js.Consumer(ctx, wire.StreamName, relay.Consumer); err == nil {
+		if info, err := cons.Info(ctx); err == nil && info.Cluster != nil {
+			parts = append(parts, "relay consumer led by "+info.Cluster.Leader)
+		}
+	}
+	for _, n := range c.nodes {
+		var connz struct {
+			Connections []struct {
+				Name string `json:"name"`
+			} `json:"connections"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/connz?limit=1024", n.ip, monitorPort), nil)
+		if err != nil {
+			continue
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			parts = append(parts, n.name+": "+err.Error())
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&connz)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		var names []string
+		for _, cn := range connz.Connections {
+			if r, ok := strings.CutPrefix(cn.Name, "liveupdates-"); ok {
+				names = append(names, r)
+			}
+		}
+		slices.Sort(names)
+		parts = append(parts, fmt.Sprintf("%s serves %s", n.name, strings.Join(names, ",")))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -18,14 +18,20 @@ import (
 	"github.com/nostressplanner/liveupdates/pushercompat"
 )
 
-// Load shape: modest on purpose, the suite runs on two busy cores beside
-// three NATS nodes and six role processes. Each eventId gets about 6
-// changes a second.
+// Load shape: modest by default, the suite runs on two busy cores beside
+// three NATS nodes and six role processes: each eventId gets about 6
+// changes a second. A scenario may ask for more (shape).
 const (
 	loadRate    = 150 // changes per second, all writers together
 	loadWriters = 8
 	loadEvents  = 24 // eventIds, each followed by a long-poll client per poller
 )
+
+// shape is a scenario's load: a rate, the writers that share it, and a
+// total after which the writers stop on their own (zero: until stopped).
+type shape struct {
+	rate, writers, total int
+}
 
 // ack is what the ingest API answered 2xx for.
 type ack struct {
@@ -50,22 +56,31 @@ type load struct {
 	doubles     []string // a key acknowledged under two seqs
 	fiveXX      int
 	fiveXXLog   []string
+	fiveXXBy    map[string]int
 	transport   int
 	refused     []string // 4xx: a bug in the suite or the api
 	unacked     int
 	maxAckDelay time.Duration // longest time one change took to be acknowledged, retries included
+	lastAck     time.Time
+
+	total int // writers stop after publishing this many; zero: no bound
 
 	stopWriting context.CancelFunc
 	wg          sync.WaitGroup
 }
 
-func startLoad(c *cluster, ctx context.Context) *load {
+func startLoad(ctx context.Context, c *cluster, sh shape) *load {
+	if sh.rate == 0 {
+		sh.rate, sh.writers = loadRate, loadWriters
+	}
 	l := &load{
-		c:      c,
-		http:   &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
-		lim:    rate.NewLimiter(loadRate, loadWriters),
-		acked:  map[uint64]ack{},
-		keySeq: map[string]uint64{},
+		c:        c,
+		http:     &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		lim:      rate.NewLimiter(rate.Limit(sh.rate), sh.writers),
+		total:    sh.total,
+		acked:    map[uint64]ack{},
+		fiveXXBy: map[string]int{},
+		keySeq:   map[string]uint64{},
 	}
 	for i := range loadEvents {
 		l.events = append(l.events, fmt.Sprintf("c%02d", i))
@@ -73,7 +88,7 @@ func startLoad(c *cluster, ctx context.Context) *load {
 	l.started = time.Now()
 	wctx, stop := context.WithCancel(ctx)
 	l.stopWriting = stop
-	for w := range loadWriters {
+	for w := range sh.writers {
 		l.wg.Go(func() { l.writer(wctx, ctx, w) })
 	}
 	return l
@@ -100,6 +115,10 @@ func (l *load) writer(wctx, ctx context.Context, w int) {
 		eventID := l.events[rand.N(len(l.events))]
 		key := fmt.Sprintf("w%d-%d", w, n)
 		l.mu.Lock()
+		if l.total > 0 && l.published >= l.total {
+			l.mu.Unlock()
+			return
+		}
 		l.published++
 		l.mu.Unlock()
 		l.publish(ctx, w+n, eventID, key)
@@ -122,6 +141,7 @@ func (l *load) publish(ctx context.Context, pick int, eventID, key string) {
 		case status >= 500:
 			l.mu.Lock()
 			l.fiveXX++
+			l.fiveXXBy[api.name]++
 			if len(l.fiveXXLog) < 8 {
 				l.fiveXXLog = append(l.fiveXXLog, fmt.Sprintf("%s at +%.1fs: %d %s", api.name, time.Since(l.started).Seconds(), status, msg))
 			}
@@ -134,6 +154,7 @@ func (l *load) publish(ctx context.Context, pick int, eventID, key string) {
 			l.keySeq[key] = seq
 			l.acked[seq] = ack{eventID: eventID, key: key}
 			l.maxAckDelay = max(l.maxAckDelay, time.Since(start))
+			l.lastAck = time.Now()
 			l.mu.Unlock()
 			return
 		default:
@@ -291,7 +312,7 @@ type pollers struct {
 	cancel  context.CancelFunc
 }
 
-func startPollers(c *cluster, ctx context.Context, events []string) *pollers {
+func startPollers(ctx context.Context, c *cluster, events []string) *pollers {
 	ctx, cancel := context.WithCancel(ctx)
 	ps := &pollers{
 		c:      c,
@@ -471,7 +492,13 @@ func tally(name string, l *load, pw *pusherWatch, ps *pollers) row {
 		r.p99 = lat[min(n-1, n*99/100)]
 		r.maxLatency = lat[n-1]
 	}
+	if d := l.lastAck.Sub(l.started); d > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("load: %d changes acknowledged in %.1f s (%.0f/s)", len(l.acked), d.Seconds(), float64(len(l.acked))/d.Seconds()))
+	}
 	r.notes = append(r.notes, pw.examples...)
+	if l.fiveXX > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("5xx by process: %v (first ones below)", l.fiveXXBy))
+	}
 	r.notes = append(r.notes, l.fiveXXLog...)
 	r.notes = append(r.notes, l.doubles...)
 	r.notes = append(r.notes, l.refused...)

@@ -14,6 +14,7 @@ import (
 // scenario is one fault injected under load.
 type scenario struct {
 	name string
+	load shape // zero: the default shape, until the fault is over and 8 s more
 	// fault runs while the load goes on and returns when the system should
 	// have recovered from it.
 	fault func(s *run)
@@ -45,6 +46,17 @@ func (s *run) moreAcks(n int) {
 	})
 }
 
+// untilAcked waits until n changes in all were acknowledged.
+func (s *run) untilAcked(n int) {
+	s.t.Helper()
+	waitErr(s.t, 2*time.Minute, fmt.Sprintf("%d acknowledged changes", n), func() error {
+		if got := s.l.ackedCount(); got < n {
+			return fmt.Errorf("%d of %d", got, n)
+		}
+		return nil
+	})
+}
+
 // hold lets a fault last d: the fault's duration is what it is, not a wait
 // for a condition.
 func (s *run) hold(d time.Duration) {
@@ -56,11 +68,13 @@ func (s *run) hold(d time.Duration) {
 
 func scenarios() []scenario {
 	return []scenario{
-		{"relay-sigkill", func(s *run) {
-			// One relay replica SIGKILLed three times, restarted at once.
+		{"relay-sigkill", shape{rate: 500, writers: 16, total: 20000}, func(s *run) {
+			// Issue 9's relay target: 20,000 changes over 40 s, one of the
+			// two relay replicas SIGKILLed three times (about every 10 s),
+			// restarted at once.
 			r := s.c.relays[0]
 			for k := range 3 {
-				s.moreAcks(400)
+				s.untilAcked(5000 * (k + 1))
 				r.kill()
 				r.start(s.t)
 				start := time.Now()
@@ -68,9 +82,10 @@ func scenarios() []scenario {
 				s.note("kill %d: %s ready again in %v", k+1, r.name, time.Since(start).Round(10*time.Millisecond))
 			}
 		}},
-		{"leader-sigkill", func(s *run) {
+		{"leader-sigkill", shape{}, func(s *run) {
 			s.moreAcks(300)
 			old := s.leader()
+			s.notePlacement()
 			start := time.Now()
 			old.kill()
 			nl := s.c.waitLeader(old, 30*time.Second)
@@ -82,9 +97,10 @@ func scenarios() []scenario {
 			s.c.waitHealthy(90 * time.Second)
 			s.note("%s restarted; stream at three current replicas after %v", old.name, time.Since(start).Round(10*time.Millisecond))
 		}},
-		{"leader-partition", func(s *run) {
+		{"leader-partition", shape{}, func(s *run) {
 			s.moreAcks(300)
 			old := s.leader()
+			s.notePlacement()
 			if err := s.c.net.cut(old.index); err != nil {
 				s.t.Fatal(err)
 			}
@@ -122,7 +138,7 @@ func scenarios() []scenario {
 			s.c.waitHealthy(90 * time.Second)
 			s.note("healed after 15 s; stream at three current replicas after %v", time.Since(healedAt).Round(10*time.Millisecond))
 		}},
-		{"rolling-restart", func(s *run) {
+		{"rolling-restart", shape{}, func(s *run) {
 			// Every role process in turn, then every NATS node, each
 			// stopped with SIGTERM, started again and waited for.
 			for _, m := range append(append(append([]*member(nil), s.c.relays...), s.c.pollers...), s.c.apis...) {
@@ -148,7 +164,7 @@ func scenarios() []scenario {
 				s.note("%s stopped in %v, stream current %v later", n.name, stopped.Round(10*time.Millisecond), (time.Since(start) - stopped).Round(10*time.Millisecond))
 			}
 		}},
-		{"pusher-outage", func(s *run) {
+		{"pusher-outage", shape{}, func(s *run) {
 			s.moreAcks(300)
 			s.c.pusher.SetOutage(true)
 			s.hold(10 * time.Second)
@@ -164,6 +180,16 @@ func scenarios() []scenario {
 			})
 			s.note("Pusher dropped every request for 10 s; first delivery %v after it came back", time.Since(back).Round(10*time.Millisecond))
 		}},
+	}
+}
+
+// notePlacement notes where the stream leader, the relay's consumer leader
+// and the role connections are before a NATS fault.
+func (s *run) notePlacement() {
+	ctx, cancel := context.WithTimeout(s.t.Context(), 3*time.Second)
+	defer cancel()
+	if n, err := s.c.leader(ctx); err == nil {
+		s.note("before the fault: stream led by %s; %s", n.name, s.c.placement(ctx))
 	}
 }
 
@@ -242,8 +268,8 @@ func runScenario(t *testing.T, sc scenario) row {
 			pw.stop()
 		})
 	}
-	l = startLoad(c, ctx)
-	ps = startPollers(c, ctx, l.events)
+	l = startLoad(ctx, c, sc.load)
+	ps = startPollers(ctx, c, l.events)
 	// Before the processes are killed at cleanup (registered earlier, so
 	// run later).
 	t.Cleanup(stopAll)
@@ -251,8 +277,20 @@ func runScenario(t *testing.T, sc scenario) row {
 	s := &run{t: t, c: c, l: l, pw: pw}
 	s.moreAcks(300)
 	sc.fault(s)
-	// The load goes on for about 8 s after the system recovered.
-	s.moreAcks(loadRate * 8)
+	if sc.load.total > 0 {
+		// The writers stop on their own after the total.
+		waitErr(t, 5*time.Minute, "the load's total published and acknowledged", func() error {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if done := len(l.acked) + l.unacked + len(l.refused); done < l.total {
+				return fmt.Errorf("%d of %d", done, l.total)
+			}
+			return nil
+		})
+	} else {
+		// The load goes on for about 8 s after the system recovered.
+		s.moreAcks(loadRate * 8)
+	}
 	l.stopWriting()
 	l.wg.Wait()
 
@@ -328,23 +366,5 @@ func check(t *testing.T, r row) {
 	if r.refused+r.doubles+r.bad+r.crashes != 0 {
 		t.Errorf("%s: %d changes refused with a 4xx, %d keys stored twice, %d unreadable envelopes at Pusher, %d processes exited on their own (see the notes); want none",
 			r.name, r.refused, r.doubles, r.bad, r.crashes)
-	}
-}
-
-// poll is waitErr that returns the last error instead of failing.
-func poll(t *testing.T, timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			return t.Context().Err()
-		}
 	}
 }
