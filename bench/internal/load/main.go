@@ -418,26 +418,38 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		return nil, err
 	}
 	var connected, failed atomic.Int64
+	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	for i := range c.subs {
 		wg.Go(func() {
-			req, err := s.streamRequest(ctx, channel)
-			if err != nil {
-				failed.Add(1)
-				return
+			// A browser's EventSource reconnects; so do these, a few
+			// times, when a burst of connects overflows a listen backlog.
+			var res *http.Response
+			var err error
+			for attempt := 0; attempt < 5; attempt++ {
+				if attempt > 0 {
+					time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+				}
+				var req *http.Request
+				if req, err = s.streamRequest(ctx, channel); err != nil {
+					break
+				}
+				if res, err = hc.Do(req); err == nil && res.StatusCode != http.StatusOK {
+					res.Body.Close()
+					err = fmt.Errorf("status %s", res.Status)
+				}
+				if err == nil {
+					break
+				}
 			}
-			res, err := hc.Do(req)
 			if err != nil {
+				firstErr.CompareAndSwap(nil, &err)
 				failed.Add(1)
 				return
 			}
 			defer res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				failed.Add(1)
-				return
-			}
 			connected.Add(1)
 			rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
 			for {
@@ -460,7 +472,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	}
 	connectS := time.Since(start).Seconds()
 	if failed.Load() > 0 || connected.Load() < int64(c.subs) {
-		return nil, fmt.Errorf("sse: %d of %d subscribers connected (%d failed)", connected.Load(), c.subs, failed.Load())
+		return nil, fmt.Errorf("sse: %d of %d subscribers connected (%d failed, the first with %v)", connected.Load(), c.subs, failed.Load(), errOf(firstErr.Load()))
 	}
 	pub := httpClient(1)
 	// publish sends round r and waits until every subscriber has it (or
@@ -940,4 +952,11 @@ func seed(ctx context.Context, c config) (*seedResult, error) {
 		return nil, err
 	}
 	return &seedResult{Changes: c.count, Seconds: time.Since(t0).Seconds()}, nil
+}
+
+func errOf(p *error) error {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
