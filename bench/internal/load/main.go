@@ -390,6 +390,8 @@ type sseResult struct {
 	LastP50ms        float64   `json:"last_p50_ms"`
 	DeliveryP50ms    float64   `json:"delivery_p50_ms"`
 	Missing          int       `json:"missing"`
+	Reconnects       int64     `json:"reconnects"`
+	StreamEnded      string    `json:"stream_ended,omitempty"`
 	Deliveries       int       `json:"deliveries"`
 	CPUSeconds       float64   `json:"cpu_s"`
 	CPUusPerDelivery float64   `json:"cpu_us_per_delivery"`
@@ -418,51 +420,47 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		return nil, err
 	}
 	var connected, failed atomic.Int64
-	var firstErr atomic.Pointer[error]
+	var reconnects atomic.Int64
+	var firstErr, streamErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	for i := range c.subs {
 		wg.Go(func() {
-			// A browser's EventSource reconnects; so do these, a few
-			// times, when a burst of connects overflows a listen backlog.
-			var res *http.Response
-			var err error
-			for attempt := 0; attempt < 5; attempt++ {
-				if attempt > 0 {
-					time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-				}
-				var req *http.Request
-				if req, err = s.streamRequest(ctx, channel); err != nil {
-					break
-				}
-				if res, err = hc.Do(req); err == nil && res.StatusCode != http.StatusOK {
-					res.Body.Close()
-					err = fmt.Errorf("status %s", res.Status)
-				}
-				if err == nil {
-					break
-				}
-			}
-			if err != nil {
-				firstErr.CompareAndSwap(nil, &err)
-				failed.Add(1)
-				return
-			}
-			defer res.Body.Close()
-			connected.Add(1)
-			rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
-			for {
-				ev, err := rd.Next()
+			// A browser's EventSource reconnects when its stream ends or
+			// cannot open; so do these (a few tries per opening), and the
+			// result counts it.
+			for first := true; ctx.Err() == nil; first = false {
+				res, err := openStream(ctx, s, hc, channel)
 				if err != nil {
+					if ctx.Err() == nil {
+						firstErr.CompareAndSwap(nil, &err)
+						failed.Add(1)
+					}
 					return
 				}
-				r, ok := measure.IntField(ev.Data, "r")
-				if !ok || r < 0 || int(r) >= rounds || arrivals[r][i].Load() != 0 {
-					continue
+				if first {
+					connected.Add(1)
+				} else {
+					reconnects.Add(1)
 				}
-				arrivals[r][i].Store(int64(time.Since(start)))
-				counts[r].Add(1)
+				rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
+				for {
+					ev, err := rd.Next()
+					if err != nil {
+						if ctx.Err() == nil {
+							streamErr.CompareAndSwap(nil, &err)
+						}
+						break
+					}
+					r, ok := measure.IntField(ev.Data, "r")
+					if !ok || r < 0 || int(r) >= rounds || arrivals[r][i].Load() != 0 {
+						continue
+					}
+					arrivals[r][i].Store(int64(time.Since(start)))
+					counts[r].Add(1)
+				}
+				res.Body.Close()
 			}
 		})
 	}
@@ -501,7 +499,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		}
 	}
 	if got := counts[0].Load(); got < int64(c.subs) {
-		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change", got, c.subs)
+		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change (%d reconnects; a stream ended with %v)", got, c.subs, reconnects.Load(), errOf(streamErr.Load()))
 	}
 	time.Sleep(200 * time.Millisecond)
 	rssConnected, err := measure.ProcRSS(c.pid)
@@ -548,10 +546,42 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	res.LastP50ms = measure.Median(res.LastMs)
 	res.DeliveryP50ms = measure.Percentile(deliveries, 50)
 	res.CPUSeconds = cpuS
+	res.Reconnects = reconnects.Load()
+	if e := errOf(streamErr.Load()); e != nil {
+		res.StreamEnded = e.Error()
+	}
 	if res.Deliveries > 0 {
 		res.CPUusPerDelivery = cpuS * 1e6 / float64(res.Deliveries)
 	}
 	return res, nil
+}
+
+// openStream opens one SSE subscription, trying up to 5 times, since a
+// burst of thousands of connects can overflow a listen backlog.
+func openStream(ctx context.Context, s server, hc *http.Client, channel string) (*http.Response, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		var req *http.Request
+		if req, err = s.streamRequest(ctx, channel); err != nil {
+			return nil, err
+		}
+		var res *http.Response
+		if res, err = hc.Do(req); err == nil {
+			if res.StatusCode == http.StatusOK {
+				return res, nil
+			}
+			res.Body.Close()
+			err = fmt.Errorf("status %s", res.Status)
+		}
+	}
+	return nil, err
 }
 
 type hotResult struct {
