@@ -615,7 +615,9 @@ func (b *bench) report(w io.Writer) error {
 		hot("publish → each subscriber, p99, ms", "delivery_p99_ms", "%.0f")
 		hot("publish ack p50 idle, ms", "ack_idle_p50_ms", "%.1f")
 		hot("publish ack p50 during the storm, ms", "ack_storm_p50_ms", "%.1f")
-		hot("changes delivered to every long-poll (of ~200)", "fully_delivered", "%.0f")
+		hot("changes stored (10/s over the storm)", "changes", "%.0f")
+		hot("publishes failed (503 after the 5 s publish timeout)", "publish_failed", "%.0f")
+		hot("stored changes delivered to every long-poll", "fully_delivered", "%.0f")
 		idle, storm := b.med("hot/ours", "ack_idle_p50_ms"), b.med("hot/ours", "ack_storm_p50_ms")
 		if idle > 0 {
 			fmt.Fprintf(bw, "| publish ack p50, storm ÷ idle | %.1fx | |\n", storm/idle)

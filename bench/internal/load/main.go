@@ -390,6 +390,8 @@ type sseResult struct {
 	LastP50ms        float64   `json:"last_p50_ms"`
 	DeliveryP50ms    float64   `json:"delivery_p50_ms"`
 	Missing          int       `json:"missing"`
+	Reconnects       int64     `json:"reconnects"`
+	StreamEnded      string    `json:"stream_ended,omitempty"`
 	Deliveries       int       `json:"deliveries"`
 	CPUSeconds       float64   `json:"cpu_s"`
 	CPUusPerDelivery float64   `json:"cpu_us_per_delivery"`
@@ -418,39 +420,47 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		return nil, err
 	}
 	var connected, failed atomic.Int64
+	var reconnects atomic.Int64
+	var firstErr, streamErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	for i := range c.subs {
 		wg.Go(func() {
-			req, err := s.streamRequest(ctx, channel)
-			if err != nil {
-				failed.Add(1)
-				return
-			}
-			res, err := hc.Do(req)
-			if err != nil {
-				failed.Add(1)
-				return
-			}
-			defer res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				failed.Add(1)
-				return
-			}
-			connected.Add(1)
-			rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
-			for {
-				ev, err := rd.Next()
+			// A browser's EventSource reconnects when its stream ends or
+			// cannot open; so do these (a few tries per opening), and the
+			// result counts it.
+			for first := true; ctx.Err() == nil; first = false {
+				res, err := openStream(ctx, s, hc, channel)
 				if err != nil {
+					if ctx.Err() == nil {
+						firstErr.CompareAndSwap(nil, &err)
+						failed.Add(1)
+					}
 					return
 				}
-				r, ok := measure.IntField(ev.Data, "r")
-				if !ok || r < 0 || int(r) >= rounds || arrivals[r][i].Load() != 0 {
-					continue
+				if first {
+					connected.Add(1)
+				} else {
+					reconnects.Add(1)
 				}
-				arrivals[r][i].Store(int64(time.Since(start)))
-				counts[r].Add(1)
+				rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
+				for {
+					ev, err := rd.Next()
+					if err != nil {
+						if ctx.Err() == nil {
+							streamErr.CompareAndSwap(nil, &err)
+						}
+						break
+					}
+					r, ok := measure.IntField(ev.Data, "r")
+					if !ok || r < 0 || int(r) >= rounds || arrivals[r][i].Load() != 0 {
+						continue
+					}
+					arrivals[r][i].Store(int64(time.Since(start)))
+					counts[r].Add(1)
+				}
+				res.Body.Close()
 			}
 		})
 	}
@@ -460,7 +470,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	}
 	connectS := time.Since(start).Seconds()
 	if failed.Load() > 0 || connected.Load() < int64(c.subs) {
-		return nil, fmt.Errorf("sse: %d of %d subscribers connected (%d failed)", connected.Load(), c.subs, failed.Load())
+		return nil, fmt.Errorf("sse: %d of %d subscribers connected (%d failed, the first with %v)", connected.Load(), c.subs, failed.Load(), errOf(firstErr.Load()))
 	}
 	pub := httpClient(1)
 	// publish sends round r and waits until every subscriber has it (or
@@ -489,7 +499,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		}
 	}
 	if got := counts[0].Load(); got < int64(c.subs) {
-		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change", got, c.subs)
+		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change (%d reconnects; a stream ended with %v)", got, c.subs, reconnects.Load(), errOf(streamErr.Load()))
 	}
 	time.Sleep(200 * time.Millisecond)
 	rssConnected, err := measure.ProcRSS(c.pid)
@@ -536,10 +546,42 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	res.LastP50ms = measure.Median(res.LastMs)
 	res.DeliveryP50ms = measure.Percentile(deliveries, 50)
 	res.CPUSeconds = cpuS
+	res.Reconnects = reconnects.Load()
+	if e := errOf(streamErr.Load()); e != nil {
+		res.StreamEnded = e.Error()
+	}
 	if res.Deliveries > 0 {
 		res.CPUusPerDelivery = cpuS * 1e6 / float64(res.Deliveries)
 	}
 	return res, nil
+}
+
+// openStream opens one SSE subscription, trying up to 5 times, since a
+// burst of thousands of connects can overflow a listen backlog.
+func openStream(ctx context.Context, s server, hc *http.Client, channel string) (*http.Response, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		var req *http.Request
+		if req, err = s.streamRequest(ctx, channel); err != nil {
+			return nil, err
+		}
+		var res *http.Response
+		if res, err = hc.Do(req); err == nil {
+			if res.StatusCode == http.StatusOK {
+				return res, nil
+			}
+			res.Body.Close()
+			err = fmt.Errorf("status %s", res.Status)
+		}
+	}
+	return nil, err
 }
 
 type hotResult struct {
@@ -547,6 +589,7 @@ type hotResult struct {
 	Waiting          float64 `json:"waiting"`
 	BytesPerWaiting  float64 `json:"bytes_per_waiting"`
 	Changes          int     `json:"changes"`
+	PublishFailed    int     `json:"publish_failed"`
 	FullyDelivered   int     `json:"fully_delivered"`
 	Deliveries       int     `json:"deliveries"`
 	Answers          int64   `json:"answers"`
@@ -606,15 +649,17 @@ func publishAt(ctx context.Context, s server, hc *http.Client, eventID string, r
 	}
 }
 
-func ackMillis(acks []publishAck) ([]float64, error) {
-	var ms []float64
+// ackMillis returns how long every publish waited for its answer, and how
+// many failed: a starved server answers 503 once its publish timeout
+// passes, and that wait counts too, as the publisher had it.
+func ackMillis(acks []publishAck) (ms []float64, failed int) {
 	for _, a := range acks {
 		if a.err != nil {
-			return nil, a.err
+			failed++
 		}
 		ms = append(ms, float64(a.acked.Sub(a.sent))/1e6)
 	}
-	return ms, nil
+	return ms, failed
 }
 
 // hot measures ours alone (Centrifugo has no long-poll): the publish ack
@@ -625,9 +670,9 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	const eventID = "hot"
 	pub := httpClient(64)
 	idle := publishAt(ctx, s, pub, eventID, c.rate, c.idle)
-	idleMs, err := ackMillis(idle)
-	if err != nil {
-		return nil, err
+	idleMs, idleFailed := ackMillis(idle)
+	if idleFailed > 0 {
+		return nil, fmt.Errorf("hot: %d of %d publishes failed with no long-polls waiting", idleFailed, len(idle))
 	}
 	cursor := uint64(0)
 	for _, a := range idle {
@@ -733,15 +778,15 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 		return nil, err
 	}
 	storm := publishAt(ctx, s, pub, eventID, c.rate, c.duration)
-	stormMs, err := ackMillis(storm)
-	if err != nil {
-		return nil, err
-	}
+	stormMs, stormFailed := ackMillis(storm)
 	// Wait for the last changes to reach everybody (or 15 s).
 	complete := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, a := range storm {
+			if a.err != nil {
+				continue
+			}
 			if sl := bySeq[a.seq]; sl == nil || len(sl.arrivals) < c.subs {
 				return false
 			}
@@ -761,13 +806,13 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	wg.Wait()
 
 	res := &hotResult{Subs: c.subs, Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
-		Changes: len(storm), Answers: nAnswers, PollErrors: pollErrs.Load(), CPUSeconds: cpuS,
+		Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers, PollErrors: pollErrs.Load(), CPUSeconds: cpuS,
 		AckIdleP50ms: measure.Percentile(idleMs, 50), AckStormP50ms: measure.Percentile(stormMs, 50),
 		AckStormP99ms: measure.Percentile(stormMs, 99)}
 	var lasts, all []float64
 	for _, a := range storm {
 		sl := bySeq[a.seq]
-		if sl == nil {
+		if a.err != nil || sl == nil {
 			continue
 		}
 		if len(sl.arrivals) >= c.subs {
@@ -940,4 +985,11 @@ func seed(ctx context.Context, c config) (*seedResult, error) {
 		return nil, err
 	}
 	return &seedResult{Changes: c.count, Seconds: time.Since(t0).Seconds()}, nil
+}
+
+func errOf(p *error) error {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
