@@ -183,13 +183,25 @@ func runDev(ctx context.Context, env *settings) error {
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")
 	g, gctx := errgroup.WithContext(ctx)
+	// The operator user creates the streams before the roles start: the
+	// poller's own NATS user may only read, so a poller that found no
+	// stream would wait for a create it is not allowed to make.
+	ensured := make(chan struct{})
 	g.Go(func() error {
 		if err := r.ensure(gctx); err != nil {
 			return err
 		}
+		close(ensured)
 		return rl.Run(gctx)
 	})
-	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-ensured:
+		case <-gctx.Done():
+			return nil
+		}
+		return p.Run(gctx)
+	})
 	g.Go(func() error { return srv.Run(gctx) })
 	if local != nil {
 		g.Go(func() error { return local.Run(gctx) })
