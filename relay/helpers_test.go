@@ -55,7 +55,7 @@ func (r *rig) config() Config {
 		BatchWindow: 20 * time.Millisecond,
 		BatchSize:   500,
 		MaxInFlight: 4,
-		AckWait:     5 * time.Second,
+		AckWait:     15 * time.Second, // no redelivery on a loaded machine unless a test wants one
 		MaxDeliver:  5,
 		// Long: a request that times out on a loaded machine is sent
 		// again, and the duplicate fails tests that count events.

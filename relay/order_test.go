@@ -38,7 +38,7 @@ func TestRelayDropsNoChangeWhenAnIdlePullExpiresLate(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
-	cfg.AckWait = time.Second // a dropped change comes back within the test
+	cfg.AckWait = 3 * time.Second // a dropped change comes back within the test
 	nc := rg.nats.Conn(t, nats.SetCustomDialer(lagDialer{lag: 30 * time.Millisecond}))
 	rg.start(cfg, mustJS(t, nc))
 	var ids []string

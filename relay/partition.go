@@ -5,14 +5,14 @@ package relay
 //
 // Every eventId belongs to one of P partitions (FNV-1a of the eventId, mod
 // P). A replica owns a partition while it holds the partition's lease, a key
-// in the KV bucket LIVE_RELAY_LEASES whose TTL (LeaseTTL) the owner renews;
+// in the KV bucket liveupdates_relay_leases whose TTL (LeaseTTL) the owner renews;
 // replicas announce themselves in the same bucket and each takes a fair
 // share, ceil(P / replicas), so two replicas split the work and one takes
 // it all when the other is gone. The owner reads the stream from the
 // partition's checkpoint with an ordered consumer, skips other partitions'
 // changes by subject (no decoding), sends its own through the lanes, and
 // writes the checkpoint (the highest seq below which every change of the
-// partition was accepted or dead-lettered) to LIVE_RELAY_CHECKPOINTS.
+// partition was accepted or dead-lettered) to liveupdates_relay_checkpoints.
 //
 // A replica that dies leaves no unacked messages behind: its leases expire
 // after LeaseTTL and the next owner starts reading at checkpoint+1, in seq
@@ -51,8 +51,8 @@ import (
 
 // KV buckets of partitioned mode.
 const (
-	LeaseBucket      = "LIVE_RELAY_LEASES"
-	CheckpointBucket = "LIVE_RELAY_CHECKPOINTS"
+	LeaseBucket      = "liveupdates_relay_leases"
+	CheckpointBucket = "liveupdates_relay_checkpoints"
 )
 
 // partitionOf maps an eventId to its partition.
@@ -573,6 +573,7 @@ func (r *Relay) readBatch(rd *reader, ps *partState, n int64) error {
 	}
 	r.hold.sem.Release(n - int64(len(mine)))
 	r.dispatchTo(mine, ps)
+	r.pulled()
 	if err != nil {
 		return fmt.Errorf("read partition %d: %w", ps.p, err)
 	}

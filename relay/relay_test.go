@@ -63,9 +63,6 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	_, ids := rg.publish(cs...) // a backlog, fetched as one batch
 	cfg := rg.config()
 	cfg.MaxInFlight = 1
-	// The lane waits up to a window for the rest of a backlog before it
-	// sends a partial batch; a loaded machine needs more than 20 ms.
-	cfg.BatchWindow = 300 * time.Millisecond
 	rg.start(cfg, nil)
 	rg.waitIDs(20*time.Second, ids)
 	if got := rg.pusher.Requests(); got != 20 {
@@ -88,10 +85,6 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 4
 	cfg.BatchSize = 100 // twenty pulls, each leaving a partial tail in every lane
-	// A lane waits up to a window for the fetcher's next pull before it
-	// sends a partial tail; on a loaded machine a pull takes longer than
-	// the 20 ms production window.
-	cfg.BatchWindow = 300 * time.Millisecond
 	rg.start(cfg, nil)
 	rg.waitIDs(30*time.Second, ids)
 	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {

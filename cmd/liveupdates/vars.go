@@ -68,6 +68,8 @@ func relayOnlyVars() []envVar {
 		{Name: "LIVE_RELAY_REQUESTS_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher requests per second (your plan's quota)"},
 		{Name: "LIVE_RELAY_MESSAGES_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher messages per second (your plan's quota)"},
 		{Name: "LIVE_RELAY_TIMEOUT", Default: "5s", Help: "timeout of one Pusher request"},
+		{Name: "LIVE_RELAY_PARTITIONS", Default: "0 (off)", Help: "partitioned mode: split eventIds into this many partitions, each sent by one replica at a time, in order across crashes (use several times the replica count, such as 8)"},
+		{Name: "LIVE_RELAY_LEASE_TTL", Default: "2s", Help: "partitioned mode: how long a dead replica's partitions wait for a new owner"},
 	}
 }
 
