@@ -8,8 +8,8 @@ import (
 
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/testutil"
-	"github.com/nostressplanner/liveupdates/testutil/pusherserver"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -20,7 +20,7 @@ var replicaEvents = flag.Int("relay.replica-events", 8000, "changes drained per 
 // to reach Pusher (every change settled).
 func drainWith(b *testing.B, replicas, lanes, n int) time.Duration {
 	b.Helper()
-	rg := newRig(b, pusherserver.Options{})
+	rg := newRig(b, pushercompat.Options{})
 	// Each Pusher request takes 40 ms: the replicas' lanes, not the CPU,
 	// bound the rate.
 	rg.pusher.SetLatency(40 * time.Millisecond)
