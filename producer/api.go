@@ -209,6 +209,14 @@ func (a *API) authed(next keyHandler) http.Handler {
 			a.unauthorized(w, "unknown API key")
 			return
 		}
+		// The body's deadline starts here, so it bounds the handler's
+		// own read and also what net/http reads of a body a handler left
+		// unread (a 400 on the path, a 429) before it answers. A server
+		// that cannot set deadlines (a test recorder) has no connection
+		// to hold.
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			a.log.WithError(err).Debug("set the body read deadline")
+		}
 		next(w, r, key)
 	})
 }
@@ -268,7 +276,7 @@ func (a *API) handleEvent(w http.ResponseWriter, r *http.Request, key int) {
 		return
 	}
 	limit := min(a.cfg.MaxEventBytes, a.cfg.MaxRequestBytes)
-	body, err := readBody(w, r, limit, a.cfg.BodyTimeout)
+	body, err := readBody(w, r, limit)
 	if err != nil {
 		a.writeBodyError(w, err, limit)
 		return
@@ -335,7 +343,7 @@ func (a *API) handlePublish(w http.ResponseWriter, r *http.Request, key int) {
 			return
 		}
 	}
-	body, err := readBody(w, r, a.cfg.MaxRequestBytes, a.cfg.BodyTimeout)
+	body, err := readBody(w, r, a.cfg.MaxRequestBytes)
 	if err != nil {
 		a.writeBodyError(w, err, a.cfg.MaxRequestBytes)
 		return
@@ -508,7 +516,7 @@ func (a *API) handleTokens(w http.ResponseWriter, r *http.Request, key int) {
 	if !a.allow(w, key, 1) {
 		return
 	}
-	body, err := readBody(w, r, maxTokenBody, a.cfg.BodyTimeout)
+	body, err := readBody(w, r, maxTokenBody)
 	if err != nil {
 		a.writeBodyError(w, err, maxTokenBody)
 		return
@@ -589,18 +597,15 @@ func (a *API) logFailure(err error, status int, route string) {
 // errBodyTooLarge is what readBody returns past its limit.
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads at most limit bytes of r's body within timeout.
-func readBody(w http.ResponseWriter, r *http.Request, limit int, timeout time.Duration) ([]byte, error) {
+// readBody reads at most limit bytes of r's body, within the read deadline
+// authed set (APIConfig.BodyTimeout): a client that stops sending mid-body
+// holds its connection and this goroutine no longer. The server's
+// ReadTimeout bounds it too where it is set; this holds whatever server
+// mounts the API.
+func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {
 	if r.ContentLength > int64(limit) {
 		return nil, errBodyTooLarge
 	}
-	// A client that stops sending mid-body holds its connection and this
-	// goroutine only this long. The server's ReadTimeout bounds it too
-	// where it is set; this holds whatever server mounts the API. A
-	// server that cannot set deadlines (a test recorder) answers
-	// ErrNotSupported, and the body is read as before.
-	rc := http.NewResponseController(w)
-	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -613,12 +618,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int, timeout time.Du
 		}
 		return nil, fmt.Errorf("read request body: %w", err)
 	}
-	if deadline {
-		// Cleared, or the server's watch for a closed connection would
-		// time out mid-handler and cancel the request's context.
-		if err := rc.SetReadDeadline(time.Time{}); err != nil {
-			return nil, fmt.Errorf("clear the body read deadline: %w", err)
-		}
+	// Cleared, or the server's watch for a closed connection would time
+	// out mid-handler and cancel the request's context.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, fmt.Errorf("clear the body read deadline: %w", err)
 	}
 	return buf.Bytes(), nil
 }

@@ -334,7 +334,7 @@ func TestAPIBatchAnswersAResultPerChange(t *testing.T) {
 
 func TestAPIAnswers503DuringANATSOutageAndRecovers(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, APIConfig{PublishTimeout: 300 * time.Millisecond})
+	e := newAPIEnv(t, APIConfig{PublishTimeout: 2 * time.Second})
 	if a := e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, nil, `1`); a.status != http.StatusAccepted {
 		t.Fatalf("before outage: status=%d body=%s", a.status, a.body)
 	}

@@ -180,6 +180,17 @@ func TestAPIBoundsTheTimeToReadABody(t *testing.T) {
 	if err := rest(); err != nil {
 		t.Fatalf("the server did not close the connection: %v", err)
 	}
+	// A request refused before its body is read (here a bad eventId):
+	// net/http reads the rest of the body before it answers, within the
+	// same deadline.
+	resp, rest = rawRequest(t, e.url, "POST /v1/events/e%2542/vote.updated HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer "+testKey+
+		"\r\nContent-Length: 100\r\n\r\n{")
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Fatalf("refused unread: status=%d Connection=%q, want 400 and close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	if err := rest(); err != nil {
+		t.Fatalf("refused unread: the server did not close the connection: %v", err)
+	}
 }
 
 // rawRequest writes req on a new TCP connection to the server at base and

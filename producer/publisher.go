@@ -370,10 +370,18 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 // one timer (the attempt's), as a raw jetstream publish does.
 func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
+	var cause error
 	for {
 		ack, err := p.attempt(ctx, m, deadline)
 		if err == nil {
 			return ack, nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) && cause != nil {
+			// The deadline cut the last attempt short; what failed the
+			// attempts before it (no stream, no quorum) is the reason.
+			err = fmt.Errorf("%w; before that: %w", err, cause)
+		} else if !errors.Is(err, context.DeadlineExceeded) {
+			cause = err
 		}
 		if !isTransient(err) || !b.wait(ctx, deadline) {
 			return nil, err

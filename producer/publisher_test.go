@@ -166,7 +166,8 @@ func TestPublishWithoutAStreamIsUnavailableWithinTheDeadline(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	p := NewPublisher(srv.JS(t), Options{})
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	// Long enough for one attempt to be answered on a loaded machine.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
 	res, err := p.Publish(ctx, Change{EventID: "e1", Type: "vote.updated", Data: json.RawMessage(`1`), ID: "x1"})
@@ -176,8 +177,8 @@ func TestPublishWithoutAStreamIsUnavailableWithinTheDeadline(t *testing.T) {
 	if res.ID != "x1" {
 		t.Fatalf("Publish() id=%q, want x1 so the caller can retry", res.ID)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("Publish() returned after %v, far past its 300ms deadline", d)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("Publish() returned after %v, far past its 2s deadline", d)
 	}
 }
 
