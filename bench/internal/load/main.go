@@ -727,6 +727,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	for range c.subs {
 		wg.Go(func() {
 			since := cursor
+			var buf bytes.Buffer
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
 					c.base+"/v1/events/"+eventID+"/updates?since="+strconv.FormatUint(since, 10)+"&wait=25", nil)
@@ -738,15 +739,15 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 					}
 					continue
 				}
-				var body struct {
-					Cursor string `json:"cursor"`
-					Events []struct {
-						Seq uint64 `json:"seq"`
-					} `json:"events"`
-				}
-				err = json.NewDecoder(res.Body).Decode(&body)
+				buf.Reset()
+				_, err = buf.ReadFrom(res.Body)
 				at := time.Now()
 				res.Body.Close()
+				var next uint64
+				var seqs []uint64
+				if err == nil && res.StatusCode == http.StatusOK {
+					next, seqs, err = measure.ParseUpdates(buf.Bytes())
+				}
 				if err != nil || res.StatusCode != http.StatusOK {
 					if ctx.Err() == nil {
 						pollErrs.Add(1)
@@ -756,18 +757,16 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 				}
 				answers.Add(1)
 				mu.Lock()
-				for _, e := range body.Events {
-					sl := bySeq[e.Seq]
+				for _, seq := range seqs {
+					sl := bySeq[seq]
 					if sl == nil {
 						sl = &slot{}
-						bySeq[e.Seq] = sl
+						bySeq[seq] = sl
 					}
 					sl.arrivals = append(sl.arrivals, at)
 				}
 				mu.Unlock()
-				if n, err := strconv.ParseUint(body.Cursor, 10, 64); err == nil && n > since {
-					since = n
-				}
+				since = max(since, next)
 			}
 		})
 	}
