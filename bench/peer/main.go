@@ -109,6 +109,7 @@ func run() error {
 		}
 	}
 	started := time.Now()
+	b.logf("load average at the start: %s", loadAvg())
 	for r := range o.rounds {
 		// Alternate which server goes first, so neither always meets the
 		// machine right after the other's load.
@@ -148,7 +149,7 @@ func run() error {
 		if err := os.MkdirAll(o.profile, 0o755); err != nil {
 			return err
 		}
-		for _, m := range []string{"ingest", "sse"} {
+		for _, m := range []string{"ingest", "sse", "hot"} {
 			if only[m] {
 				if err := b.measure(ctx, m, "ours", -1, filepath.Join(o.profile, m+".pprof")); err != nil {
 					return err
@@ -156,7 +157,7 @@ func run() error {
 			}
 		}
 	}
-	b.logf("all runs took %s", time.Since(started).Round(time.Second))
+	b.logf("all runs took %s; load average at the end: %s", time.Since(started).Round(time.Second), loadAvg())
 	if o.out != "" {
 		raw, err := json.MarshalIndent(b.results, "", "  ")
 		if err != nil {
@@ -425,7 +426,11 @@ func (b *bench) measure(ctx context.Context, mode, target string, round int, pro
 			args = append(args, "-rounds", "30") // about 8 s of fan-out to profile
 		}
 	}
-	b.logf("round %d: %s against %s", round+1, mode, target)
+	label := "round " + strconv.Itoa(round+1)
+	if round < 0 {
+		label = "profile"
+	}
+	b.logf("%s: %s against %s (load average %s)", label, mode, target, loadAvg())
 	res, err := b.runLoad(ctx, args...)
 	if err != nil {
 		return fmt.Errorf("%w\nserver logs:\n%s", err, tail(p.logs.String(), 2000))
@@ -435,6 +440,20 @@ func (b *bench) measure(ctx context.Context, mode, target string, round int, pro
 		b.keep(mode+"/"+target, res)
 	}
 	return nil
+}
+
+// loadAvg is the one-minute load average: on a shared machine it says how
+// much of the two cores anybody got.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func (b *bench) keep(key string, res json.RawMessage) {

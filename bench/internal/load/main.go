@@ -302,6 +302,9 @@ type ingestResult struct {
 	P99ms        float64 `json:"p99_ms"`
 	CPUSeconds   float64 `json:"cpu_s"`
 	CPUusPerItem float64 `json:"cpu_us_per_event"`
+	// The load tool's own CPU time: on a shared machine it says how much
+	// of the cores the client took from the server.
+	LoadCPUSeconds float64 `json:"load_cpu_s"`
 }
 
 // ingest sends batches from c.clients clients, each waiting for its answer
@@ -355,6 +358,12 @@ func ingest(ctx context.Context, c config) (*ingestResult, error) {
 		wg.Wait()
 		return nil, err
 	}
+	self, err := startCPU(os.Getpid())
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		return nil, err
+	}
 	prof := profile(c, c.duration)
 	t0 := time.Now()
 	measuring.Store(true)
@@ -362,6 +371,7 @@ func ingest(ctx context.Context, c config) (*ingestResult, error) {
 	measuring.Store(false)
 	el := time.Since(t0).Seconds()
 	cpuS, cpuErr := cpu.seconds()
+	selfS, _ := self.seconds()
 	close(stop)
 	wg.Wait()
 	if err := errors.Join(cpuErr, prof()); err != nil {
@@ -370,7 +380,7 @@ func ingest(ctx context.Context, c config) (*ingestResult, error) {
 	n := events.Load()
 	r := &ingestResult{Target: c.target, Events: n, Requests: len(latencies), Errors: errs.Load(), Seconds: el,
 		EventsPerSec: float64(n) / el, P50ms: measure.Percentile(latencies, 50), P99ms: measure.Percentile(latencies, 99),
-		CPUSeconds: cpuS}
+		CPUSeconds: cpuS, LoadCPUSeconds: selfS}
 	if n > 0 {
 		r.CPUusPerItem = cpuS * 1e6 / float64(n)
 	}
@@ -395,6 +405,7 @@ type sseResult struct {
 	Deliveries       int       `json:"deliveries"`
 	CPUSeconds       float64   `json:"cpu_s"`
 	CPUusPerDelivery float64   `json:"cpu_us_per_delivery"`
+	LoadCPUSeconds   float64   `json:"load_cpu_s"`
 }
 
 // sse opens c.subs subscriptions to one channel and publishes one change at
@@ -510,6 +521,10 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	self, err := startCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	prof := profile(c, time.Duration(c.rounds)*300*time.Millisecond)
 	res := &sseResult{Target: c.target, Subs: c.subs, Connected: int(connected.Load()), ConnectSeconds: connectS,
 		RSSBefore: rssBefore, RSSConnected: rssConnected}
@@ -535,9 +550,11 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	cpuS, cpuErr := cpu.seconds()
-	if err := errors.Join(cpuErr, prof()); err != nil {
+	selfS, selfErr := self.seconds()
+	if err := errors.Join(cpuErr, selfErr, prof()); err != nil {
 		return nil, err
 	}
+	res.LoadCPUSeconds = selfS
 	res.RSSAfter, err = measure.ProcRSS(c.pid)
 	if err != nil {
 		return nil, err
@@ -588,6 +605,7 @@ type hotResult struct {
 	Subs             int     `json:"subs"`
 	Waiting          float64 `json:"waiting"`
 	BytesPerWaiting  float64 `json:"bytes_per_waiting"`
+	LoadCPUSeconds   float64 `json:"load_cpu_s"`
 	Changes          int     `json:"changes"`
 	PublishFailed    int     `json:"publish_failed"`
 	FullyDelivered   int     `json:"fully_delivered"`
@@ -709,6 +727,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	for range c.subs {
 		wg.Go(func() {
 			since := cursor
+			var buf bytes.Buffer
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
 					c.base+"/v1/events/"+eventID+"/updates?since="+strconv.FormatUint(since, 10)+"&wait=25", nil)
@@ -720,15 +739,15 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 					}
 					continue
 				}
-				var body struct {
-					Cursor string `json:"cursor"`
-					Events []struct {
-						Seq uint64 `json:"seq"`
-					} `json:"events"`
-				}
-				err = json.NewDecoder(res.Body).Decode(&body)
+				buf.Reset()
+				_, err = buf.ReadFrom(res.Body)
 				at := time.Now()
 				res.Body.Close()
+				var next uint64
+				var seqs []uint64
+				if err == nil && res.StatusCode == http.StatusOK {
+					next, seqs, err = measure.ParseUpdates(buf.Bytes())
+				}
 				if err != nil || res.StatusCode != http.StatusOK {
 					if ctx.Err() == nil {
 						pollErrs.Add(1)
@@ -738,18 +757,16 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 				}
 				answers.Add(1)
 				mu.Lock()
-				for _, e := range body.Events {
-					sl := bySeq[e.Seq]
+				for _, seq := range seqs {
+					sl := bySeq[seq]
 					if sl == nil {
 						sl = &slot{}
-						bySeq[e.Seq] = sl
+						bySeq[seq] = sl
 					}
 					sl.arrivals = append(sl.arrivals, at)
 				}
 				mu.Unlock()
-				if n, err := strconv.ParseUint(body.Cursor, 10, 64); err == nil && n > since {
-					since = n
-				}
+				since = max(since, next)
 			}
 		})
 	}
@@ -777,6 +794,11 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	self, err := startCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	prof := profile(c, c.duration)
 	storm := publishAt(ctx, s, pub, eventID, c.rate, c.duration)
 	stormMs, stormFailed := ackMillis(storm)
 	// Wait for the last changes to reach everybody (or 15 s).
@@ -801,12 +823,16 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	selfS, err := self.seconds()
+	if err := errors.Join(err, prof()); err != nil {
+		return nil, err
+	}
 	nAnswers := answers.Load()
 	cancel()
 	wg.Wait()
 
 	res := &hotResult{Subs: c.subs, Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
-		Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers, PollErrors: pollErrs.Load(), CPUSeconds: cpuS,
+		LoadCPUSeconds: selfS, Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers, PollErrors: pollErrs.Load(), CPUSeconds: cpuS,
 		AckIdleP50ms: measure.Percentile(idleMs, 50), AckStormP50ms: measure.Percentile(stormMs, 50),
 		AckStormP99ms: measure.Percentile(stormMs, 99)}
 	var lasts, all []float64

@@ -162,3 +162,22 @@ func TestHS256SignsAVerifiableToken(t *testing.T) {
 		t.Fatalf("claims %s (%v), want sub u1 and one channel", body, err)
 	}
 }
+
+func TestParseUpdatesFindsTheCursorAndEverySeq(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"cursor":"1043","events":[{"id":"01A","seq":1042,"eventId":"hot","type":"vote.updated","data":{"r":1}},` +
+		`{"id":"01B","seq":1043,"eventId":"hot","type":"vote.updated","data":{"r":2}}]}`)
+	cursor, seqs, err := ParseUpdates(body)
+	if err != nil || cursor != 1043 || len(seqs) != 2 || seqs[0] != 1042 || seqs[1] != 1043 {
+		t.Fatalf("ParseUpdates = %d, %v, %v, want 1043 and [1042 1043]", cursor, seqs, err)
+	}
+	cursor, seqs, err = ParseUpdates([]byte(`{"cursor":"7","events":[]}`))
+	if err != nil || cursor != 7 || len(seqs) != 0 {
+		t.Fatalf("ParseUpdates of no changes = %d, %v, %v, want 7 and none", cursor, seqs, err)
+	}
+	for _, bad := range []string{`{"events":[]}`, `{"cursor":"x","events":[]}`, `{"cursor":"7","events":[{"seq":"1"}]}`} {
+		if _, _, err := ParseUpdates([]byte(bad)); err == nil {
+			t.Errorf("ParseUpdates(%s) = nil error, want one", bad)
+		}
+	}
+}
