@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,7 +26,7 @@ import (
 // LoadConfig functions.
 var knownEnv = map[string]bool{
 	// common
-	"LIVE_NATS_URL": true, "LIVE_NATS_USER": true, "LIVE_NATS_PASSWORD": true, "LIVE_HTTP_ADDR": true, "LIVE_LOG_LEVEL": true, "LIVE_LOG_FORMAT": true,
+	"LIVE_NATS_URL": true, "LIVE_NATS_USER": true, "LIVE_NATS_PASSWORD": true, "LIVE_HTTP_ADDR": true, "LIVE_METRICS_ADDR": true, "LIVE_LOG_LEVEL": true, "LIVE_LOG_FORMAT": true,
 	"LIVE_STREAM_STORAGE": true, "LIVE_STREAM_MAX_AGE": true, "LIVE_STREAM_MAX_BYTES": true,
 	"LIVE_STREAM_REPLICAS": true, "LIVE_STREAM_DUPLICATES": true,
 	// api
@@ -772,8 +773,8 @@ func TestPrometheusScrapesEveryRole(t *testing.T) {
 			t.Errorf("no scrape job %s", job)
 			continue
 		}
-		if k[component] != role || k[name] != "liveupdates" || k[portName] != "http" {
-			t.Errorf("job %s keeps %v, want component %s of liveupdates on port http", job, k, role)
+		if k[component] != role || k[name] != "liveupdates" || k[portName] != "metrics" {
+			t.Errorf("job %s keeps %v, want component %s of liveupdates on port metrics (LIVE_METRICS_ADDR)", job, k, role)
 		}
 	}
 	if k := kept["nats"]; k[name] != "nats" || k[portName] != "metrics" {
@@ -783,8 +784,35 @@ func TestPrometheusScrapesEveryRole(t *testing.T) {
 	objs := manifests(t)
 	live := liveContainers(t, objs)
 	for role, lc := range live {
-		if lc.w.Spec.Template.Metadata.Labels["app.kubernetes.io/component"] != role || !portExists(lc.c, "http") {
+		if lc.w.Spec.Template.Metadata.Labels["app.kubernetes.io/component"] != role || !portExists(lc.c, "metrics") {
 			t.Errorf("%s pods lack the label or port name the scrape job keeps", role)
+		}
+		// The port named metrics is the one the role serves /metrics on,
+		// and no Service publishes it.
+		env := environment(t, objs, lc.c)
+		_, mport, err := net.SplitHostPort(env["LIVE_METRICS_ADDR"])
+		if err != nil {
+			t.Errorf("%s: LIVE_METRICS_ADDR=%q: %v", role, env["LIVE_METRICS_ADDR"], err)
+			continue
+		}
+		n, _ := strconv.Atoi(mport)
+		for _, p := range lc.c.Ports {
+			if p.Name == "metrics" && p.ContainerPort != n {
+				t.Errorf("%s: port metrics is %d, but LIVE_METRICS_ADDR serves %d", role, p.ContainerPort, n)
+			}
+		}
+		if lc.w.Spec.Template.Metadata.Annotations["prometheus.io/port"] != mport {
+			t.Errorf("%s: prometheus.io/port annotation %q, want LIVE_METRICS_ADDR's %s", role, lc.w.Spec.Template.Metadata.Annotations["prometheus.io/port"], mport)
+		}
+		for _, o := range objs {
+			if o.Kind != "Service" || !subset(matchLabels(t, o), lc.w.Spec.Template.Metadata.Labels) {
+				continue
+			}
+			for _, sp := range o.Spec.Ports {
+				if sp.TargetPort == "metrics" || sp.TargetPort == n || sp.Port == n {
+					t.Errorf("Service %s publishes %s's metrics port", o.Metadata.Name, role)
+				}
+			}
 		}
 	}
 	sts := find(objs, "StatefulSet", "nats")

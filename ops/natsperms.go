@@ -1,5 +1,7 @@
 package ops
 
+import "github.com/nostressplanner/liveupdates/wire"
+
 // NATSPermissions is what one role's NATS user may publish and subscribe
 // to: subject patterns as nats-server takes them in an authorization block.
 // Anything not allowed is denied.
@@ -15,8 +17,8 @@ type NATSPermissions struct {
 // $JS.API.CONSUMER.*.LIVE_EVENTS.>, and the two-token verbs (MSG.NEXT,
 // DURABLE.CREATE) by their own patterns.
 const (
-	streamName = "LIVE_EVENTS"
-	dlqName    = "LIVE_DLQ"
+	streamName = wire.StreamName
+	dlqName    = wire.DLQStreamName
 )
 
 func streamRead(name string) []string {
@@ -61,12 +63,12 @@ func InboxPrefix(role string) string { return "_INBOX." + role }
 func NATSRoles() map[string]NATSPermissions {
 	jsInfo := "$JS.API.INFO"
 	api := NATSPermissions{
-		Publish:   append(append([]string{"live.events.>", jsInfo}, streamRead(streamName)...), streamEnsure(streamName)...),
+		Publish:   append(append([]string{wire.StreamSubjects, jsInfo}, streamRead(streamName)...), streamEnsure(streamName)...),
 		Subscribe: []string{inbox("api")},
 	}
 	relay := NATSPermissions{
 		Publish: concat(
-			[]string{"live.dlq.>", jsInfo},
+			[]string{wire.DLQStreamSubjects, jsInfo},
 			streamRead(streamName), streamEnsure(streamName),
 			streamRead(dlqName), streamEnsure(dlqName),
 			[]string{
