@@ -41,8 +41,6 @@ type node struct {
 	ip    string
 }
 
-func (n *node) url() string { return fmt.Sprintf("nats://%s:%d", n.ip, clientPort) }
-
 // member is one liveupdates process of a role, on its own HTTP address.
 type member struct {
 	*proc
