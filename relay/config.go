@@ -37,7 +37,8 @@ type Config struct {
 	// Pusher requests in flight. Zero means 4.
 	MaxInFlight int
 	// AckWait is the consumer's ack wait; held changes are kept alive with
-	// InProgress well within it. Zero means 30s.
+	// InProgress well within it. Zero means 3s: short, so a change held by
+	// a relay that was killed is redelivered within seconds of the kill.
 	AckWait time.Duration
 	// MaxDeliver is the consumer's delivery limit; a change that reaches it
 	// is dead-lettered. Zero means 10.
@@ -62,13 +63,27 @@ type Config struct {
 	MessagesPerSecond float64
 	// Timeout bounds one Pusher HTTP request. Zero means 5s.
 	Timeout time.Duration
+	// Partitions, when positive, turns on partitioned mode (see
+	// partition.go): eventIds are split into this many partitions, each
+	// sent by one replica at a time in strict seq order, handed over in
+	// order within about LeaseTTL when a replica dies. Zero means off: every
+	// replica shares one durable consumer (order holds per channel only
+	// while no replica crashes). Use several times the replica count.
+	Partitions int
+	// LeaseTTL is how long a partition's lease lives without renewal, so
+	// how long a dead replica's partitions wait for a new owner. Zero means
+	// 2s.
+	LeaseTTL time.Duration
 
 	// The knobs below have no environment variable; tests shorten them.
 
 	// BackoffBase is the first retry delay after a failed request. Zero
 	// means 100ms.
 	BackoffBase time.Duration
-	// BackoffMax caps the retry delay. Zero means 30s.
+	// BackoffMax caps the retry delay. Zero means 1s: after an outage the
+	// first request goes within about a second of Pusher being back (a
+	// longer Retry-After is still honoured), and probing an unreachable
+	// Pusher once a second costs nothing worth saving.
 	BackoffMax time.Duration
 	// AuthRetryInterval is how often the relay probes Pusher (and logs)
 	// while Pusher refuses its credentials (401/403/404). Zero means 30s.
@@ -79,6 +94,13 @@ type Config struct {
 	// LagInterval is how often consumer info is sampled for the pending
 	// gauge. Zero means 10s.
 	LagInterval time.Duration
+	// CheckpointInterval is how often an owned partition's checkpoint is
+	// written; it bounds what a new owner sends again. Zero means 100ms.
+	CheckpointInterval time.Duration
+	// StallAfter is how long the relay may go without acking or
+	// terminating a change, while changes are pending and Pusher is
+	// healthy, before Ready reports ErrStalled. Zero means 60s.
+	StallAfter time.Duration
 }
 
 // Consumer is the durable pull consumer every relay replica shares.
@@ -98,7 +120,7 @@ const maxChannelLen = 164
 //	LIVE_RELAY_BATCH_WINDOW                   duration, default 20ms
 //	LIVE_RELAY_BATCH_SIZE                     1..10000, default 500
 //	LIVE_RELAY_MAX_IN_FLIGHT                  1..64, default 4
-//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 30s
+//	LIVE_RELAY_ACK_WAIT                       duration >= 1s, default 3s
 //	LIVE_RELAY_MAX_DELIVER                    1..1000, default 10
 //	LIVE_RELAY_MAX_ACK_PENDING                >= batch size, default 5000
 //	LIVE_RELAY_COALESCE                       off, or a comma list of types; default the six known
@@ -107,6 +129,8 @@ const maxChannelLen = 164
 //	LIVE_RELAY_REQUESTS_PER_SECOND            >= 0, 0 (default) unlimited
 //	LIVE_RELAY_MESSAGES_PER_SECOND            >= 0, 0 (default) unlimited
 //	LIVE_RELAY_TIMEOUT                        duration, default 5s
+//	LIVE_RELAY_PARTITIONS                     0..1024, default 0 (off)
+//	LIVE_RELAY_LEASE_TTL                      duration >= 500ms, default 2s
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		Secure:        true,
@@ -114,12 +138,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		BatchWindow:   20 * time.Millisecond,
 		BatchSize:     500,
 		MaxInFlight:   4,
-		AckWait:       30 * time.Second,
+		AckWait:       3 * time.Second,
 		MaxDeliver:    10,
 		MaxAckPending: 5000,
 		CoalesceTypes: wire.KnownTypes(),
 		ChannelPrefix: "event-",
 		Timeout:       5 * time.Second,
+		LeaseTTL:      2 * time.Second,
 	}
 	var errs []error
 	c.AppID = strings.TrimSpace(getenv("PUSHER_APP_ID"))
@@ -192,6 +217,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	rateVar("LIVE_RELAY_REQUESTS_PER_SECOND", &c.RequestsPerSecond)
 	rateVar("LIVE_RELAY_MESSAGES_PER_SECOND", &c.MessagesPerSecond)
 	durVar("LIVE_RELAY_TIMEOUT", &c.Timeout, time.Millisecond)
+	intVar("LIVE_RELAY_PARTITIONS", &c.Partitions, 0, 1024)
+	durVar("LIVE_RELAY_LEASE_TTL", &c.LeaseTTL, 500*time.Millisecond)
 
 	if err := c.validateChannelPrefix(); err != nil {
 		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", c.ChannelPrefix, err))
@@ -291,6 +318,8 @@ func (c Config) Redacted() map[string]any {
 		"requests_per_second":   c.RequestsPerSecond,
 		"messages_per_second":   c.MessagesPerSecond,
 		"pusher_timeout":        c.Timeout.String(),
+		"partitions":            c.Partitions,
+		"lease_ttl":             c.LeaseTTL.String(),
 	}
 }
 
@@ -310,7 +339,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BatchWindow, 20*time.Millisecond)
 	defInt(&c.BatchSize, 500)
 	defInt(&c.MaxInFlight, 4)
-	def(&c.AckWait, 30*time.Second)
+	def(&c.AckWait, 3*time.Second)
 	defInt(&c.MaxDeliver, 10)
 	defInt(&c.MaxAckPending, 5000)
 	if c.ChannelPrefix == "" {
@@ -318,10 +347,13 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.Timeout, 5*time.Second)
 	def(&c.BackoffBase, 100*time.Millisecond)
-	def(&c.BackoffMax, 30*time.Second)
+	def(&c.BackoffMax, time.Second)
 	def(&c.AuthRetryInterval, 30*time.Second)
 	def(&c.IdleWait, time.Second)
 	def(&c.LagInterval, 10*time.Second)
+	def(&c.StallAfter, time.Minute)
+	def(&c.LeaseTTL, 2*time.Second)
+	def(&c.CheckpointInterval, 100*time.Millisecond)
 	if c.BackoffMax < c.BackoffBase {
 		c.BackoffMax = c.BackoffBase
 	}

@@ -3,9 +3,11 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,8 +22,19 @@ import (
 // replicas dead-lettering the same change store it once.
 const HeaderDLQID = "Live-Dlq-Id"
 
+// HeaderDLQOrigPrefix goes before the name of each NATS control header
+// (Nats-*) the original message carried: a dead letter keeps those values
+// under Live-Dlq-Orig-<name> instead of the name itself, because JetStream
+// would act on them (Nats-Expected-Stream: LIVE_EVENTS makes LIVE_DLQ refuse
+// the letter with err_code 10060).
+const HeaderDLQOrigPrefix = "Live-Dlq-Orig-"
+
 // maxReasonLen bounds the reason header (Pusher's answer can be long).
 const maxReasonLen = 512
+
+// errDLQRefused marks a dead letter LIVE_DLQ answered with a JetStream 4xx
+// API error: the request itself is wrong, so sending it again cannot help.
+var errDLQRefused = errors.New("dead-letter stream refuses the letter")
 
 // letter is what a dead letter is made of.
 type letter struct {
@@ -46,28 +59,43 @@ func (r *Relay) deadLetterEvent(ctx context.Context, ev *outEvent, res result) e
 }
 
 // deadLetterItem stores a held change in LIVE_DLQ, waiting for the store's
-// ack (retrying with backoff), and only then terminates the original. It
-// returns ctx's error when ctx ends first; the change then stays held.
+// ack (retrying with backoff), and only then terminates the original. When
+// LIVE_DLQ refuses the letter for good (a JetStream 4xx answer) the change is
+// terminated all the same, so it cannot stall the relay; it stays readable in
+// LIVE_EVENTS. It returns ctx's error when ctx ends first; the change then
+// stays held.
 func (r *Relay) deadLetterItem(ctx context.Context, it *item, status int, class, reason string) error {
 	err := r.deadLetter(ctx, letter{
 		subject: it.msg.Subject(), header: it.msg.Headers(), data: it.msg.Data(),
 		seq: it.seq, attempts: it.delivered, status: status, reason: reason,
 	}, class)
-	if err != nil {
+	if errors.Is(err, errDLQRefused) {
+		r.m.dlqRefused.Inc()
+		r.log.WithError(err).WithFields(logrus.Fields{"seq": it.seq, "subject": it.msg.Subject(), "reason": class}).
+			Error("dead-letter stream refused the change; terminating it, it stays in the events stream")
+	} else if err != nil {
 		return err
 	}
-	if err := it.msg.TermWithReason(class); err != nil {
+	if it.part != nil {
+		it.part.settle(it.seq)
+	} else if err := it.msg.TermWithReason(class); err != nil {
 		r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("terminate dead-lettered change") })
 	}
 	r.hold.done(it)
+	r.progressed()
 	return nil
 }
 
-// deadLetter publishes one dead letter until the store acks it.
+// deadLetter publishes one dead letter until the store acks it. It returns
+// an error wrapping errDLQRefused when the store answers with a JetStream
+// 4xx API error, and ctx's error when ctx ends first.
 func (r *Relay) deadLetter(ctx context.Context, l letter, class string) error {
 	msg := buildLetter(l)
 	for attempt := 1; ; attempt++ {
 		_, err := r.js.PublishMsg(ctx, msg)
+		if permanent(err) {
+			return fmt.Errorf("dead-letter seq %d to %s: %w: %w", l.seq, msg.Subject, errDLQRefused, err)
+		}
 		if err == nil {
 			r.m.deadLettered.WithLabelValues(class).Inc()
 			r.log.WithFields(logrus.Fields{
@@ -87,7 +115,17 @@ func (r *Relay) deadLetter(ctx context.Context, l letter, class string) error {
 	}
 }
 
+// permanent reports whether a publish error is JetStream refusing the
+// request itself (an API error with a 4xx code), not a failure to reach it.
+func permanent(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500
+}
+
 // buildLetter keeps the original body and headers and adds the DLQ headers.
+// NATS control headers (Nats-*) are renamed with HeaderDLQOrigPrefix: kept
+// as they are, JetStream would apply the original's expectations and dedup
+// id to the letter.
 func buildLetter(l letter) *nats.Msg {
 	subject := wire.DLQSubject("_invalid", "invalid")
 	if eventID, typ, err := wire.ParseSubject(l.subject); err == nil {
@@ -95,9 +133,13 @@ func buildLetter(l letter) *nats.Msg {
 	}
 	h := nats.Header{}
 	for k, v := range l.header {
+		if len(k) >= 5 && strings.EqualFold(k[:5], "nats-") {
+			h[HeaderDLQOrigPrefix+k] = append(h[HeaderDLQOrigPrefix+k], v...)
+			continue
+		}
 		h[k] = append([]string(nil), v...)
 	}
-	if id := h.Get(wire.HeaderMsgID); id != "" {
+	if id := l.header.Get(wire.HeaderMsgID); id != "" {
 		h.Set(HeaderDLQID, id)
 	} else {
 		h.Set(HeaderDLQID, "seq-"+strconv.FormatUint(l.seq, 10))
@@ -154,6 +196,59 @@ func (r *Relay) handleAdvisories(ctx context.Context, st jetstream.Stream, adv <
 			reason: fmt.Sprintf("not acked after %d deliveries", a.Deliveries),
 		}, reasonMaxDeliver); err != nil {
 			return
+		}
+	}
+}
+
+// letters queues the invalid changes the fetcher found, so dead-lettering
+// them (which waits for LIVE_DLQ's ack and retries while it is unreachable)
+// never blocks fetching. The queue is bounded by the holder: every change in
+// it is held.
+type letters struct {
+	mu    sync.Mutex
+	queue []pendingLetter
+	wake  chan struct{} // capacity 1
+}
+
+type pendingLetter struct {
+	it     *item
+	reason string
+}
+
+func newLetters() *letters { return &letters{wake: make(chan struct{}, 1)} }
+
+func (q *letters) push(it *item, reason string) {
+	q.mu.Lock()
+	q.queue = append(q.queue, pendingLetter{it: it, reason: reason})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runDeadLetters dead-letters queued invalid changes, oldest first, until
+// ctx ends; what it leaves stays held and Run releases it.
+func (r *Relay) runDeadLetters(ctx context.Context) {
+	for {
+		r.letters.mu.Lock()
+		q := r.letters.queue
+		r.letters.queue = nil
+		r.letters.mu.Unlock()
+		for i, pl := range q {
+			if err := r.deadLetterItem(ctx, pl.it, 0, reasonInvalid, pl.reason); err != nil {
+				// Only ctx ends it: put the rest back for releaseAll's
+				// bookkeeping (they are still held).
+				r.letters.mu.Lock()
+				r.letters.queue = append(q[i:], r.letters.queue...)
+				r.letters.mu.Unlock()
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.letters.wake:
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -51,12 +52,14 @@ func (r *rig) config() Config {
 	return Config{
 		AppID: "1", Key: "key", Secret: "secret",
 		Host: r.pusher.Host(), Secure: false,
-		BatchWindow:       20 * time.Millisecond,
-		BatchSize:         500,
-		MaxInFlight:       4,
-		AckWait:           5 * time.Second,
-		MaxDeliver:        5,
-		Timeout:           2 * time.Second,
+		BatchWindow: 20 * time.Millisecond,
+		BatchSize:   500,
+		MaxInFlight: 4,
+		AckWait:     15 * time.Second, // no redelivery on a loaded machine unless a test wants one
+		MaxDeliver:  5,
+		// Long: a request that times out on a loaded machine is sent
+		// again, and the duplicate fails tests that count events.
+		Timeout:           15 * time.Second,
 		BackoffBase:       20 * time.Millisecond,
 		BackoffMax:        200 * time.Millisecond,
 		AuthRetryInterval: 200 * time.Millisecond,
@@ -76,6 +79,12 @@ type running struct {
 // start runs a relay on its own connection until stop (or the test's end).
 func (r *rig) start(cfg Config, js jetstream.JetStream) *running {
 	r.t.Helper()
+	return r.startWith(cfg, js, nil)
+}
+
+// startWith is start with a hook that adjusts the relay before it runs.
+func (r *rig) startWith(cfg Config, js jetstream.JetStream, adjust func(*Relay)) *running {
+	r.t.Helper()
 	if js == nil {
 		js = r.nats.JS(r.t)
 	}
@@ -85,6 +94,9 @@ func (r *rig) start(cfg Config, js jetstream.JetStream) *running {
 	rl, err := New(cfg, Deps{JS: js, Stream: r.streams, Log: log, Registerer: reg})
 	if err != nil {
 		r.t.Fatalf("New: %v", err)
+	}
+	if adjust != nil {
+		adjust(rl)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -117,8 +129,6 @@ type change struct {
 // and ids.
 func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	for _, c := range changes {
 		id := "id-" + strconv.FormatInt(r.ids.Add(1), 10)
 		m := &nats.Msg{Subject: wire.Subject(c.eventID, c.typ), Header: nats.Header{}, Data: []byte(c.data)}
@@ -127,7 +137,11 @@ func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 		if c.socketID != "" {
 			m.Header.Set(wire.HeaderSocketID, c.socketID)
 		}
+		// One deadline per change: a loaded machine takes its time over
+		// thousands of them.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		ack, err := r.js.PublishMsg(ctx, m)
+		cancel()
 		if err != nil {
 			r.t.Fatalf("publish %s: %v", m.Subject, err)
 		}
@@ -240,3 +254,61 @@ func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 func jetstreamMaxWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
 
 func jsonUnmarshalString(raw []byte, s *string) error { return json.Unmarshal(raw, s) }
+
+// lagDialer connects through a net.Conn whose every read from the server
+// arrives lag late, as on a loaded machine where the client's goroutines
+// run late: what the server sent reaches the client's code afterwards.
+type lagDialer struct{ lag time.Duration }
+
+func (d lagDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	lc := &lagConn{Conn: c, lag: d.lag, chunks: make(chan lagChunk, 4096)}
+	go lc.pump()
+	return lc, nil
+}
+
+type lagChunk struct {
+	due  time.Time
+	data []byte
+	err  error
+}
+
+type lagConn struct {
+	net.Conn
+	lag    time.Duration
+	chunks chan lagChunk
+	rest   []byte
+	err    error
+}
+
+// pump reads the server's bytes as they come and stamps them due lag later.
+func (c *lagConn) pump() {
+	for {
+		buf := make([]byte, 32*1024)
+		n, err := c.Conn.Read(buf)
+		c.chunks <- lagChunk{due: time.Now().Add(c.lag), data: buf[:n], err: err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *lagConn) Read(p []byte) (int, error) {
+	for len(c.rest) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
+		ch := <-c.chunks
+		if d := time.Until(ch.due); d > 0 {
+			t := time.NewTimer(d) // the simulated lag itself, not a wait for a condition
+			<-t.C
+		}
+		c.rest, c.err = ch.data, ch.err
+	}
+	n := copy(p, c.rest)
+	c.rest = c.rest[n:]
+	return n, nil
+}

@@ -50,9 +50,11 @@ func (l *lane) requeue(tail []*outEvent) bool {
 	return true
 }
 
-// awaitMore waits up to d for more changes to be queued. A wake-up left
-// over from changes an earlier take already got is not more: it waits on.
-func (l *lane) awaitMore(ctx context.Context, d time.Duration) bool {
+// awaitMore waits up to d for more changes to be queued, and no longer
+// than until done reports that the fetcher finished a pull that brought
+// this lane nothing. A wake-up left over from changes an earlier take
+// already got is not more: it waits on.
+func (l *lane) awaitMore(ctx context.Context, d time.Duration, done func() bool) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
@@ -61,6 +63,9 @@ func (l *lane) awaitMore(ctx context.Context, d time.Duration) bool {
 		l.mu.Unlock()
 		if n > 0 {
 			return true
+		}
+		if done() {
+			return false
 		}
 		select {
 		case <-ctx.Done():
@@ -99,6 +104,10 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		if err != nil {
 			return
 		}
+		items = slices.DeleteFunc(items, (*item).revoked)
+		if len(items) == 0 {
+			continue
+		}
 		groups := coalesce(items, r.coalesce)
 		events := make([]*outEvent, len(groups))
 		for i, g := range groups {
@@ -111,7 +120,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			// lane was sending); it waits for more only while the stream
 			// has a backlog. Steady traffic sends at once.
 			if len(chunk) < pusherMaxBatch && (l.requeue(chunk) ||
-				r.backlog.Load() && l.awaitMore(ctx, r.cfg.BatchWindow) && l.requeue(chunk)) {
+				r.backlog.Load() && l.awaitMore(ctx, r.moreWait(), r.pulledSince(r.pulls.Load())) && l.requeue(chunk)) {
 				break // the tail goes out with what follows, in a full batch
 			}
 			if err := r.deliver(ctx, l, chunk); err != nil {
@@ -121,11 +130,39 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	}
 }
 
+// moreWait bounds how long a lane waits for the rest of a backlog: a pull
+// normally brings it within a window; a loaded machine may take longer, and
+// the wait ends anyway with the next pull that brings the lane nothing.
+func (r *Relay) moreWait() time.Duration { return max(10*r.cfg.BatchWindow, 250*time.Millisecond) }
+
+// pulledSince reports, once a pull that began after the count was taken
+// has ended, that a lane waiting for more has waited long enough.
+func (r *Relay) pulledSince(start uint64) func() bool {
+	return func() bool { return r.pulls.Load() >= start+2 }
+}
+
+// pulled counts an ended pull and wakes every lane, so lanes waiting for
+// more learn that it brought them nothing.
+func (r *Relay) pulled() {
+	r.pulls.Add(1)
+	for _, l := range r.lanes {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // deliver sends events until Pusher accepts them or each one Pusher rejects
 // is dead-lettered. It backs off through the shared gate on retryable
 // failures and returns only ctx's error, leaving the changes held.
 func (r *Relay) deliver(ctx context.Context, l *lane, events []*outEvent) error {
 	for {
+		// A partition handed over while its changes waited here: the
+		// next owner sends them.
+		if events = slices.DeleteFunc(events, func(ev *outEvent) bool { return ev.newest().revoked() }); len(events) == 0 {
+			return nil
+		}
 		if err := r.gate.Wait(ctx); err != nil {
 			return err
 		}
@@ -194,9 +231,7 @@ func (r *Relay) accept(events []*outEvent) {
 	changes := 0
 	for _, ev := range events {
 		for _, it := range ev.items {
-			if err := it.msg.Ack(); err != nil {
-				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
-			}
+			r.settle(it)
 		}
 		r.hold.done(ev.items...)
 		changes += len(ev.items)
@@ -209,6 +244,7 @@ func (r *Relay) accept(events []*outEvent) {
 		}
 		r.m.latency.Observe(now.Sub(ev.newest().env.At).Seconds())
 	}
+	r.progressed()
 	r.m.delivered.Add(float64(changes))
 	r.m.pusherEvents.Add(float64(len(events)))
 	r.m.batchSize.Observe(float64(len(events)))

@@ -22,11 +22,13 @@ type metrics struct {
 	compressed     prometheus.Counter
 	referenced     prometheus.Counter
 	deadLettered   *prometheus.CounterVec
+	dlqRefused     prometheus.Counter
 	requestSeconds *prometheus.HistogramVec
 	retries        *prometheus.CounterVec
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	held           prometheus.Gauge
+	partitions     prometheus.Gauge
 	latency        prometheus.Histogram
 }
 
@@ -50,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "referenced_events_total", Help: "Events sent as a reference to the poller because even compressed they were over the limit."}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "dead_lettered_total", Help: "Changes put on the dead-letter stream, by reason class."}, []string{"reason"}),
+		dlqRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "dead_letters_refused_total", Help: "Changes terminated without a dead letter because the dead-letter stream refused it (a JetStream 4xx answer)."}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "pusher_request_duration_seconds", Help: "Pusher request duration by status class (2xx, 4xx, 5xx, error).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10)}, []string{"class"}),
@@ -61,12 +65,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "consumer_ack_pending_messages", Help: "Changes fetched by any replica and not acked yet, sampled."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "held_changes", Help: "Changes this process holds unacked."}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "partitions_owned", Help: "Partitions this replica owns (partitioned mode)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "publish_to_pusher_seconds", Help: "From a change's publish time (at) to Pusher accepting it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 	}
 	for _, c := range []prometheus.Collector{m.received, m.delivered, m.pusherEvents, m.batchSize, m.coalesced,
-		m.compressed, m.referenced, m.deadLettered, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.latency} {
+		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.partitions, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register relay metrics: %w", err)
 		}

@@ -24,7 +24,14 @@ type item struct {
 	socketID  string
 	channel   string
 	touched   time.Time // last ack-wait reset (fetch or InProgress); guarded by holder.mu
+	// part is the partition the change was read for in partitioned mode
+	// (settled there instead of acked), nil with the shared consumer.
+	part *partState
 }
+
+// revoked reports whether the change's partition was handed over: it must
+// not be sent from here any more.
+func (it *item) revoked() bool { return it.part != nil && it.part.revoked.Load() }
 
 // errInvalidChange marks a stored message that is no valid change.
 var errInvalidChange = errors.New("invalid change")

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -180,5 +181,32 @@ func (lc *laneClient) send(events []*outEvent, now func() time.Time) result {
 	start := now()
 	_, err := lc.client.TriggerBatch(batch)
 	ex := lc.rec.get()
-	return result{outcome: classify(err, ex), exchange: ex, err: err, duration: now().Sub(start)}
+	ex.err = redact(ex.err)
+	return result{outcome: classify(err, ex), exchange: ex, err: redact(err), duration: now().Sub(start)}
 }
+
+// signedParam matches the query parameters that sign a Pusher request (and
+// name its key): a *url.Error from the HTTP client quotes the whole URL,
+// and a signature in a log line is a replayable request for its timestamp's
+// window.
+var signedParam = regexp.MustCompile(`(?i)\b(auth_signature|auth_key|body_md5)=[^&\s"']*`)
+
+// redactURLs hides the signing parameters of any Pusher URL in s.
+func redactURLs(s string) string { return signedParam.ReplaceAllString(s, "${1}=REDACTED") }
+
+// redact returns err with Pusher's signing parameters hidden from its text;
+// errors.Is and errors.As still see the original.
+func redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &redactedError{err: err, msg: redactURLs(err.Error())}
+}
+
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -7,6 +7,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,11 @@ var (
 	ErrPusherRefused = errors.New("pusher refuses the relay's requests")
 	// ErrNotRunning is returned by Ready before Run has set up the consumer.
 	ErrNotRunning = errors.New("relay consumer is not set up yet")
+	// ErrStalled is wrapped by Ready while changes are pending and none has
+	// been acked or terminated for Config.StallAfter although Pusher is
+	// healthy: something (a dead letter that cannot be stored, a stuck
+	// lane) keeps the relay from its work, and restarting may help.
+	ErrStalled = errors.New("relay makes no progress while changes are pending")
 )
 
 // Deps are the relay's collaborators.
@@ -73,6 +80,7 @@ type Relay struct {
 	coalesce map[string]bool
 	lanes    []*lane
 	hold     *holder
+	letters  *letters
 	reqLim   *rate.Limiter
 	msgLim   *rate.Limiter
 	// Rate-limited logs: an outage or a refusal is logged once per interval.
@@ -84,9 +92,15 @@ type Relay struct {
 	// in the stream: lanes then wait for full batches instead of sending
 	// partial ones, and the fetcher skips its wait for a first change.
 	backlog atomic.Bool
+	// pulls counts ended pulls (see pulled).
+	pulls atomic.Uint64
+	// lastProgress is when a held change was last acked or terminated
+	// (UnixNano); Ready reports a stall from it.
+	lastProgress atomic.Int64
 
-	mu   sync.Mutex
-	cons jetstream.Consumer // set by Run
+	mu    sync.Mutex
+	cons  jetstream.Consumer // set by Run with the shared consumer
+	parts *partitions        // set by Run in partitioned mode
 }
 
 // New checks cfg and builds a relay; it does no I/O. It returns
@@ -140,6 +154,7 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		gate:       newGate(cfg.BackoffBase, cfg.BackoffMax, cfg.AuthRetryInterval),
 		coalesce:   make(map[string]bool, len(cfg.CoalesceTypes)),
 		hold:       newHolder(int64(min(4*cfg.BatchSize, cfg.MaxAckPending)), m.held),
+		letters:    newLetters(),
 		reqLim:     limiter(cfg.RequestsPerSecond, cfg.MaxInFlight),
 		msgLim:     limiter(cfg.MessagesPerSecond, pusherMaxBatch),
 		logOutage:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
@@ -173,6 +188,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err == nil {
 		_, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ())
 	}
+	if r.cfg.Partitions > 0 {
+		return r.runPartitioned(ctx, err)
+	}
 	var cons jetstream.Consumer
 	if err == nil {
 		cons, err = r.ensureConsumer(ctx)
@@ -189,12 +207,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: subscribe to max-deliveries advisories: %w", err)
 	}
 	r.log.WithFields(logrus.Fields{"stream": r.streams.Name, "consumer": Consumer, "lanes": len(r.lanes)}).Info("relay started")
+	r.progressed()
 
 	var wg sync.WaitGroup
 	wg.Go(func() { r.fetchLoop(ctx, cons) })
 	for _, l := range r.lanes {
 		wg.Go(func() { r.runLane(ctx, l) })
 	}
+	wg.Go(func() { r.runDeadLetters(ctx) })
 	wg.Go(func() { r.keepAlive(ctx) })
 	wg.Go(func() { r.sampleLag(ctx) })
 	wg.Go(func() { r.handleAdvisories(ctx, st, adv) })
@@ -202,6 +222,37 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		r.log.WithError(err).Warn("unsubscribe advisories")
 	}
+	r.releaseAll(ctx)
+	r.log.Info("relay stopped")
+	return nil
+}
+
+// runPartitioned is Run in partitioned mode, after the streams were set up
+// (setupErr is what that failed with).
+func (r *Relay) runPartitioned(ctx context.Context, setupErr error) error {
+	var pt *partitions
+	if setupErr == nil {
+		pt, setupErr = r.setUpPartitions(ctx)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if setupErr != nil {
+		return fmt.Errorf("relay: %w", setupErr)
+	}
+	r.mu.Lock()
+	r.parts = pt
+	r.mu.Unlock()
+	r.log.WithFields(logrus.Fields{"stream": r.streams.Name, "partitions": r.cfg.Partitions, "replica": pt.id, "lanes": len(r.lanes)}).Info("relay started")
+	r.progressed()
+	var wg, readers sync.WaitGroup
+	for _, l := range r.lanes {
+		wg.Go(func() { r.runLane(ctx, l) })
+	}
+	wg.Go(func() { r.runDeadLetters(ctx) })
+	wg.Go(func() { pt.run(ctx, &readers) })
+	wg.Wait()
+	readers.Wait()
 	r.releaseAll(ctx)
 	r.log.Info("relay stopped")
 	return nil
@@ -237,22 +288,54 @@ func (c Config) consumerConfig() jetstream.ConsumerConfig {
 }
 
 // Ready reports nil while the relay can do its work: the consumer is
-// reachable and Pusher does not refuse its credentials.
+// reachable, Pusher does not refuse its credentials, and the relay is not
+// stalled (see ErrStalled). A Pusher outage is not a stall: the relay holds
+// changes on purpose then.
 func (r *Relay) Ready(ctx context.Context) error {
 	if err := r.gate.Refusal(); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	cons := r.cons
+	cons, parts := r.cons, r.parts
 	r.mu.Unlock()
-	if cons == nil {
+	var pending uint64
+	switch {
+	case parts != nil:
+		// Partitioned: reachable leases; a replica that owns nothing is
+		// a ready standby.
+		if _, err := parts.leases.Status(ctx); err != nil {
+			return fmt.Errorf("relay lease bucket: %w", err)
+		}
+	case cons != nil:
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("relay consumer info: %w", err)
+		}
+		pending = info.NumPending
+	default:
 		return ErrNotRunning
 	}
-	if _, err := cons.Info(ctx); err != nil {
-		return fmt.Errorf("relay consumer info: %w", err)
+	idle := time.Since(time.Unix(0, r.lastProgress.Load()))
+	if held := r.hold.count(); (held > 0 || pending > 0) && idle > r.cfg.StallAfter && r.gate.Healthy() {
+		return fmt.Errorf("%w: nothing acked for %v with %d changes held and %d pending", ErrStalled, idle.Round(time.Second), held, pending)
 	}
 	return nil
 }
+
+// settle acks a change Pusher accepted; in partitioned mode it marks it
+// settled for the checkpoint instead.
+func (r *Relay) settle(it *item) {
+	if it.part != nil {
+		it.part.settle(it.seq)
+		return
+	}
+	if err := it.msg.Ack(); err != nil {
+		r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("ack change") })
+	}
+}
+
+// progressed records that a held change was acked or terminated.
+func (r *Relay) progressed() { r.lastProgress.Store(time.Now().UnixNano()) }
 
 // fetchLoop pulls changes while Pusher is healthy and the process holds
 // fewer than four batches (bounded by MaxAckPending), and routes them to lanes. During an
@@ -266,7 +349,8 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		msgs, err := r.fetch(ctx, cons, r.cfg.BatchSize)
 		r.hold.sem.Release(n - int64(len(msgs)))
-		r.dispatch(ctx, msgs)
+		r.dispatch(msgs)
+		r.pulled()
 		if err == nil || ctx.Err() != nil {
 			failures = 0
 			continue
@@ -299,9 +383,13 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 			return msgs, err
 		}
 	}
-	fctx, cancel := context.WithTimeout(ctx, r.cfg.IdleWait)
-	defer cancel()
-	first, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	// The pull ends on the server's expiry, never on a client-side
+	// context: a context that ends first (it ended only 10% after the
+	// expiry, or on cancellation) drops a change the server already sent,
+	// which then waits the whole ack wait and reaches Pusher behind newer
+	// changes of its channel. So cancellation waits for this pull's end
+	// (IdleWait), and Run releases what it brought.
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(r.cfg.IdleWait))
 	if err != nil {
 		return nil, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
@@ -309,7 +397,7 @@ func (r *Relay) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]je
 	for m := range first.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := first.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if err := first.Error(); err != nil {
 		return msgs, fmt.Errorf("fetch from %s: %w", Consumer, err)
 	}
 	if len(msgs) == 0 || n == 1 || ctx.Err() != nil || !r.gate.Healthy() {
@@ -337,7 +425,11 @@ func (r *Relay) pull(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 
 // dispatch decodes fetched changes, dead-letters the invalid ones and hands
 // the others to their channel's lane, in seq order.
-func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
+func (r *Relay) dispatch(msgs []jetstream.Msg) { r.dispatchTo(msgs, nil) }
+
+// dispatchTo is dispatch for the changes of partition ps (nil: the shared
+// consumer's).
+func (r *Relay) dispatchTo(msgs []jetstream.Msg, ps *partState) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -350,7 +442,7 @@ func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
 	pending := uint64(0)
 	for i, msg := range msgs {
 		it := &slab[i]
-		it.msg, it.touched = msg, now
+		it.msg, it.touched, it.part = msg, now, ps
 		if meta, err := msg.Metadata(); err == nil {
 			it.seq, it.delivered, stored[i], pending = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp, meta.NumPending
 		}
@@ -362,8 +454,9 @@ func (r *Relay) dispatch(ctx context.Context, msgs []jetstream.Msg) {
 		msg := it.msg
 		env, socketID, err := decode(r.cfg, msg, it.seq, stored[i])
 		if err != nil {
-			// On cancellation the change stays held and Run releases it.
-			_ = r.deadLetterItem(ctx, it, 0, reasonInvalid, err.Error())
+			// Dead-lettered beside the fetch loop: a dead letter that
+			// cannot be stored must not stop the valid changes behind it.
+			r.letters.push(it, err.Error())
 			continue
 		}
 		it.env, it.socketID, it.channel = env, socketID, r.cfg.channel(env.EventID)
@@ -386,10 +479,12 @@ func laneOf(channel string, lanes int) int {
 }
 
 // keepAlive resets the ack wait of every change held longer than a third of
-// it, so changes held through an outage are not redelivered elsewhere.
+// it, so changes held through an outage or a slow request are not
+// redelivered elsewhere. Checking every sixth of it, a change goes at most
+// half the ack wait without a reset: margin for a loaded machine.
 func (r *Relay) keepAlive(ctx context.Context) {
 	every := max(r.cfg.AckWait/3, 10*time.Millisecond)
-	t := time.NewTicker(every)
+	t := time.NewTicker(max(every/2, 5*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -398,6 +493,9 @@ func (r *Relay) keepAlive(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, it := range r.hold.stale(time.Now(), every) {
+			if it.part != nil {
+				continue // an ordered consumer has no ack wait
+			}
 			if err := it.msg.InProgress(); err != nil {
 				r.logAck.Do(func() { r.log.WithError(err).WithField("seq", it.seq).Warn("extend ack wait") })
 			}
@@ -435,7 +533,16 @@ func (r *Relay) releaseAll(ctx context.Context) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	items := r.hold.all()
+	// nats-server redelivers Naks in the order it got them: Nak in seq
+	// order so the next relay sends each channel's changes in seq order.
+	slices.SortFunc(items, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
 	for _, it := range items {
+		if it.part != nil {
+			// The next owner of the partition reads it again from the
+			// checkpoint.
+			r.hold.done(it)
+			continue
+		}
 		if it.delivered >= uint64(r.cfg.MaxDeliver) {
 			if err := r.deadLetterItem(dctx, it, 0, reasonMaxDeliver, "relay stopped during the last delivery attempt"); err != nil {
 				r.log.WithError(err).WithField("seq", it.seq).Error("dead-letter change on its last attempt")
@@ -509,6 +616,25 @@ func (h *holder) stale(now time.Time, d time.Duration) []*item {
 		}
 	}
 	return out
+}
+
+// dropRevoked forgets the changes of partitions handed over.
+func (h *holder) dropRevoked() {
+	h.mu.Lock()
+	var gone []*item
+	for it := range h.items {
+		if it.revoked() {
+			gone = append(gone, it)
+		}
+	}
+	h.mu.Unlock()
+	h.done(gone...)
+}
+
+func (h *holder) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.items)
 }
 
 func (h *holder) all() []*item {

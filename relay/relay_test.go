@@ -49,7 +49,7 @@ func TestRelayKeepsSeqOrderPerChannelAcrossLanes(t *testing.T) {
 	if n := len(rg.delivered()); n != len(ids) {
 		t.Fatalf("Pusher got %d events, want %d (no faults, so no duplicates)", n, len(ids))
 	}
-	rg.waitSettled(5 * time.Second)
+	rg.waitSettled(20 * time.Second)
 	testutil.CollectAndLint(t, run.reg, "liveupdates_relay_")
 }
 
@@ -68,7 +68,7 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	if got := rg.pusher.Requests(); got != 20 {
 		t.Fatalf("Requests()=%d for 200 changes, want 20 batches of 10", got)
 	}
-	rg.waitSettled(5 * time.Second)
+	rg.waitSettled(20 * time.Second)
 }
 
 // TestRelaySendsFullBatchesFromABacklogAcrossLanes: with a backlog fetched
@@ -94,7 +94,7 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 		}
 		t.Fatalf("Requests()=%d for 2000 changes, want at most %d (full batches but each lane's last); sizes %v", got, most, sizes)
 	}
-	rg.waitSettled(5 * time.Second)
+	rg.waitSettled(20 * time.Second)
 }
 
 func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
@@ -113,8 +113,8 @@ func TestRelayCoalescesAChannelsChangesOfOneType(t *testing.T) {
 	cfg := rg.config()
 	cfg.CoalesceTypes = wire.KnownTypes()
 	run := rg.start(cfg, nil)
-	rg.waitIDs(10*time.Second, []string{ids[1], ids[3], ids[5], ids[6], ids[7]})
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, []string{ids[1], ids[3], ids[5], ids[6], ids[7]})
+	rg.waitSettled(20 * time.Second)
 	type want struct {
 		seq       uint64
 		coalesced int
@@ -159,7 +159,7 @@ func TestRelayShrinksChangesOverPushersLimit(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxPayloadKB = 1
 	rg.start(cfg, nil)
-	rg.waitIDs(10*time.Second, ids)
+	rg.waitIDs(30*time.Second, ids)
 	got := rg.delivered()
 	if len(got) != 3 {
 		t.Fatalf("got %d events, want 3", len(got))
@@ -189,7 +189,7 @@ func TestRelayHonoursRetryAfterOn429(t *testing.T) {
 	rg.pusher.FailNext(1, pusherserver.Fault{Status: 429, RetryAfter: time.Second})
 	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.start(rg.config(), nil)
-	rg.waitIDs(10*time.Second, ids)
+	rg.waitIDs(30*time.Second, ids)
 	ex := rg.pusher.Exchanges()
 	if len(ex) != 2 || ex[0].Status != 429 || ex[1].Status != 200 {
 		t.Fatalf("exchanges %+v, want one 429 then one 200", ex)
@@ -206,7 +206,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	cfg.AckWait = time.Second // the outage outlasts it: held changes must be kept alive
 	run := rg.start(cfg, nil)
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
-	rg.waitIDs(10*time.Second, ids)
+	rg.waitIDs(30*time.Second, ids)
 
 	start := time.Now()
 	rg.pusher.FailFor(time.Minute, pusherserver.Fault{Status: 503})
@@ -216,11 +216,11 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	}
 	_, first := rg.publish(cs[:30]...)
 	// Up to MaxInFlight lanes fail at once; then one probe per step.
-	testutil.Eventually(t, 5*time.Second, func() bool { return rg.pusher.Requests() >= 1+cfg.MaxInFlight+3 }, "relay never probed")
+	testutil.Eventually(t, 15*time.Second, func() bool { return rg.pusher.Requests() >= 1+cfg.MaxInFlight+3 }, "relay never probed")
 	_, second := rg.publish(cs[30:]...) // published during the outage: must stay unfetched
 	probes := func(n int) {
 		want := rg.pusher.Requests() + n
-		testutil.Eventually(t, 5*time.Second, func() bool { return rg.pusher.Requests() >= want }, "relay stopped probing")
+		testutil.Eventually(t, 15*time.Second, func() bool { return rg.pusher.Requests() >= want }, "relay stopped probing")
 	}
 	probes(2) // a pull already in flight when the gate closed has ended by now
 	before := rg.consumerInfo().NumPending
@@ -230,10 +230,10 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 		t.Fatalf("consumer pending went %d -> %d during the outage, want the changes published during it left unfetched", before, after)
 	}
 	// Outlast the ack wait, then end the outage.
-	testutil.Eventually(t, 10*time.Second, func() bool { return time.Since(start) > 3*cfg.AckWait/2 }, "clock stopped")
+	testutil.Eventually(t, 20*time.Second, func() bool { return time.Since(start) > 3*cfg.AckWait/2 }, "clock stopped")
 	rg.pusher.FailFor(0, pusherserver.Fault{})
 	rg.waitIDs(20*time.Second, append(first, second...))
-	rg.waitSettled(5 * time.Second)
+	rg.waitSettled(20 * time.Second)
 
 	if info := rg.consumerInfo(); info.NumRedelivered != 0 {
 		t.Errorf("%d changes were redelivered: the outage burnt delivery attempts", info.NumRedelivered)
@@ -267,7 +267,7 @@ func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 		change{eventID: "e2", typ: wire.TypeVoteUpdated, data: `{}`},
 	)
 	run := rg.start(rg.config(), nil)
-	testutil.EventuallyErr(t, 5*time.Second, func() error {
+	testutil.EventuallyErr(t, 15*time.Second, func() error {
 		err := run.relay.Ready(t.Context())
 		if !errors.Is(err, ErrPusherRefused) {
 			return fmt.Errorf("Ready()=%v, want ErrPusherRefused", err)
@@ -280,9 +280,9 @@ func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 	if n := rg.pusher.Accepted(); n != 0 {
 		t.Fatalf("Accepted()=%d while refusing", n)
 	}
-	rg.waitIDs(10*time.Second, ids)
-	testutil.EventuallyErr(t, 5*time.Second, func() error { return run.relay.Ready(t.Context()) })
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	testutil.EventuallyErr(t, 15*time.Second, func() error { return run.relay.Ready(t.Context()) })
+	rg.waitSettled(20 * time.Second)
 	if n := len(rg.dlq()); n != 0 {
 		t.Fatalf("%d dead letters after a 401, want none", n)
 	}
@@ -309,8 +309,8 @@ func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 1
 	run := rg.start(cfg, nil)
-	rg.waitIDs(10*time.Second, append(append([]string{}, ids[:6]...), ids[7:]...))
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, append(append([]string{}, ids[:6]...), ids[7:]...))
+	rg.waitSettled(20 * time.Second)
 	for _, ev := range rg.delivered() {
 		if ev.env.ID == ids[6] {
 			t.Fatalf("the rejected change reached Pusher")
@@ -356,8 +356,8 @@ func TestRelayDeadLettersInvalidChanges(t *testing.T) {
 	}
 	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{"ok":true}`})
 	rg.start(rg.config(), nil)
-	rg.waitIDs(10*time.Second, ids)
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 	if n := len(rg.delivered()); n != 1 {
 		t.Fatalf("Pusher got %d events, want only the valid change", n)
 	}
@@ -387,12 +387,12 @@ func TestRelayStoppedWhileHoldingReleasesEverythingForTheNext(t *testing.T) {
 	cfg := rg.config()
 	cfg.AckWait = time.Minute // only a release can hand them over within the test
 	first := rg.start(cfg, nil)
-	testutil.Eventually(t, 5*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 40 }, "first relay never held the changes")
+	testutil.Eventually(t, 15*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 40 }, "first relay never held the changes")
 	first.stop()
 	rg.pusher.SetOutage(false)
 	rg.start(cfg, nil)
-	rg.waitIDs(10*time.Second, ids)
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 }
 
 func TestRelayThatDiesWithoutAckingLosesNothing(t *testing.T) {
@@ -409,13 +409,13 @@ func TestRelayThatDiesWithoutAckingLosesNothing(t *testing.T) {
 	nc := rg.nats.Conn(t)
 	js := mustJS(t, nc)
 	dead := rg.start(cfg, js)
-	testutil.Eventually(t, 5*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 20 }, "relay never held the changes")
+	testutil.Eventually(t, 15*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 20 }, "relay never held the changes")
 	nc.Close() // the process dies: no ack, no nak
 	dead.stop()
 	rg.pusher.SetOutage(false)
 	rg.start(cfg, nil)
-	rg.waitIDs(15*time.Second, ids)
-	rg.waitSettled(5 * time.Second)
+	rg.waitIDs(30*time.Second, ids)
+	rg.waitSettled(20 * time.Second)
 }
 
 func TestTwoReplicasDeliverEachChangeOnce(t *testing.T) {
@@ -433,7 +433,7 @@ func TestTwoReplicasDeliverEachChangeOnce(t *testing.T) {
 		ids = append(ids, got...)
 	}
 	rg.waitIDs(20*time.Second, ids)
-	rg.waitSettled(5 * time.Second)
+	rg.waitSettled(20 * time.Second)
 	count := map[string]int{}
 	for _, ev := range rg.delivered() {
 		count[ev.env.ID]++
@@ -460,7 +460,7 @@ func TestRelayDeadLettersChangesThatRanOutOfDeliveries(t *testing.T) {
 	// Two deliveries nobody acks, as if two relays crashed holding it.
 	for range cfg.MaxDeliver {
 		var got int
-		testutil.Eventually(t, 5*time.Second, func() bool {
+		testutil.Eventually(t, 15*time.Second, func() bool {
 			b, err := cons.Fetch(1, jetstreamMaxWait(100*time.Millisecond))
 			if err != nil {
 				return false
@@ -472,7 +472,7 @@ func TestRelayDeadLettersChangesThatRanOutOfDeliveries(t *testing.T) {
 		}, "no delivery")
 	}
 	rg.start(cfg, nil)
-	testutil.EventuallyErr(t, 10*time.Second, func() error {
+	testutil.EventuallyErr(t, 20*time.Second, func() error {
 		if n := len(rg.dlq()); n != 1 {
 			return fmt.Errorf("%d dead letters, want 1", n)
 		}

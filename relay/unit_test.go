@@ -385,7 +385,7 @@ func TestLaneAwaitMoreIgnoresAStaleWakeUp(t *testing.T) {
 			t.Fatalf("take()=%d items, %v; want 1", len(got), err)
 		}
 		start := time.Now()
-		if l.awaitMore(t.Context(), 20*time.Millisecond) {
+		if l.awaitMore(t.Context(), 20*time.Millisecond, func() bool { return false }) {
 			t.Fatal("awaitMore reported more changes after a stale wake-up with an empty queue")
 		}
 		if waited := time.Since(start); waited != 20*time.Millisecond {
@@ -396,7 +396,7 @@ func TestLaneAwaitMoreIgnoresAStaleWakeUp(t *testing.T) {
 			l.push([]*item{{seq: 2}})
 		}()
 		start = time.Now()
-		if !l.awaitMore(t.Context(), 20*time.Millisecond) {
+		if !l.awaitMore(t.Context(), 20*time.Millisecond, func() bool { return false }) {
 			t.Fatal("awaitMore missed changes pushed within the window")
 		}
 		if waited := time.Since(start); waited != 5*time.Millisecond {

@@ -47,7 +47,7 @@ func relayOnlyVars() []envVar {
 		{Name: "LIVE_RELAY_BATCH_WINDOW", Default: "20ms", Help: "how long the relay gathers changes before sending"},
 		{Name: "LIVE_RELAY_BATCH_SIZE", Default: "500", Help: "most changes gathered per window"},
 		{Name: "LIVE_RELAY_MAX_IN_FLIGHT", Default: "4", Help: "Pusher requests in flight"},
-		{Name: "LIVE_RELAY_ACK_WAIT", Default: "30s", Help: "consumer ack wait"},
+		{Name: "LIVE_RELAY_ACK_WAIT", Default: "3s", Help: "consumer ack wait"},
 		{Name: "LIVE_RELAY_MAX_DELIVER", Default: "10", Help: "deliveries before a change is dead-lettered"},
 		{Name: "LIVE_RELAY_MAX_ACK_PENDING", Default: "5000", Help: "unacked changes across all relay replicas"},
 		{Name: "LIVE_RELAY_COALESCE", Help: "types to coalesce per window: off, or a comma list (default: the six known types)"},
@@ -56,6 +56,8 @@ func relayOnlyVars() []envVar {
 		{Name: "LIVE_RELAY_REQUESTS_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher requests per second (your plan's quota)"},
 		{Name: "LIVE_RELAY_MESSAGES_PER_SECOND", Default: "0 (unlimited)", Help: "Pusher messages per second (your plan's quota)"},
 		{Name: "LIVE_RELAY_TIMEOUT", Default: "5s", Help: "timeout of one Pusher request"},
+		{Name: "LIVE_RELAY_PARTITIONS", Default: "0 (off)", Help: "partitioned mode: split eventIds into this many partitions, each sent by one replica at a time, in order across crashes (use several times the replica count, such as 8)"},
+		{Name: "LIVE_RELAY_LEASE_TTL", Default: "2s", Help: "partitioned mode: how long a dead replica's partitions wait for a new owner"},
 	}
 }
 
