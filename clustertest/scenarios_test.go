@@ -298,7 +298,7 @@ func runScenario(t *testing.T, sc scenario) row {
 	stopAll()
 	r := tally(sc.name, l, pw, ps)
 	r.took = time.Since(start)
-	r.notes = append(s.notes, r.notes...)
+	r.notes = append(append(c.startup, s.notes...), r.notes...)
 	if drainErr != nil {
 		r.notes = append(r.notes, "drain: "+drainErr.Error())
 	}
