@@ -280,13 +280,6 @@ func (pw *pusherWatch) add(ev pushercompat.Event) {
 	pw.last = ev.At
 }
 
-func (pw *pusherWatch) has(seq uint64) bool {
-	pw.mu.Lock()
-	defer pw.mu.Unlock()
-	_, ok := pw.first[seq]
-	return ok
-}
-
 // poller clients: one per (eventId, poller) pair, each long-polling from
 // its cursor and alternating between the two poller processes on every
 // request, so every cursor is answered by both replicas in turn.
@@ -411,12 +404,6 @@ func (ps *pollers) get(ctx context.Context, p *member, eventID, cursor string) (
 		return u, fmt.Errorf("%s: %w: %s", p.name, err, b)
 	}
 	return u, nil
-}
-
-func (pc *pollClient) has(seq uint64) bool {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	return pc.seen[seq]
 }
 
 // row is one scenario's line of the table.

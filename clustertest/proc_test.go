@@ -135,6 +135,30 @@ func (p *proc) stop(grace time.Duration) error {
 	}
 }
 
+// running reports whether the process is up.
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil && !isClosed(p.done)
+}
+
+// forgetCrashes clears the record of exits the test did not cause, for an
+// exit the caller has already accounted for.
+func (p *proc) forgetCrashes() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.crashes = nil
+}
+
+// lastLine is the last line the process wrote: why it exited, usually.
+func (p *proc) lastLine() string {
+	lines := p.tail(1)
+	if len(lines) == 0 {
+		return ""
+	}
+	return lines[0]
+}
+
 // crashed lists the exits the test did not cause.
 func (p *proc) crashed() []string {
 	p.mu.Lock()
@@ -143,9 +167,14 @@ func (p *proc) crashed() []string {
 }
 
 func (p *proc) printTail(t *testing.T, n int) {
+	t.Logf("--- last lines of %s:\n%s", p.name, strings.Join(p.tail(n), "\n"))
+}
+
+// tail returns the last n lines of the process's log.
+func (p *proc) tail(n int) []string {
 	f, err := os.Open(p.logPath)
 	if err != nil {
-		return
+		return nil
 	}
 	defer f.Close()
 	var lines []string
@@ -157,5 +186,5 @@ func (p *proc) printTail(t *testing.T, n int) {
 			lines = lines[1:]
 		}
 	}
-	t.Logf("--- last lines of %s:\n%s", p.name, strings.Join(lines, "\n"))
+	return lines
 }

@@ -298,7 +298,7 @@ func runScenario(t *testing.T, sc scenario) row {
 	stopAll()
 	r := tally(sc.name, l, pw, ps)
 	r.took = time.Since(start)
-	r.notes = append(s.notes, r.notes...)
+	r.notes = append(append(c.startup, s.notes...), r.notes...)
 	if drainErr != nil {
 		r.notes = append(r.notes, "drain: "+drainErr.Error())
 	}
@@ -312,29 +312,35 @@ func runScenario(t *testing.T, sc scenario) row {
 // delivered reports nil once every acknowledged change reached Pusher and
 // every poll client following its eventId.
 func delivered(l *load, pw *pusherWatch, ps *pollers) error {
+	byEvent := map[string][]uint64{}
 	l.mu.Lock()
-	acked := make(map[uint64]string, len(l.acked))
 	for seq, a := range l.acked {
-		acked[seq] = a.eventID
+		byEvent[a.eventID] = append(byEvent[a.eventID], seq)
 	}
 	l.mu.Unlock()
 	var missPusher, missPoll int
 	var example string
-	for seq, e := range acked {
-		if !pw.has(seq) {
-			missPusher++
-			example = fmt.Sprintf("seq %d of %s not at Pusher", seq, e)
+	pw.mu.Lock()
+	for e, seqs := range byEvent {
+		for _, seq := range seqs {
+			if _, ok := pw.first[seq]; !ok {
+				missPusher++
+				example = fmt.Sprintf("seq %d of %s not at Pusher", seq, e)
+			}
 		}
 	}
+	pw.mu.Unlock()
 	for _, pc := range ps.clients {
-		for seq, e := range acked {
-			if e == pc.eventID && !pc.has(seq) {
+		pc.mu.Lock()
+		for _, seq := range byEvent[pc.eventID] {
+			if !pc.seen[seq] {
 				missPoll++
 				if example == "" {
-					example = fmt.Sprintf("seq %d of %s not at poll client %d", seq, e, pc.home)
+					example = fmt.Sprintf("seq %d of %s not at poll client %d", seq, pc.eventID, pc.home)
 				}
 			}
 		}
+		pc.mu.Unlock()
 	}
 	if missPusher+missPoll > 0 {
 		return fmt.Errorf("%d acknowledged changes not at Pusher, %d missing at poll clients (%s)", missPusher, missPoll, example)
