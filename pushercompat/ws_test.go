@@ -285,8 +285,12 @@ func TestPingAndPongGoBothWays(t *testing.T) {
 		t.Fatalf("activity_timeout=%d, want 100ms rounded up to 1 s", answering.activity)
 	}
 	answering.send("pusher:ping", map[string]any{})
-	if m := answering.read(); m.Event != "pusher:pong" {
-		t.Fatalf("answer to ping = %+v, want pusher:pong", m)
+	// The server's own ping may come first on a loaded machine.
+	for m := answering.read(); m.Event != "pusher:pong"; m = answering.read() {
+		if m.Event != "pusher:ping" {
+			t.Fatalf("answer to ping = %+v, want pusher:pong", m)
+		}
+		answering.send("pusher:pong", map[string]any{})
 	}
 
 	// silent never answers: 4201, the code pusher-js reconnects on at once.
