@@ -25,6 +25,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 3 ./producer/
 	$(GO) test -run '^$$' -bench BenchmarkRelay -benchtime 1x -count 3 ./relay/
 	$(GO) test -run '^$$' -bench BenchmarkPoller -benchtime 1x -count 3 ./poller/
+	$(GO) test -run '^$$' -bench BenchmarkSockets -benchtime 20x -count 1 ./pushercompat/
 
 ## lint: gofmt, go vet and staticcheck
 lint:
