@@ -66,6 +66,9 @@ type hub struct {
 	log    logrus.FieldLogger
 	prefix uint32 // socket ids are prefix.counter: unique across restarts
 	nextID atomic.Uint64
+	// written counts frames written, for the benchmark's "last frame
+	// written" time without gathering the registry.
+	written atomic.Int64
 
 	mu       sync.RWMutex
 	sockets  map[*socket]struct{}
@@ -464,6 +467,7 @@ func (s *socket) writeNow(f []byte) error {
 		return fmt.Errorf("write to socket %s: %w", s.id, err)
 	}
 	s.h.met.sent.Inc()
+	s.h.written.Add(1)
 	return nil
 }
 

@@ -285,8 +285,12 @@ func TestPingAndPongGoBothWays(t *testing.T) {
 		t.Fatalf("activity_timeout=%d, want 100ms rounded up to 1 s", answering.activity)
 	}
 	answering.send("pusher:ping", map[string]any{})
-	if m := answering.read(); m.Event != "pusher:pong" {
-		t.Fatalf("answer to ping = %+v, want pusher:pong", m)
+	// The server's own ping may come first on a loaded machine.
+	for m := answering.read(); m.Event != "pusher:pong"; m = answering.read() {
+		if m.Event != "pusher:ping" {
+			t.Fatalf("answer to ping = %+v, want pusher:pong", m)
+		}
+		answering.send("pusher:pong", map[string]any{})
 	}
 
 	// silent never answers: 4201, the code pusher-js reconnects on at once.
@@ -336,7 +340,9 @@ func TestHandshakeRefusalsUsePusherCloseCodes(t *testing.T) {
 func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	s := Start(t, Options{SendQueue: 16, WriteTimeout: time.Second, Registerer: reg})
+	// A write timeout far above the test's bound, so only the queue bound
+	// can close the slow socket.
+	s := Start(t, Options{SendQueue: 16, WriteTimeout: 5 * time.Minute, Registerer: reg})
 	pc := s.Client(10 * time.Second)
 	slow, fast := dial(t, s), dial(t, s)
 	slow.mustSubscribe("event-e4", "")
@@ -366,15 +372,16 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	slowClosed := func() bool {
 		return testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer") == 1
 	}
+	deadline := time.Now().Add(2 * time.Minute)
 	for !slowClosed() {
-		if sent >= 100_000 {
-			t.Fatalf("%d events sent and the slow socket is still open", sent)
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events sent in 2 minutes and the slow socket is still open", sent)
 		}
 		start := time.Now()
 		if _, err := pc.TriggerBatch(batch); err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(start); d > 5*time.Second {
+		if d := time.Since(start); d > 30*time.Second {
 			t.Fatalf("a trigger took %v: the slow socket stalls the server", d)
 		}
 		sent += len(batch)

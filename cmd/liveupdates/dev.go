@@ -39,31 +39,48 @@ const (
 	devPusherRecord = 1000
 )
 
-// browserPusher is what a browser needs to reach the Pusher side that
-// dev's relay publishes to, for the poller's GET /v1/config. With a real
-// Pusher account it is the key and cluster; with dev's own server it is
-// the key, host and port, without TLS.
-type browserPusher struct {
-	Key     string
-	Secret  string // signs private-channel subscriptions; never served
-	Cluster string // empty for dev's own server; pusher-js still needs one, any value
-	Host    string // empty for Pusher itself
-	Port    int
-	TLS     bool
+// devPusherGetenv is getenv with dev's own Pusher-compatible server at
+// hostport as the Pusher of every role that reads PUSHER_*: the relay
+// publishes to it, and the poller's GET /v1/config tells browsers to
+// connect there (its WebSocket address defaults to PUSHER_HOST without
+// TLS) and signs private channels with its secret.
+func devPusherGetenv(getenv func(string) string, hostport string) func(string) string {
+	dev := map[string]string{
+		"PUSHER_APP_ID":  devPusherAppID,
+		"PUSHER_KEY":     devPusherKey,
+		"PUSHER_SECRET":  devPusherSecret,
+		"PUSHER_CLUSTER": "dev", // pusher-js requires one even with a host of its own
+		"PUSHER_HOST":    hostport,
+		"PUSHER_SECURE":  "false",
+	}
+	return func(k string) string {
+		if v, ok := dev[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}
 }
 
-// configurePollerPusher hands the browser-facing Pusher settings of dev's
-// own server to the poller's /v1/config and /v1/pusher/auth. Only dev calls
-// this, and only when it serves its own server: with real credentials the
-// poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
-func configurePollerPusher(cfg *poller.Config, bp browserPusher) {
-	cfg.Pusher.Key, cfg.Pusher.Secret, cfg.Pusher.Cluster = bp.Key, bp.Secret, bp.Cluster
-	cfg.Pusher.WSHost, cfg.Pusher.WSPort, cfg.Pusher.WSPath, cfg.Pusher.ForceTLS = bp.Host, bp.Port, "", bp.TLS
+// devPusherAddr is the host:port the relay and browsers use to reach dev's
+// own server listening on addr: an unspecified host becomes 127.0.0.1. The
+// port must be fixed, since browsers are told it before dev listens.
+func devPusherAddr(addr string) (string, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want host:port: %w", addr, err)
+	}
+	if port, err := strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+		return "", fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want a fixed port, 1 to 65535 (browsers are told it)", addr)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, p), nil
 }
 
-// devPusherHost turns a listen address into the host a local browser
+// localHost turns a listen address into the host and port a local browser
 // uses: an unspecified or loopback host is "localhost".
-func devPusherHost(addr string) (string, int) {
+func localHost(addr string) (string, int) {
 	host, p, err := net.SplitHostPort(addr)
 	port, perr := strconv.Atoi(p)
 	if err != nil || perr != nil {
@@ -91,8 +108,20 @@ func runDev(ctx context.Context, env *settings) error {
 		}
 		return env.Getenv(k)
 	})
-	relayCfg, relayErr := relay.LoadConfig(env.Getenv)
-	pollCfg, pollErr := poller.LoadConfig(env.Getenv)
+	// Without any Pusher credential dev serves its own Pusher-compatible
+	// server, and the relay and the poller read it as their Pusher.
+	getenv := env.Getenv
+	pusherAddr := env.Getenv("LIVE_DEV_PUSHER_ADDR")
+	if pusherAddr == "" {
+		pusherAddr = "127.0.0.1:8081"
+	}
+	ownPusher := env.Getenv("PUSHER_APP_ID") == "" && env.Getenv("PUSHER_KEY") == "" && env.Getenv("PUSHER_SECRET") == ""
+	pusherHost, pusherAddrErr := devPusherAddr(pusherAddr)
+	if ownPusher {
+		getenv = devPusherGetenv(env.Getenv, pusherHost)
+	}
+	relayCfg, relayErr := relay.LoadConfig(getenv)
+	pollCfg, pollErr := poller.LoadConfig(getenv)
 	dataDir := env.Getenv("LIVE_DATA_DIR")
 	if dataDir == "" {
 		dataDir = "./data"
@@ -102,13 +131,8 @@ func runDev(ctx context.Context, env *settings) error {
 		listen = "127.0.0.1:4222"
 	}
 	host, port, listenErr := splitListen(listen)
-	pusherAddr := env.Getenv("LIVE_DEV_PUSHER_ADDR")
-	if pusherAddr == "" {
-		pusherAddr = "127.0.0.1:8081"
-	}
-	var pusherAddrErr error
-	if _, _, err := net.SplitHostPort(pusherAddr); err != nil {
-		pusherAddrErr = fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want host:port: %w", pusherAddr, err)
+	if !ownPusher {
+		pusherAddrErr = nil // not used
 	}
 	if err := errors.Join(logErr, streamErr, apiErr, relayErr, pollErr, listenErr, pusherAddrErr); err != nil {
 		return fmt.Errorf("dev configuration:\n%w", err)
@@ -153,14 +177,17 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 	var local *ops.Server
-	if relayCfg.PusherEnabled() {
+	if !ownPusher {
 		devLog.WithFields(logrus.Fields{"pusher_cluster": relayCfg.Cluster, "pusher_host": relayCfg.Host}).
 			Info("pusher credentials are set: the relay forwards to pusher")
 	} else {
-		var ps *pushercompat.Server
-		if local, ps, err = devPusherServer(r, pusherAddr, &relayCfg, &pollCfg); err != nil {
-			return err
+		// Listen now, so a busy port is a clear error at start.
+		ln, err := net.Listen("tcp", pusherAddr)
+		if err != nil {
+			return fmt.Errorf("dev's pusher-compatible server cannot listen on LIVE_DEV_PUSHER_ADDR=%q (is another dev running? set LIVE_DEV_PUSHER_ADDR, or PUSHER_* to use pusher): %w", pusherAddr, err)
 		}
+		var ps *pushercompat.Server
+		local, ps = devPusherServer(r, ln, pusherHost)
 		defer ps.Close()
 	}
 	p, err := newPoller(r, pollCfg)
@@ -211,17 +238,11 @@ func runDev(ctx context.Context, env *settings) error {
 	return err
 }
 
-// devPusherServer listens on addr with dev's own Pusher-compatible server
-// and points the relay (and the browsers, through the poller) at it. The
-// returned ops.Server serves it; its BeforeDrain closes every WebSocket
-// with 4200, which http.Server.Shutdown would not (they are hijacked).
-func devPusherServer(r *role, addr string, relayCfg *relay.Config, pollCfg *poller.Config) (*ops.Server, *pushercompat.Server, error) {
-	// Listen now, so a busy port is a clear error at start and the relay
-	// knows the real address when the port is 0.
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dev's pusher-compatible server cannot listen on %s (is another dev running? set LIVE_DEV_PUSHER_ADDR): %w", addr, err)
-	}
+// devPusherServer serves dev's own Pusher-compatible server on ln. The
+// returned ops.Server's BeforeDrain closes every WebSocket with 4200
+// (pusher-js reconnects at once), which http.Server.Shutdown would not do:
+// they are hijacked.
+func devPusherServer(r *role, ln net.Listener, hostport string) (*ops.Server, *pushercompat.Server) {
 	log := r.log.WithField("component", "pushercompat")
 	ps := pushercompat.New(pushercompat.Options{
 		AppID: devPusherAppID, Key: devPusherKey, Secret: devPusherSecret,
@@ -229,30 +250,25 @@ func devPusherServer(r *role, addr string, relayCfg *relay.Config, pollCfg *poll
 		Log:         log,
 		Registerer:  r.reg,
 	})
-	bound := ln.Addr().String()
-	relayCfg.AppID, relayCfg.Key, relayCfg.Secret = devPusherAppID, devPusherKey, devPusherSecret
-	relayCfg.Host, relayCfg.Cluster, relayCfg.Secure = bound, "", false
-	host, port := devPusherHost(bound)
-	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Secret: devPusherSecret, Cluster: "dev", Host: host, Port: port})
 	log.WithFields(logrus.Fields{
-		"websocket_url": fmt.Sprintf("ws://%s:%d/app/%s", host, port, devPusherKey),
-		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", bound, devPusherAppID),
+		"websocket_url": fmt.Sprintf("ws://%s/app/%s", hostport, devPusherKey),
+		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", hostport, devPusherAppID),
+		"app_id":        devPusherAppID,
 		"key":           devPusherKey,
 	}).Info("no pusher credentials (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET): dev serves its own pusher-compatible server and the relay forwards to it; set them to use pusher")
-	srv := &ops.Server{
-		Addr:        bound,
+	return &ops.Server{
+		Addr:        ln.Addr().String(),
 		Listener:    ln,
 		Handler:     ps.Handler(),
 		Log:         log,
 		BeforeDrain: ps.Close,
-	}
-	return srv, ps, nil
+	}, ps
 }
 
 // demoURL is the demo page on the dev HTTP address, as a local browser
 // opens it.
 func demoURL(addr string) string {
-	host, port := devPusherHost(addr)
+	host, port := localHost(addr)
 	if port == 0 {
 		return "http://localhost:8080/demo/e42"
 	}

@@ -64,6 +64,7 @@ func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
 		{"publish with invalid JSON says so", []string{"publish", "--event", "e1", "--type", "vote.updated", "--data", "{"}, nil, "not valid JSON"},
 		{"tail with a bad eventId says so", []string{"tail", "--event", "e/1"}, nil, "eventId"},
 		{"dev with a bad listen address names the variable", []string{"dev"}, map[string]string{"LIVE_NATS_LISTEN": "nowhere"}, "LIVE_NATS_LISTEN"},
+		{"dev's own pusher server needs a fixed port", []string{"dev"}, map[string]string{"LIVE_DEV_PUSHER_ADDR": "127.0.0.1:0"}, "LIVE_DEV_PUSHER_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
