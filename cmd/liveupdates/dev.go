@@ -52,16 +52,12 @@ type browserPusher struct {
 }
 
 // configurePollerPusher hands the browser-facing Pusher settings to the
-// poller's /v1/config.
-//
-// TODO(lead, on merging the poller branch): poller.Config has no Pusher
-// fields yet on this branch. Set them here from bp, e.g.
-// cfg.PusherKey, cfg.PusherCluster, cfg.PusherHost, cfg.PusherPort,
-// cfg.PusherTLS = bp.Key, bp.Cluster, bp.Host, bp.Port, bp.TLS. Only dev
-// calls this, and only when it serves its own server: with real
-// credentials the poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
+// poller's /v1/config (and its private-channel signatures). Only dev calls
+// this, and only when it serves its own server: with real credentials the
+// poller reads PUSHER_KEY and PUSHER_CLUSTER itself.
 func configurePollerPusher(cfg *poller.Config, bp browserPusher) {
-	_, _ = cfg, bp
+	cfg.Pusher.Key, cfg.Pusher.Secret, cfg.Pusher.Cluster = bp.Key, devPusherSecret, bp.Cluster
+	cfg.Pusher.WSHost, cfg.Pusher.WSPort, cfg.Pusher.ForceTLS = bp.Host, bp.Port, bp.TLS
 }
 
 // devPusherHost turns a listen address into the host a local browser

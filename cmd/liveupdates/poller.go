@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nostressplanner/liveupdates/client"
 	"github.com/nostressplanner/liveupdates/poller"
 )
 
@@ -34,6 +35,7 @@ func newPoller(r *role, cfg poller.Config) (*poller.Poller, error) {
 		Stream:     r.stream,
 		Log:        r.log.WithField("component", "poller"),
 		Registerer: r.reg,
+		Client:     client.Files,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("poller: %w", err)
