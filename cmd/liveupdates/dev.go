@@ -49,6 +49,10 @@ type browserPusher struct {
 	Host    string // empty for Pusher itself
 	Port    int
 	TLS     bool
+	// Prefix and Private are the relay's channel settings, which the
+	// poller drops when it has no key of its own.
+	Prefix  string
+	Private bool
 }
 
 // configurePollerPusher hands the browser-facing Pusher settings to the
@@ -58,6 +62,7 @@ type browserPusher struct {
 func configurePollerPusher(cfg *poller.Config, bp browserPusher) {
 	cfg.Pusher.Key, cfg.Pusher.Secret, cfg.Pusher.Cluster = bp.Key, devPusherSecret, bp.Cluster
 	cfg.Pusher.WSHost, cfg.Pusher.WSPort, cfg.Pusher.ForceTLS = bp.Host, bp.Port, bp.TLS
+	cfg.Pusher.ChannelPrefix, cfg.Pusher.Private = bp.Prefix, bp.Private
 }
 
 // devPusherHost turns a listen address into the host a local browser
@@ -207,7 +212,8 @@ func devPusherServer(r *role, addr string, relayCfg *relay.Config, pollCfg *poll
 	relayCfg.AppID, relayCfg.Key, relayCfg.Secret = devPusherAppID, devPusherKey, devPusherSecret
 	relayCfg.Host, relayCfg.Cluster, relayCfg.Secure = bound, "", false
 	host, port := devPusherHost(bound)
-	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Cluster: "dev", Host: host, Port: port})
+	configurePollerPusher(pollCfg, browserPusher{Key: devPusherKey, Cluster: "dev", Host: host, Port: port,
+		Prefix: relayCfg.ChannelPrefix, Private: relayCfg.PrivateChannels})
 	log.WithFields(logrus.Fields{
 		"websocket_url": fmt.Sprintf("ws://%s:%d/app/%s", host, port, devPusherKey),
 		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", bound, devPusherAppID),
