@@ -4,12 +4,22 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { connect } from '../client.js';
 import { startDev, eventually, recorder } from './stack.js';
 
 test('poll only', async (t) => {
   const stack = await startDev({ env: { LIVE_POLLER_RING_SIZE: '8' } });
   t.after(() => stack.stop());
+
+  await t.test('the poller serves the module and the hook that are in client/', async () => {
+    for (const [route, file] of [['/v1/client.js', 'client.js'], ['/v1/client/client.js', 'client.js'], ['/v1/client/react.js', 'react.js'], ['/v1/client.d.ts', 'client.d.ts']]) {
+      const r = await fetch(stack.url + route);
+      assert.equal(r.status, 200, route);
+      if (file.endsWith('.js')) assert.match(r.headers.get('content-type'), /javascript/, route);
+      assert.equal(await r.text(), readFileSync(new URL(`../${file}`, import.meta.url), 'utf8'), route);
+    }
+  });
 
   await t.test('a change published after connect arrives once, in seq order, and status is polling', async () => {
     const rec = recorder();
@@ -112,6 +122,52 @@ test('a stream recreated under the client (dev restarted on a new data dir): onR
     await eventually('the change after the reset', () => rec.changes.some((c) => c.id === after.id), 60_000);
     assert.equal(rec.changes.length, 6);
     assert.equal(live.getStatus(), 'polling');
+  } finally {
+    live.close();
+  }
+});
+
+test('rate limited (429 with Retry-After): the client waits as told and still gets every change', async (t) => {
+  // One request per second per client (here: per address), burst 2.
+  const stack = await startDev({ env: { LIVE_POLLER_RATE: '1', LIVE_POLLER_BURST: '2', LIVE_POLLER_MAX_WAIT: '1s' } });
+  t.after(() => stack.stop());
+  const rec = recorder();
+  const answers = [];
+  const f = async (u, init) => {
+    const r = await fetch(u, init);
+    answers.push({ at: Date.now(), status: r.status, retryAfter: Number(r.headers.get('Retry-After')) });
+    return r;
+  };
+  const live = connect({ url: stack.url, eventId: 'rl', fetch: f, ...rec });
+  try {
+    await eventually('polling', () => live.getStatus() === 'polling');
+    // A noisy neighbour on the same address spends the budget.
+    let noisy = true;
+    const noise = (async () => {
+      while (noisy) {
+        await (await fetch(`${stack.url}/v1/events/other/updates`)).text();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const sent = [];
+    try {
+      await eventually('the client gets a 429', () => answers.some((a) => a.status === 429));
+      for (let i = 0; i < 3; i++) sent.push((await stack.publish('rl', 'vote.updated', { i })).id);
+    } finally {
+      noisy = false;
+      await noise;
+    }
+    await eventually('every change', () => rec.changes.length === 3);
+    assert.deepEqual(rec.ids(), sent);
+    for (let i = 0; i + 1 < answers.length; i++) {
+      const a = answers[i];
+      if (a.status !== 429) continue;
+      assert.ok(a.retryAfter >= 1, 'a 429 says when to retry');
+      // The next request starts no sooner than Retry-After (the answer is
+      // recorded a moment after the request was sent).
+      const gap = answers[i + 1].at - a.at;
+      assert.ok(gap >= a.retryAfter * 1000 - 50, `retried ${gap} ms after a 429 with Retry-After: ${a.retryAfter}`);
+    }
   } finally {
     live.close();
   }
