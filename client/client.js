@@ -133,10 +133,10 @@ export function connect(options) {
   }
 
   function report(err) {
-    // The callbacks are the page's; a throw there must not stop the client.
-    setTimeout(() => {
-      throw err;
-    }, 0);
+    // The callbacks are the page's; a throw there must not stop the client
+    // (nor, in Node, the process).
+    if (typeof reportError === 'function') reportError(err);
+    else console.error('liveupdates:', err);
   }
 
   function later(ms, fn) {
@@ -544,8 +544,10 @@ export function connect(options) {
 
   async function failed(err, signal) {
     failures++;
-    // A refused request is the poller talking; a rejected fetch is the network.
-    if (!(err instanceof HTTPError)) transition('offline');
+    // 429 and 503 are the poller asking for patience: the status stays.
+    // A rejected fetch (the network) or a refusal (a bad or expired token)
+    // means no change arrives until something changes: offline.
+    if (!(err instanceof HTTPError) || (err.status !== 429 && err.status !== 503)) transition('offline');
     await sleep(backoff(err.retryAfter || 0), signal);
   }
 

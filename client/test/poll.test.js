@@ -85,6 +85,32 @@ test('poll only', async (t) => {
     }
   });
 
+  await t.test('an onChange that throws does not stop the client', async () => {
+    const got = [];
+    const errs = [];
+    const orig = console.error;
+    console.error = (...a) => errs.push(a);
+    const live = connect({
+      url: stack.url,
+      eventId: 'throws',
+      onChange(e) {
+        got.push(e.id);
+        if (got.length === 1) throw new Error('the page broke');
+      },
+    });
+    try {
+      await eventually('polling', () => live.getStatus() === 'polling');
+      const a = await stack.publish('throws', 'vote.updated', {});
+      const b = await stack.publish('throws', 'vote.updated', {});
+      await eventually('both changes', () => got.length === 2);
+      assert.deepEqual(got, [a.id, b.id]);
+      assert.equal(errs.length, 1);
+    } finally {
+      console.error = orig;
+      live.close();
+    }
+  });
+
   await t.test('close stops everything: no change is reported after it', async () => {
     const rec = recorder();
     const live = connect({ url: stack.url, eventId: 'poll4', ...rec });
