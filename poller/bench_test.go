@@ -128,7 +128,7 @@ func BenchmarkPoller(b *testing.B) {
 		t0 := time.Now().UnixNano()
 		publish(b, js, id, "vote.updated", `{"wake":true}`)
 		published[id] = t0
-		testutil.Eventually(b, 10*time.Second, func() bool { return waiting() <= float64(ids-k-1) }, "long-poll %s woken", id)
+		testutil.Eventually(b, 30*time.Second, func() bool { return waiting() <= float64(ids-k-1) }, "long-poll %s woken", id)
 	}
 	h.p.Drain()
 	if err := cmd.Wait(); err != nil {

@@ -69,7 +69,9 @@ func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func
 		}
 	}
 	t.Cleanup(h.stop)
-	testutil.EventuallyErr(t, 10*time.Second, func() error { return p.Ready(t.Context()) })
+	// Generous: a replay of thousands of changes on a loaded 2-core machine
+	// takes tens of seconds.
+	testutil.EventuallyErr(t, 60*time.Second, func() error { return p.Ready(t.Context()) })
 	return h
 }
 

@@ -68,7 +68,7 @@ func (rc *rawConn) recv(within time.Duration) (*http.Response, []byte) {
 
 // closedByServer reports whether the server closed the connection (EOF).
 func (rc *rawConn) closedByServer() bool {
-	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = rc.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	_, err := rc.br.ReadByte()
 	return err == io.EOF
 }
@@ -79,7 +79,7 @@ func waiting(t *testing.T, h *harness) float64 {
 
 func waitParked(t *testing.T, h *harness, n int64) {
 	t.Helper()
-	testutil.Eventually(t, 5*time.Second, func() bool {
+	testutil.Eventually(t, 30*time.Second, func() bool {
 		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n) &&
 			testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
 	}, "%d long-polls parked", n)
@@ -111,7 +111,7 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", first), origin...)
 	waitParked(t, h, 1)
 	s := publish(t, js, "e1", "vote.updated", `{"n":2}`)
-	res, body := rc.recv(10 * time.Second)
+	res, body := rc.recv(30 * time.Second)
 	if res.StatusCode != http.StatusOK || res.Close {
 		t.Fatalf("woken answer status=%d close=%v, want 200 keeping the connection", res.StatusCode, res.Close)
 	}
@@ -146,7 +146,7 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s), origin...)
 	waitParked(t, h, 1)
 	s2 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
-	res, body = rc.recv(10 * time.Second)
+	res, body = rc.recv(30 * time.Second)
 	if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s2}) {
 		t.Fatalf("second long-poll on the kept connection: %d %s, want events [%d]", res.StatusCode, body, s2)
 	}
@@ -176,7 +176,7 @@ func TestParkedLongPollTimesOut(t *testing.T) {
 			rc := dialRaw(t, h.url)
 			start := time.Now()
 			rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=1", s), tc.hdr...)
-			res, body := rc.recv(10 * time.Second)
+			res, body := rc.recv(30 * time.Second)
 			if el := time.Since(start); el < time.Second {
 				t.Fatalf("answered after %v, want held for wait=1s", el)
 			}
@@ -242,23 +242,24 @@ func TestPeerGoneTellsAnOpenConnectionFromAClosedOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.Close()
-	testutil.Eventually(t, 5*time.Second, func() bool { return peerGone(server) }, "closed peer seen as gone")
+	testutil.Eventually(t, 30*time.Second, func() bool { return peerGone(server) }, "closed peer seen as gone")
 }
 
 func TestDrainAnswersEveryParkedLongPollAndClosesItsConnection(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
-	h := startPoller(t, srv, Config{Rate: -1})
+	// Waits far longer than the test: only Drain can answer them in time.
+	h := startPoller(t, srv, Config{Rate: -1, MaxWait: 5 * time.Minute})
 	const n = 40 // more than one worker chunk
 	conns := make([]*rawConn, n)
 	for i := range conns {
 		conns[i] = dialRaw(t, h.url)
-		conns[i].send(fmt.Sprintf("/v1/events/e%d/updates?since=0&wait=30", i%3))
+		conns[i].send(fmt.Sprintf("/v1/events/e%d/updates?since=0&wait=300", i%3))
 	}
 	waitParked(t, h, n)
 	h.p.Drain()
 	for i, rc := range conns {
-		res, body := rc.recv(5 * time.Second)
+		res, body := rc.recv(60 * time.Second)
 		var u updates
 		if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || u.Reset || len(u.Events) != 0 {
 			t.Fatalf("conn %d drained answer %d %s (%v), want an empty 200", i, res.StatusCode, body, err)
@@ -291,7 +292,7 @@ func TestManyParkedLongPollsOfOneEventAreAllWoken(t *testing.T) {
 	waitParked(t, h, n)
 	s := publish(t, js, "hot", "vote.updated", `{"hot":true}`)
 	for i, rc := range conns {
-		res, body := rc.recv(10 * time.Second)
+		res, body := rc.recv(30 * time.Second)
 		var u updates
 		if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s}) {
 			t.Fatalf("conn %d: %d %s, want events [%d]", i, res.StatusCode, body, s)
@@ -310,7 +311,7 @@ func TestParkCloseAnswersWithConnectionClose(t *testing.T) {
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
 	waitParked(t, h, 1)
 	s := publish(t, js, "e1", "vote.updated", `{}`)
-	res, body := rc.recv(10 * time.Second)
+	res, body := rc.recv(30 * time.Second)
 	var u updates
 	if err := json.Unmarshal(body, &u); err != nil || !slices.Equal(seqs(u.Events), []uint64{s}) {
 		t.Fatalf("answer %s (%v), want events [%d]", body, err, s)
@@ -355,7 +356,7 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 			}
 			got <- res
 		}()
-		testutil.Eventually(t, 5*time.Second, func() bool { return waiting(t, tc.h) == 1 }, "%s: long-poll waiting", tc.name)
+		testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, tc.h) == 1 }, "%s: long-poll waiting", tc.name)
 		if n := tc.h.p.idx.nParked.Load(); n != 0 {
 			t.Fatalf("%s: parked=%d, want the plain path", tc.name, n)
 		}
@@ -363,7 +364,7 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 		var res *http.Response
 		select {
 		case res = <-got:
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: not woken", tc.name)
 		}
 		if res == nil {

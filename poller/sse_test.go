@@ -128,7 +128,7 @@ func TestSSEDataWithLineBreaksArrivesWhole(t *testing.T) {
 	}
 	after := publish(t, js, "e1", "phase.changed", `{"after":true}`)
 	h := startPoller(t, srv, Config{})
-	testutil.Eventually(t, 10*time.Second, func() bool { return h.p.idx.appliedSeq() >= after }, "applied")
+	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= after }, "applied")
 
 	_, events := openSSE(t, h.url+"/v1/events/e1/stream?since=0")
 	for i, seq := range append(want, after) {
@@ -325,7 +325,7 @@ func TestSSEStreamsAreCappedPerTokenAndAddress(t *testing.T) {
 	open("e2", tokB, 200)
 	open("e3", tokC, http.StatusTooManyRequests) // the address's cap
 	a1.Body.Close()
-	testutil.Eventually(t, 10*time.Second, func() bool {
+	testutil.Eventually(t, 30*time.Second, func() bool {
 		res, _ := openSSE(t, h.url+"/v1/events/e1/stream", "Authorization", "Bearer "+tokA)
 		res.Body.Close()
 		return res.StatusCode == 200

@@ -123,3 +123,52 @@ func FuzzSignature(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRequest checks that the WebSocket message decoder never panics,
+// and that every subscribe it accepts reads back the same from the shape
+// pusher-js sends (data an object) and from data as a string.
+func FuzzParseRequest(f *testing.F) {
+	f.Add([]byte(`{"event":"pusher:subscribe","data":{"auth":"","channel":"event-e1"}}`))
+	f.Add([]byte(`{"event":"pusher:subscribe","data":"{\"auth\":\"k:s\",\"channel\":\"private-e1\"}"}`))
+	f.Add([]byte(`{"event":"pusher:unsubscribe","data":{"channel":"event-e1"}}`))
+	f.Add([]byte(`{"event":"pusher:ping","data":{}}`))
+	f.Add([]byte(`{"event":"client-x","channel":"private-e1","data":{}}`))
+	f.Add([]byte(`{"event":"pusher:subscribe","data":7}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := parseRequest(data)
+		if err != nil {
+			if req != (request{}) || err.Error() == "" {
+				t.Fatalf("parseRequest(%q) = %+v, %v: a refusal carries a message and nothing else", data, req, err)
+			}
+			return
+		}
+		if req.kind != requestSubscribe {
+			return
+		}
+		for _, shape := range []func() ([]byte, error){
+			func() ([]byte, error) {
+				return json.Marshal(map[string]any{"event": "pusher:subscribe", "data": map[string]string{"channel": req.channel, "auth": req.auth}})
+			},
+			func() ([]byte, error) {
+				inner, err := json.Marshal(map[string]string{"channel": req.channel, "auth": req.auth})
+				if err != nil {
+					return nil, err
+				}
+				return json.Marshal(map[string]any{"event": "pusher:subscribe", "data": string(inner)})
+			},
+		} {
+			b, err := shape()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !utf8.Valid([]byte(req.channel + req.auth)) {
+				return // re-encoding replaces invalid UTF-8; nothing to compare
+			}
+			again, err := parseRequest(b)
+			if err != nil || again != req {
+				t.Fatalf("parseRequest(%s) = %+v, %v; want %+v", b, again, err, req)
+			}
+		}
+	})
+}

@@ -127,7 +127,14 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.wg.Done()
+	// The wg count taken above passes to the socket's reader goroutine
+	// once the socket is registered.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			h.wg.Done()
+		}
+	}()
 
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: len(h.cfg.originPatterns) == 0,
@@ -167,17 +174,29 @@ func (h *hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.met.closed.WithLabelValues(reasonShutdown).Inc()
 		return
 	}
-	err = s.readLoop()
-	h.remove(s)
-	ws.CloseNow() //nolint:errcheck // waits for a Close in progress; otherwise the peer is gone
+	// Read in a fresh goroutine and return: net/http then frees the
+	// request, the response and its buffers, which a handler blocked in a
+	// read loop would pin for the socket's life (about 5 KiB each), and
+	// the reader's stack starts small instead of below net/http's frames.
+	handedOff = true
+	go s.run()
+}
+
+// run reads until the socket ends, then unregisters it. It owns one count
+// of h.wg.
+func (s *socket) run() {
+	defer s.h.wg.Done()
+	err := s.readLoop()
+	s.h.remove(s)
+	s.ws.CloseNow() //nolint:errcheck // waits for a Close in progress; otherwise the peer is gone
 	s.mu.Lock()
 	reason := s.reason
 	s.mu.Unlock()
 	if reason == "" {
 		reason = reasonClient
 	}
-	h.met.closed.WithLabelValues(reason).Inc()
-	h.log.WithFields(logrus.Fields{"socket_id": s.id, "reason": reason}).WithError(err).Debug("socket closed")
+	s.h.met.closed.WithLabelValues(reason).Inc()
+	s.h.log.WithFields(logrus.Fields{"socket_id": s.id, "reason": reason}).WithError(err).Debug("socket closed")
 }
 
 // supportedProtocol accepts the protocol versions pusher-js has spoken
@@ -477,9 +496,8 @@ type clientMessage struct {
 }
 
 type subscribeData struct {
-	Channel     string  `json:"channel"`
-	Auth        string  `json:"auth"`
-	ChannelData *string `json:"channel_data"`
+	Channel string `json:"channel"`
+	Auth    string `json:"auth"`
 }
 
 // readLoop handles the client's messages until the connection ends. Any
@@ -500,45 +518,73 @@ func (s *socket) readLoop() error {
 	}
 }
 
-func (s *socket) handle(data []byte) {
+// request is a client message, decoded.
+type request struct {
+	kind    requestKind
+	channel string // subscribe, unsubscribe
+	auth    string // subscribe
+}
+
+type requestKind int
+
+const (
+	requestPing requestKind = iota + 1
+	requestPong
+	requestSubscribe
+	requestUnsubscribe
+)
+
+// parseRequest decodes a client frame; the error is the message of the
+// pusher:error to answer.
+func parseRequest(data []byte) (request, error) {
 	var m clientMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		s.sendError("Invalid JSON")
-		return
+		return request{}, errors.New("Invalid JSON")
 	}
 	switch m.Event {
 	case "pusher:ping":
-		s.enqueue(framePong)
+		return request{kind: requestPing}, nil
 	case "pusher:pong":
+		return request{kind: requestPong}, nil
+	case "pusher:subscribe", "pusher:unsubscribe":
+		var d subscribeData
+		if err := decodeData(m.Data, &d); err != nil {
+			return request{}, errors.New("Invalid " + strings.TrimPrefix(m.Event, "pusher:") + " data")
+		}
+		kind := requestSubscribe
+		if m.Event == "pusher:unsubscribe" {
+			kind = requestUnsubscribe
+		}
+		return request{kind: kind, channel: d.Channel, auth: d.Auth}, nil
+	}
+	if strings.HasPrefix(m.Event, "client-") {
+		return request{}, errors.New("Client events are not enabled on this server")
+	}
+	return request{}, errors.New("Unsupported event " + strconv.Quote(truncate(m.Event, 64)))
+}
+
+func (s *socket) handle(data []byte) {
+	req, err := parseRequest(data)
+	if err != nil {
+		s.sendError(err.Error())
+		return
+	}
+	switch req.kind {
+	case requestPing:
+		s.enqueue(framePong)
+	case requestPong:
 		// Counted as activity already.
-	case "pusher:subscribe":
-		var d subscribeData
-		if err := decodeData(m.Data, &d); err != nil {
-			s.sendError("Invalid subscribe data")
-			return
-		}
-		s.subscribe(d)
-	case "pusher:unsubscribe":
-		var d subscribeData
-		if err := decodeData(m.Data, &d); err != nil {
-			s.sendError("Invalid unsubscribe data")
-			return
-		}
-		s.h.unsubscribe(s, d.Channel)
-	default:
-		if strings.HasPrefix(m.Event, "client-") {
-			s.sendError("Client events are not enabled on this server")
-			return
-		}
-		s.sendError("Unsupported event " + strconv.Quote(truncate(m.Event, 64)))
+	case requestSubscribe:
+		s.subscribe(req.channel, req.auth)
+	case requestUnsubscribe:
+		s.h.unsubscribe(s, req.channel)
 	}
 }
 
 // subscribe checks the channel and its signature. A refusal is a
 // subscription_error on that channel and the socket stays open: a close
 // with a 40xx code would stop pusher-js for good.
-func (s *socket) subscribe(d subscribeData) {
-	ch := d.Channel
+func (s *socket) subscribe(ch, auth string) {
 	switch {
 	case ch == "" || len(ch) > maxChannelName || !channelName.MatchString(ch):
 		s.subscriptionError(ch, http.StatusBadRequest, "Invalid channel name")
@@ -551,7 +597,7 @@ func (s *socket) subscribe(d subscribeData) {
 	case strings.HasPrefix(ch, "private-"):
 		c := s.h.cfg.creds
 		want := c.key + ":" + sign(c.secret, s.id+":"+ch)
-		if !hmac.Equal([]byte(d.Auth), []byte(want)) {
+		if !hmac.Equal([]byte(auth), []byte(want)) {
 			s.subscriptionError(ch, http.StatusUnauthorized, "Invalid signature: expected HMAC SHA256 hex digest of "+s.id+":"+ch)
 			s.h.met.subscriptions.WithLabelValues("auth_error").Inc()
 			return
