@@ -122,6 +122,18 @@ test('demo in Chromium', async (t) => {
     await setVisibility(lp[1], 'visible');
     await eventually('visible again, they catch up', async () => (await seen(sse[1], sent)) && (await seen(lp[1], sent)));
     await assertEachOnceInOrder(pages, sent);
+
+    // The network goes away: offline; it comes back: caught up at once.
+    await browser.ctx.setOffline(true);
+    await eventually('all pages offline', async () => (await Promise.all(pages.map(statusOf))).every((st) => st === 'offline'));
+    sent.push((await stack.publish('nopusher', 'vote.updated', { while: 'offline' })).id);
+    await browser.ctx.setOffline(false);
+    await eventually('every page sees the change made while offline', async () => {
+      for (const p of pages) if (!(await seen(p, sent))) return false;
+      return true;
+    });
+    await eventually('all pages polling again', async () => (await Promise.all(pages.map(statusOf))).every((st) => st === 'polling'));
+    await assertEachOnceInOrder(pages, sent);
     assert.deepEqual(errors, []);
     for (const p of pages) await p.close();
   });
