@@ -133,10 +133,10 @@ export function connect(options) {
   }
 
   function report(err) {
-    // The callbacks are the page's; a throw there must not stop the client.
-    setTimeout(() => {
-      throw err;
-    }, 0);
+    // The callbacks are the page's; a throw there must not stop the client
+    // (nor, in Node, the process).
+    if (typeof reportError === 'function') reportError(err);
+    else console.error('liveupdates:', err);
   }
 
   function later(ms, fn) {
@@ -236,14 +236,16 @@ export function connect(options) {
 
   /**
    * poll asks /updates once. wait is seconds (0: answer at once). It applies
-   * what comes back and returns true when something (or a reset) came.
+   * what comes back. got: something (or a reset) came, so the caller asks
+   * again at once; more: the answer was one page of several.
+   * @returns {Promise<{got: boolean, more: boolean}>}
    */
   async function poll(signal, wait) {
     const headers = {};
     if (etag && cursor !== null) headers['If-None-Match'] = etag;
     const r = await getJSON(endpoint('updates', { since: cursor === null ? '' : String(cursor), wait: wait || '' }), signal, headers);
     failures = 0;
-    if (r.status === 304) return false;
+    if (r.status === 304) return { got: false, more: false };
     const tag = r.headers.get('ETag');
     const body = r.body || {};
     if (body.reset) {
@@ -252,10 +254,15 @@ export function connect(options) {
         cursor = Number(body.cursor);
         call(onReset);
       });
-      return true;
+      return { got: true, more: false };
     }
-    if (tag) etag = tag;
+    // A page of a deep resume (a cursor below what the poller holds in
+    // memory, answered from the stream) comes without an ETag: there is
+    // more after its cursor, and an older ETag must not make the next
+    // page a 304.
+    etag = tag || '';
     const events = Array.isArray(body.events) ? body.events : [];
+    const more = events.length > 0 && !tag;
     if (cursor === null) {
       // The first answer is a baseline: the changes before connect() are
       // the page's initial data, not news. Remember their ids and start
@@ -264,14 +271,21 @@ export function connect(options) {
       await enqueue(() => {
         cursor = Math.max(cursor ?? 0, Number(body.cursor) || 0);
       });
-      return true; // poll again at once, now with a cursor to wait on
+      return { got: true, more }; // poll again at once, now with a cursor to wait on
     }
     applyAll(events);
     await enqueue(() => {
       const c = Number(body.cursor);
       if (Number.isFinite(c) && c > (cursor ?? 0)) cursor = c;
     });
-    return events.length > 0;
+    return { got: events.length > 0, more };
+  }
+
+  /** catchUp polls without waiting until nothing more is pending. */
+  async function catchUp(signal) {
+    while (!signal.aborted && !closed) {
+      if (!(await poll(signal, 0)).more) return;
+    }
   }
 
   // ---- apply: the one path every change takes ----
@@ -454,7 +468,7 @@ export function connect(options) {
     for (;;) {
       if (g !== gen || closed || signal.aborted) return;
       try {
-        await poll(signal, 0);
+        await catchUp(signal);
         break;
       } catch (err) {
         if (signal.aborted || g !== gen) return;
@@ -515,7 +529,7 @@ export function connect(options) {
     while (!signal.aborted && !closed) {
       const started = Date.now();
       try {
-        const got = await poll(signal, cursor === null ? 0 : cfg.wait);
+        const { got } = await poll(signal, cursor === null ? 0 : cfg.wait);
         if (signal.aborted) return;
         transition('polling');
         // A poller that answers at once (wait not honoured, or a proxy
@@ -530,8 +544,10 @@ export function connect(options) {
 
   async function failed(err, signal) {
     failures++;
-    // A refused request is the poller talking; a rejected fetch is the network.
-    if (!(err instanceof HTTPError)) transition('offline');
+    // 429 and 503 are the poller asking for patience: the status stays.
+    // A rejected fetch (the network) or a refusal (a bad or expired token)
+    // means no change arrives until something changes: offline.
+    if (!(err instanceof HTTPError) || (err.status !== 429 && err.status !== 503)) transition('offline');
     await sleep(backoff(err.retryAfter || 0), signal);
   }
 
@@ -613,7 +629,7 @@ export function connect(options) {
       if (g !== gen || closed) return;
       if (pusherLive && !holding && !hidden()) {
         try {
-          await poll(abort.signal, 0);
+          await catchUp(abort.signal);
         } catch {
           // the next safety poll or Pusher's own state says more
         }
@@ -653,7 +669,7 @@ export function connect(options) {
       pausePolling();
       resumePolling();
     } else if (pusherLive) {
-      poll(abort.signal, 0).catch(() => {});
+      catchUp(abort.signal).catch(() => {});
     }
   }
 

@@ -100,6 +100,40 @@ test('demo in Chromium', async (t) => {
     await assertEachOnceInOrder(pages, sent);
     assert.ok(responses.some((r) => r.tab.startsWith('S') && r.url.includes('/stream') && r.status === 200), 'the S pages used EventSource');
     assert.ok(!responses.some((r) => r.tab.startsWith('S') && r.url.includes('wait=')), 'the S pages did not long-poll');
+
+    // A hidden page stops polling; visible again, it catches up at once.
+    const setVisibility = (page, v) => page.evaluate((state) => {
+      Object.defineProperty(document, 'visibilityState', { value: state, configurable: true });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, v);
+    const requestsOf = (tab) => responses.filter((r) => r.tab === tab && /\/(updates|stream)/.test(r.url)).length;
+    await setVisibility(sse[1], 'hidden');
+    await setVisibility(lp[1], 'hidden');
+    const before = { S2: requestsOf('S2'), L2: requestsOf('L2') };
+    await click(sse[0], '#vote');
+    await eventually('the visible pages see it', async () => (await seen(sse[0], sent)) && (await seen(lp[0], sent)));
+    // L1 long-polls with 1 s waits: once it has polled twice more, a hidden
+    // L2 that kept polling would have done so too.
+    const l1 = requestsOf('L1');
+    await eventually('L1 polls on', () => requestsOf('L1') >= l1 + 2);
+    assert.ok(!(await seen(sse[1], sent)) && !(await seen(lp[1], sent)), 'a hidden page got a change');
+    assert.deepEqual({ S2: requestsOf('S2'), L2: requestsOf('L2') }, before, 'a hidden page kept polling');
+    await setVisibility(sse[1], 'visible');
+    await setVisibility(lp[1], 'visible');
+    await eventually('visible again, they catch up', async () => (await seen(sse[1], sent)) && (await seen(lp[1], sent)));
+    await assertEachOnceInOrder(pages, sent);
+
+    // The network goes away: offline; it comes back: caught up at once.
+    await browser.ctx.setOffline(true);
+    await eventually('all pages offline', async () => (await Promise.all(pages.map(statusOf))).every((st) => st === 'offline'));
+    sent.push((await stack.publish('nopusher', 'vote.updated', { while: 'offline' })).id);
+    await browser.ctx.setOffline(false);
+    await eventually('every page sees the change made while offline', async () => {
+      for (const p of pages) if (!(await seen(p, sent))) return false;
+      return true;
+    });
+    await eventually('all pages polling again', async () => (await Promise.all(pages.map(statusOf))).every((st) => st === 'polling'));
+    await assertEachOnceInOrder(pages, sent);
     assert.deepEqual(errors, []);
     for (const p of pages) await p.close();
   });

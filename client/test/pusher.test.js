@@ -244,3 +244,49 @@ test('with pusher-js', async (t) => {
     }
   });
 });
+
+test('private channels with a poll token', async (t) => {
+  const stack = await startDev({ env: { LIVE_POLL_SECRET: 'a-poll-secret-of-32-bytes-000000', LIVE_RELAY_PRIVATE_CHANNELS: 'true' } });
+  t.after(() => stack.stop());
+  const cfg = await stack.config();
+  assert.equal(cfg.pusher.private, true);
+  const mint = async (eventId) => {
+    const r = await fetch(`${stack.url}/v1/tokens`, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer dev', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ eventId }),
+    });
+    assert.equal(r.status, 200, await r.clone().text());
+    return (await r.json()).token;
+  };
+
+  await t.test('the token signs its own event\'s private channel: live, and changes arrive', async () => {
+    const rec = recorder();
+    const live = connect({ url: stack.url, eventId: 'priv1', token: await mint('priv1'), Pusher, ...rec });
+    try {
+      await eventually('live', () => live.getStatus() === 'live');
+      const a = await stack.publish('priv1', 'vote.updated', { secret: true });
+      await eventually('the change', () => rec.changes.length === 1);
+      assertOnceInOrder(rec, [a.id]);
+    } finally {
+      live.close();
+    }
+  });
+
+  await t.test('another event\'s token is refused on both sides: never live, nothing delivered', async () => {
+    const rec = recorder();
+    const f = counted();
+    const live = connect({ url: stack.url, eventId: 'priv2', token: await mint('other'), Pusher, fetch: f, fallbackAfter: 500, ...rec });
+    try {
+      // It tries the poller (403) after the refused subscription.
+      await eventually('polls refused', () => f.n >= 3);
+      await stack.publish('priv2', 'vote.updated', {});
+      const n = f.n;
+      await eventually('more refused polls', () => f.n > n);
+      assert.equal(rec.changes.length, 0);
+      assert.ok(!rec.statuses.includes('live'), rec.statuses.join());
+    } finally {
+      live.close();
+    }
+  });
+});

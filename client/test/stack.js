@@ -61,12 +61,12 @@ export function binary() {
 /**
  * startDev runs `liveupdates dev` and resolves once /readyz answers 200 and
  * /v1/config is served.
- * @param {{env?: Record<string,string>}} [opts]
+ * @param {{env?: Record<string,string>, httpPort?: number, pusherPort?: number}} [opts]
  */
 export async function startDev(opts = {}) {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'liveupdates-data-'));
-  const httpPort = await freePort();
-  const pusherPort = await freePort();
+  const httpPort = opts.httpPort || (await freePort());
+  const pusherPort = opts.pusherPort || (await freePort());
   const env = {
     PATH: process.env.PATH,
     HOME: process.env.HOME || os.tmpdir(),
