@@ -108,6 +108,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		if len(items) == 0 {
 			continue
 		}
+		// Fetches come in seq order, but redeliveries need not: after a
+		// relay released its changes, nats-server was seen to hand one
+		// back behind fifty newer ones. Whatever is queued goes out in
+		// seq order (already sorted in the usual case, so cheap).
+		slices.SortStableFunc(items, func(a, b *item) int { return cmp.Compare(a.seq, b.seq) })
 		groups := coalesce(items, r.coalesce)
 		events := make([]*outEvent, len(groups))
 		for i, g := range groups {
@@ -130,10 +135,12 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	}
 }
 
-// moreWait bounds how long a lane waits for the rest of a backlog: a pull
-// normally brings it within a window; a loaded machine may take longer, and
-// the wait ends anyway with the next pull that brings the lane nothing.
-func (r *Relay) moreWait() time.Duration { return max(10*r.cfg.BatchWindow, 250*time.Millisecond) }
+// moreWait bounds how long a lane waits for the rest of a backlog. The
+// wait normally ends with the next pull (which brings the lane more, or
+// nothing); the bound only matters while the fetcher is held up (a loaded
+// machine, a full holder), and costs latency only to changes that are
+// already behind a backlog.
+func (r *Relay) moreWait() time.Duration { return max(50*r.cfg.BatchWindow, time.Second) }
 
 // pulledSince reports, once a pull that began after the count was taken
 // has ended, that a lane waiting for more has waited long enough.

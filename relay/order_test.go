@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -19,7 +21,13 @@ func checkOrder(t *testing.T, rg *rig) {
 	last := map[string]uint64{}
 	for _, ev := range rg.delivered() {
 		if ev.env.Seq <= last[ev.Channel] {
-			t.Fatalf("channel %s got seq %d after %d", ev.Channel, ev.env.Seq, last[ev.Channel])
+			var got []string
+			for _, e := range rg.delivered() {
+				if e.Channel == ev.Channel {
+					got = append(got, fmt.Sprintf("%d(req %d)", e.env.Seq, e.Request))
+				}
+			}
+			t.Fatalf("channel %s got seq %d after %d: %v", ev.Channel, ev.env.Seq, last[ev.Channel], got)
 		}
 		last[ev.Channel] = ev.env.Seq
 	}
@@ -106,5 +114,42 @@ func TestRelayKilledWhileHoldingHandsOverWithinFiveSeconds(t *testing.T) {
 	rg.waitIDs(30*time.Second, ids)
 	if took := rg.delivered()[0].At.Sub(restart); took > 5*time.Second {
 		t.Fatalf("the killed relay's change reached Pusher %v after the restart, want within 5s", took)
+	}
+}
+
+// nakRecorder is a fetched message that records the order of its Naks.
+type nakRecorder struct {
+	fakeMsg
+	seq   uint64
+	order *[]uint64
+}
+
+func (m nakRecorder) Nak() error {
+	*m.order = append(*m.order, m.seq)
+	return nil
+}
+
+// TestReleaseAllNaksInSeqOrder is issue 8 item 2 at the source: the held
+// changes were released ranging over a map; nats-server redelivers Naks in
+// about the order it gets them, so they must go in seq order.
+func TestReleaseAllNaksInSeqOrder(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, pusherserver.Options{})
+	r, err := New(rg.config(), Deps{JS: rg.js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []uint64
+	var items []*item
+	for seq := uint64(1); seq <= 60; seq++ {
+		items = append(items, &item{seq: seq, delivered: 1, msg: nakRecorder{seq: seq, order: &order}})
+	}
+	if err := r.hold.sem.Acquire(t.Context(), int64(len(items))); err != nil {
+		t.Fatal(err)
+	}
+	r.hold.add(items...)
+	r.releaseAll(t.Context())
+	if len(order) != 60 || !slices.IsSorted(order) {
+		t.Fatalf("released %v, want seqs 1..60 in order", order)
 	}
 }

@@ -158,7 +158,6 @@ type partitions struct {
 	// replicas is the last count of live replicas, listed at listed.
 	replicas int
 	listed   time.Time
-	count    atomic.Int64 // len(owned), for metrics and Ready
 }
 
 // setUpPartitions creates (or binds) the two buckets.
@@ -278,7 +277,6 @@ func (pt *partitions) tick(ctx context.Context, wg *sync.WaitGroup) {
 			cancel()
 		}
 	}
-	pt.count.Store(int64(len(pt.owned)))
 	pt.r.m.partitions.Set(float64(len(pt.owned)))
 }
 
@@ -440,7 +438,6 @@ func (pt *partitions) releaseAll() {
 	for p, o := range pt.owned {
 		pt.release(p, o, false) // the lanes have stopped: nothing more settles
 	}
-	pt.count.Store(0)
 	pt.r.m.partitions.Set(0)
 	ctx, cancel := context.WithTimeout(context.Background(), pt.r.cfg.LeaseTTL)
 	defer cancel()
