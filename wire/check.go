@@ -73,7 +73,7 @@ func CompactData(data []byte) ([]byte, error) {
 	if err := ValidateData(data); err != nil {
 		return nil, err
 	}
-	if bytes.IndexAny(data, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(data, " \t\r\n") {
 		return data, nil
 	}
 	var buf bytes.Buffer

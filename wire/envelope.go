@@ -164,7 +164,7 @@ func DecodeMessage(subject string, header map[string][]string, body []byte, seq 
 	if err := ValidateData(body); err != nil {
 		return Envelope{}, "", fmt.Errorf("%w: seq %d: %w", ErrInvalidMessage, seq, err)
 	}
-	if bytes.IndexAny(body, "\r\n") >= 0 {
+	if bytes.ContainsAny(body, "\r\n") {
 		// Stored before the producer compacted, or written by hand.
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, body); err != nil {
