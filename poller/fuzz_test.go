@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,8 @@ func FuzzRequest(f *testing.F) {
 		{"/v1/events/e1/messages/1", "", "", ""},
 		{"/v1/events/e1/messages/99999999999999999999", "", "", ""},
 		{"/v1/events/%00/updates", "since=%zz", "W/\"2\", *", ""},
+		{"/v1/config", "", "", ""},
+		{"/v1/client.js", "", `"x"`, ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.path, s.query, s.inm, s.lastID)
@@ -79,6 +82,42 @@ func FuzzRequest(f *testing.F) {
 		case 200, 301, 304, 307, 308, 400, 404, 405:
 		default:
 			t.Fatalf("GET %s?%s=%d %s, want a known status", path, query, rec.Code, rec.Body)
+		}
+	})
+}
+
+// FuzzPusherAuth sends arbitrary bodies to POST /v1/pusher/auth: it must
+// never panic and must answer a signature or a known error status.
+func FuzzPusherAuth(f *testing.F) {
+	for _, s := range []struct{ ct, body string }{
+		{"application/x-www-form-urlencoded", "socket_id=1234.1234&channel_name=private-event-e1"},
+		{"application/json", `{"socket_id":"1.2","channel_name":"private-event-e1"}`},
+		{"application/json", `{"socket_id":1}`},
+		{"", "socket_id=1.2&socket_id=3.4"},
+		{"application/x-www-form-urlencoded; charset=utf-8", "channel_name=private-event-%zz"},
+		{"text/plain", "\x00"},
+	} {
+		f.Add(s.ct, s.body)
+	}
+	p, err := New(Config{Rate: -1, Pusher: Pusher{Key: "k", Secret: "s", Private: true}}, Deps{JS: noJS{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	p.Register(mux)
+	f.Fuzz(func(t *testing.T, ct, body string) {
+		r := httptest.NewRequest(http.MethodPost, "http://poller/v1/pusher/auth", strings.NewReader(body))
+		r.Header.Set("Content-Type", ct)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, r)
+		switch rec.Code {
+		case 200:
+			if !strings.HasPrefix(rec.Body.String(), `{"auth":"k:`) {
+				t.Fatalf("200 %s, want a signature", rec.Body)
+			}
+		case 400, 403, 413:
+		default:
+			t.Fatalf("POST %q %q=%d %s, want a known status", ct, body, rec.Code, rec.Body)
 		}
 	})
 }
