@@ -538,39 +538,39 @@ const (
 	requestUnsubscribe
 )
 
-// parseRequest decodes a client frame; the error is the message of the
-// pusher:error to answer.
-func parseRequest(data []byte) (request, error) {
+// parseRequest decodes a client frame. A refusal is the message of the
+// pusher:error to answer (wire text, so not a Go error), empty otherwise.
+func parseRequest(data []byte) (req request, refusal string) {
 	var m clientMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		return request{}, errors.New("Invalid JSON")
+		return request{}, "Invalid JSON"
 	}
 	switch m.Event {
 	case "pusher:ping":
-		return request{kind: requestPing}, nil
+		return request{kind: requestPing}, ""
 	case "pusher:pong":
-		return request{kind: requestPong}, nil
+		return request{kind: requestPong}, ""
 	case "pusher:subscribe", "pusher:unsubscribe":
 		var d subscribeData
 		if err := decodeData(m.Data, &d); err != nil {
-			return request{}, errors.New("Invalid " + strings.TrimPrefix(m.Event, "pusher:") + " data")
+			return request{}, "Invalid " + strings.TrimPrefix(m.Event, "pusher:") + " data"
 		}
 		kind := requestSubscribe
 		if m.Event == "pusher:unsubscribe" {
 			kind = requestUnsubscribe
 		}
-		return request{kind: kind, channel: d.Channel, auth: d.Auth}, nil
+		return request{kind: kind, channel: d.Channel, auth: d.Auth}, ""
 	}
 	if strings.HasPrefix(m.Event, "client-") {
-		return request{}, errors.New("Client events are not enabled on this server")
+		return request{}, "Client events are not enabled on this server"
 	}
-	return request{}, errors.New("Unsupported event " + strconv.Quote(truncate(m.Event, 64)))
+	return request{}, "Unsupported event " + strconv.Quote(truncate(m.Event, 64))
 }
 
 func (s *socket) handle(data []byte) {
-	req, err := parseRequest(data)
-	if err != nil {
-		s.sendError(err.Error())
+	req, refusal := parseRequest(data)
+	if refusal != "" {
+		s.sendError(refusal)
 		return
 	}
 	switch req.kind {

@@ -485,3 +485,32 @@ func startDev(t *testing.T, env map[string]string) devProcess {
 	}, "dev never became ready; logs:\n%s", logs)
 	return devProcess{base: base, logs: logs, stop: stop}
 }
+
+func TestDevTellsBrowsersAnAddressTheyCanReach(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		listen, want string
+		wantErr      bool
+	}{
+		{"127.0.0.1:8081", "127.0.0.1:8081", false},
+		{":8081", "127.0.0.1:8081", false},
+		{"0.0.0.0:9000", "127.0.0.1:9000", false},
+		{"192.0.2.7:8081", "192.0.2.7:8081", false},
+		{"127.0.0.1:0", "", true},
+		{"8081", "", true},
+	} {
+		got, err := devPusherAddr(tt.listen)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("devPusherAddr(%q) = %q, %v; want %q (error %v)", tt.listen, got, err, tt.want, tt.wantErr)
+		}
+	}
+	for addr, want := range map[string]string{
+		":8080":          "http://localhost:8080/demo/e42",
+		"127.0.0.1:9999": "http://localhost:9999/demo/e42",
+		"nonsense":       "http://localhost:8080/demo/e42",
+	} {
+		if got := demoURL(addr); got != want {
+			t.Errorf("demoURL(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
