@@ -191,6 +191,44 @@ test('with pusher-js', async (t) => {
     }
   });
 
+  await t.test('more than a page missed while away: the catch-up pages through them before going live', async () => {
+    const rec = recorder();
+    // No fallback while away (pusher-js keeps "connecting"): only the
+    // catch-up on the next subscription can bring what was missed.
+    const live = open('ws8', rec, { fallbackAfter: 600_000, pusherOptions: { wsPort: proxy.port, unavailableTimeout: 600_000 } });
+    try {
+      await eventually('live', () => live.getStatus() === 'live');
+      const first = (await stack.publish('ws8', 'vote.updated', { n: -1 })).id;
+      await eventually('first', () => rec.changes.length === 1);
+      proxy.mode = 'refuse';
+      proxy.closeAll(4200);
+      await eventually('connecting', () => live.getStatus() === 'connecting');
+      // 1,200 changes: more than one page (1,000) of a deep resume.
+      const sent = [first];
+      for (let b = 0; b < 3; b++) {
+        const batch = Array.from({ length: 400 }, (_, i) => ({ eventId: 'ws8', type: 'vote.updated', data: { n: b * 400 + i } }));
+        const r = await fetch(`${stack.url}/v1/publish`, {
+          method: 'POST',
+          headers: { Authorization: 'Bearer dev', 'Content-Type': 'application/json' },
+          body: JSON.stringify(batch),
+        });
+        const body = await r.json();
+        assert.ok(r.ok, JSON.stringify(body));
+        for (const x of body.results) sent.push(x.id);
+      }
+      assert.equal(rec.changes.length, 1);
+      assert.equal(live.getStatus(), 'connecting');
+      proxy.mode = 'open';
+      await eventually('live again', () => live.getStatus() === 'live', 60_000);
+      // Live means caught up: everything is there at that moment.
+      assert.equal(rec.changes.length, sent.length);
+      assertOnceInOrder(rec, sent);
+    } finally {
+      proxy.mode = 'open';
+      live.close();
+    }
+  });
+
   await t.test('gzip+base64 and ref:true changes arrive decoded', async () => {
     const rec = recorder();
     const live = open('ws6', rec);

@@ -78,6 +78,8 @@ export async function startDev(opts = {}) {
     // Tests poll hard from one address; the limits are not what they test.
     LIVE_POLLER_RATE: '1000',
     LIVE_POLLER_BURST: '1000',
+    LIVE_API_RATE: '100000',
+    LIVE_API_BURST: '100000',
     // Every change is counted; coalescing would fold some over Pusher.
     LIVE_RELAY_COALESCE: 'off',
     ...opts.env,
