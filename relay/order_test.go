@@ -134,7 +134,7 @@ func (m nakRecorder) Nak() error {
 // about the order it gets them, so they must go in seq order.
 func TestReleaseAllNaksInSeqOrder(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, pusherserver.Options{})
+	rg := newRig(t, pushercompat.Options{})
 	r, err := New(rg.config(), Deps{JS: rg.js})
 	if err != nil {
 		t.Fatal(err)
