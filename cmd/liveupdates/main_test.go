@@ -450,6 +450,11 @@ type devProcess struct {
 // and waits until it is ready.
 func startDev(t *testing.T, env map[string]string) devProcess {
 	t.Helper()
+	if _, ok := env["LIVE_DEV_PUSHER_ADDR"]; !ok && env["PUSHER_APP_ID"] == "" {
+		// Without credentials dev serves its own Pusher-compatible server:
+		// give it a port of its own, not the default 8081 every test shares.
+		env["LIVE_DEV_PUSHER_ADDR"] = testutil.FreeAddr(t)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
