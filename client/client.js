@@ -108,6 +108,7 @@ export function connect(options) {
   let holding = false; // a catch-up is running: live changes wait in held
   let held = [];
   let fallbackTimer = null;
+  let catchUps = 0;
 
   // Fallback side. polling says the fallback is wanted; pollAbort is the
   // running loop (absent while the page is hidden), aborted to stop it.
@@ -342,13 +343,15 @@ export function connect(options) {
   }
 
   async function decode(env) {
-    if (env.enc === 'gzip+base64' && typeof env.data === 'string') {
+    // Without DecompressionStream (an old browser) the poller has the same
+    // change uncompressed.
+    if (env.enc === 'gzip+base64' && typeof env.data === 'string' && typeof DecompressionStream === 'function') {
       const out = { ...env };
       out.data = JSON.parse(await gunzipBase64(env.data));
       delete out.enc;
       return out;
     }
-    if (env.ref === true && env.data === undefined) {
+    if ((env.ref === true && env.data === undefined) || env.enc === 'gzip+base64') {
       for (let attempt = 0; attempt < REF_ATTEMPTS && !closed; attempt++) {
         try {
           const r = await getJSON(endpoint('messages', null, env.seq), abort.signal);
@@ -462,11 +465,14 @@ export function connect(options) {
   async function catchUpLive(g) {
     clearTimer(fallbackTimer);
     fallbackTimer = null;
+    // Only the newest catch-up may end the holding: an older one finishing
+    // first would let live changes overtake what the newer one fetches.
+    const mine = ++catchUps;
     holding = true;
     held = [];
     const signal = abort.signal;
     for (;;) {
-      if (g !== gen || closed || signal.aborted) return;
+      if (g !== gen || closed || signal.aborted || mine !== catchUps) return;
       try {
         await catchUp(signal);
         break;
@@ -475,6 +481,7 @@ export function connect(options) {
         await failed(err, signal);
       }
     }
+    if (mine !== catchUps) return;
     if (g !== gen || !channel || !channel.subscribed) {
       holding = false;
       return;
@@ -485,7 +492,7 @@ export function connect(options) {
     holding = false;
     applyAll(h);
     await enqueue(() => {});
-    if (g !== gen) return;
+    if (g !== gen || mine !== catchUps || !channel.subscribed) return;
     pusherLive = true;
     transition('live');
   }

@@ -255,6 +255,25 @@ test('with pusher-js', async (t) => {
     }
   });
 
+  await t.test('without DecompressionStream a gzip+base64 change is fetched from the poller instead', async () => {
+    const saved = globalThis.DecompressionStream;
+    delete globalThis.DecompressionStream;
+    const rec = recorder();
+    const live = open('ws9', rec);
+    try {
+      await eventually('live', () => live.getStatus() === 'live');
+      const big = { text: 'phase '.repeat(4000) };
+      const a = await stack.publish('ws9', 'phase.changed', big);
+      await eventually('the change', () => rec.changes.length === 1);
+      assertOnceInOrder(rec, [a.id]);
+      assert.deepEqual(rec.changes[0].data, big);
+      assert.equal(rec.changes[0].enc, undefined);
+    } finally {
+      globalThis.DecompressionStream = saved;
+      live.close();
+    }
+  });
+
   await t.test('reconnect() and close(): a new socket, the same cursor; nothing after close', async () => {
     const rec = recorder();
     const live = open('ws7', rec);
