@@ -207,3 +207,38 @@ func BenchmarkDeepResume(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/time.Since(start).Seconds(), "changes/s")
 }
+
+// An eventId the replay never loaded (it changed only before the replay
+// window) is answered from the stream too; its page ends before the floor,
+// which the leader confirms holds nothing more of it.
+func TestDeepResumeAnswersAnEventIDOutsideTheReplay(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	ensureStream(t, js)
+	var want []uint64
+	for i := range 5 {
+		want = append(want, publish(t, js, "old", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	var last uint64
+	for i := range 15 {
+		last = publish(t, js, "busy", "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
+	}
+	h := startPoller(t, srv, Config{ReplayDepth: 10, Rate: -1})
+	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+	r := decodeUpdates(t, h.get("/v1/events/old/updates?since=0"))
+	if r.Reset || !slices.Equal(seqs(r.Events), want) || r.Cursor != strconv.FormatUint(last, 10) {
+		t.Fatalf("since 0 on an eventId outside the replay=%+v, want %v and cursor %d", r, want, last)
+	}
+	// The leader's answer that proved it.
+	for _, tc := range []struct {
+		from  uint64
+		next  uint64
+		found bool
+	}{{1, want[0], true}, {want[2] + 1, want[3], true}, {want[4] + 1, 0, false}} {
+		next, found, err := h.p.leaderNext(t.Context(), "old", tc.from)
+		if err != nil || next != tc.next || found != tc.found {
+			t.Fatalf("leaderNext(old, %d)=%d, %v, %v, want %d, %v", tc.from, next, found, err, tc.next, tc.found)
+		}
+	}
+}
