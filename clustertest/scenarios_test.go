@@ -254,6 +254,7 @@ func TestClusterFaults(t *testing.T) {
 func runScenario(t *testing.T, sc scenario) row {
 	start := time.Now()
 	c := startCluster(t)
+	started := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	pw := watchPusher(c.pusher)
@@ -294,11 +295,15 @@ func runScenario(t *testing.T, sc scenario) row {
 	l.stopWriting()
 	l.wg.Wait()
 
+	loaded := time.Now()
 	drainErr := poll(t, 120*time.Second, func() error { return delivered(l, pw, ps) })
+	drained := time.Now()
 	stopAll()
 	r := tally(sc.name, l, pw, ps)
 	r.took = time.Since(start)
 	r.notes = append(append(c.startup, s.notes...), r.notes...)
+	r.notes = append(r.notes, fmt.Sprintf("phases: start %.1f s, load with the fault %.1f s, until every acknowledged change was delivered %.1f s",
+		started.Sub(start).Seconds(), loaded.Sub(started).Seconds(), drained.Sub(loaded).Seconds()))
 	if drainErr != nil {
 		r.notes = append(r.notes, "drain: "+drainErr.Error())
 	}
