@@ -346,8 +346,9 @@ func waitErr(t *testing.T, timeout time.Duration, what string, cond func() error
 	}
 }
 
-// poll calls cond every 50 ms until it returns nil or timeout passes, and
-// returns its last error. testutil.EventuallyErr polls every 5 ms, which is
+// poll calls cond every 50 ms until it returns nil, an errExited error
+// (waiting longer cannot help), or timeout passes, and returns its last
+// error. testutil.EventuallyErr polls every 5 ms, which is
 // right in-process; here each try is an HTTP or NATS round trip to busy
 // processes, and stream-info requests every 5 ms during an election would
 // add to the load being measured.
@@ -357,7 +358,7 @@ func poll(t *testing.T, timeout time.Duration, cond func() error) error {
 	defer tick.Stop()
 	for {
 		err := cond()
-		if err == nil || time.Now().After(deadline) {
+		if err == nil || errors.Is(err, errExited) || time.Now().After(deadline) {
 			return err
 		}
 		select {
