@@ -125,7 +125,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			// lane was sending); it waits for more only while the stream
 			// has a backlog. Steady traffic sends at once.
 			if len(chunk) < pusherMaxBatch && (l.requeue(chunk) ||
-				r.backlog.Load() && l.awaitMore(ctx, r.moreWait(), r.pulledSince(r.pulls.Load())) && l.requeue(chunk)) {
+				r.backlog.Load() && l.awaitMore(ctx, r.moreWait(), r.backlogGone) && l.requeue(chunk)) {
 				break // the tail goes out with what follows, in a full batch
 			}
 			if err := r.deliver(ctx, l, chunk); err != nil {
@@ -136,22 +136,18 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 }
 
 // moreWait bounds how long a lane waits for the rest of a backlog. The
-// wait normally ends with the next pull (which brings the lane more, or
-// nothing); the bound only matters while the fetcher is held up (a loaded
-// machine, a full holder), and costs latency only to changes that are
-// already behind a backlog.
+// wait normally ends when a pull brings the lane more, or finds the
+// backlog gone; the bound only matters while the fetcher is held up (a
+// loaded machine, a full holder), and costs latency only to changes that
+// are already behind a backlog.
 func (r *Relay) moreWait() time.Duration { return max(50*r.cfg.BatchWindow, time.Second) }
 
-// pulledSince reports, once a pull that began after the count was taken
-// has ended, that a lane waiting for more has waited long enough.
-func (r *Relay) pulledSince(start uint64) func() bool {
-	return func() bool { return r.pulls.Load() >= start+2 }
-}
+// backlogGone reports that the last pull found nothing more stored.
+func (r *Relay) backlogGone() bool { return !r.backlog.Load() }
 
-// pulled counts an ended pull and wakes every lane, so lanes waiting for
-// more learn that it brought them nothing.
+// pulled wakes every lane after a pull, so lanes waiting for more see
+// whether the backlog is gone.
 func (r *Relay) pulled() {
-	r.pulls.Add(1)
 	for _, l := range r.lanes {
 		select {
 		case l.wake <- struct{}{}:

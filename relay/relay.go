@@ -92,8 +92,6 @@ type Relay struct {
 	// in the stream: lanes then wait for full batches instead of sending
 	// partial ones, and the fetcher skips its wait for a first change.
 	backlog atomic.Bool
-	// pulls counts ended pulls (see pulled).
-	pulls atomic.Uint64
 	// lastProgress is when a held change was last acked or terminated
 	// (UnixNano); Ready reports a stall from it.
 	lastProgress atomic.Int64
@@ -349,6 +347,9 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		msgs, err := r.fetch(ctx, cons, r.cfg.BatchSize)
 		r.hold.sem.Release(n - int64(len(msgs)))
+		if len(msgs) == 0 && err == nil {
+			r.backlog.Store(false) // nothing came: nothing is stored
+		}
 		r.dispatch(msgs)
 		r.pulled()
 		if err == nil || ctx.Err() != nil {

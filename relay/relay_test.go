@@ -203,7 +203,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
-	cfg.AckWait = time.Second // the outage outlasts it: held changes must be kept alive
+	cfg.AckWait = 3 * time.Second // the default; the outage outlasts it: held changes must be kept alive
 	run := rg.start(cfg, nil)
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.waitIDs(30*time.Second, ids)
