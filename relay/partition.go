@@ -462,6 +462,13 @@ func (rd *reader) open(ctx context.Context, from uint64) error {
 	rd.close()
 	cctx, cancel := context.WithTimeout(ctx, rd.r.cfg.LeaseTTL)
 	defer cancel()
+	// A reader of this name may outlive a failed delete (a NATS node lost
+	// mid-close, or this replica restarted within the inactive threshold),
+	// and a consumer's start seq cannot be updated in place (err_code
+	// 10012): delete it by name first, whatever rd knows of it.
+	if err := rd.r.js.DeleteConsumer(cctx, rd.r.streams.Name, rd.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete old reader %s: %w", rd.name, err)
+	}
 	cons, err := rd.r.js.CreateOrUpdateConsumer(cctx, rd.r.streams.Name, jetstream.ConsumerConfig{
 		Name:              rd.name,
 		Description:       "liveupdates relay: one partition's reader",
