@@ -36,7 +36,10 @@ type APIConfig struct {
 	// route answers 501 not_configured.
 	PollSecret []byte
 	// PublishTimeout bounds how long a request waits for JetStream,
-	// retries included, before answering 503. Zero means 5s.
+	// retries included, before answering 503. Zero means 12s: a JetStream
+	// leader election takes a random 4 to 9 s after a node is lost (raft's
+	// election timeout, measured 4.3 to 8.5 s by the cluster suite), and a
+	// publish that outlives it is stored rather than answered 503.
 	PublishTimeout time.Duration
 	// BodyTimeout bounds reading one request body, so a client that stops
 	// sending mid-body holds a connection no longer. Zero means 10s, in
@@ -126,7 +129,7 @@ func (c APIConfig) withDefaults() APIConfig {
 		c.Burst = max(int(2*c.Rate), MaxBatchItems)
 	}
 	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 5 * time.Second
+		c.PublishTimeout = 12 * time.Second
 	}
 	if c.BodyTimeout == 0 {
 		c.BodyTimeout = 10 * time.Second

@@ -42,7 +42,7 @@ func apiOnlyVars() []envVar {
 		{Name: "LIVE_API_MAX_REQUEST_BYTES", Default: "1MiB", Help: "largest request body accepted"},
 		{Name: "LIVE_API_RATE", Default: "200", Help: "changes per second per API key (a batch of n counts n)"},
 		{Name: "LIVE_API_BURST", Default: "max(2×rate, 500)", Help: "burst per API key; at least 500 so a full batch can pass"},
-		{Name: "LIVE_API_PUBLISH_TIMEOUT", Default: "5s", Help: "how long a request waits for JetStream to store its changes"},
+		{Name: "LIVE_API_PUBLISH_TIMEOUT", Default: "12s", Help: "how long a request waits for JetStream to store its changes"},
 		{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens (POST /v1/tokens and poller reads), at least 16 bytes; reads are open when unset", Secret: true},
 	}
 }
