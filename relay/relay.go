@@ -182,22 +182,34 @@ func limiter(perSec float64, burst int) *rate.Limiter {
 // finish, releases (Naks) every change it still holds, and returns nil. It
 // returns an error only when the streams or the consumer cannot be set up.
 func (r *Relay) Run(ctx context.Context) error {
-	st, _, err := stream.Ensure(ctx, r.js, r.streams)
-	if err == nil {
-		_, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ())
-	}
-	if r.cfg.Partitions > 0 {
-		return r.runPartitioned(ctx, err)
-	}
-	var cons jetstream.Consumer
-	if err == nil {
+	var (
+		st   jetstream.Stream
+		cons jetstream.Consumer
+		pt   *partitions
+	)
+	err := r.retrySetup(ctx, func(ctx context.Context) error {
+		var err error
+		if st, _, err = stream.Ensure(ctx, r.js, r.streams); err != nil {
+			return err
+		}
+		if _, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ()); err != nil {
+			return err
+		}
+		if r.cfg.Partitions > 0 {
+			pt, err = r.setUpPartitions(ctx)
+			return err
+		}
 		cons, err = r.ensureConsumer(ctx)
-	}
+		return err
+	})
 	if ctx.Err() != nil {
 		return nil // cancelled while setting up: nothing held yet
 	}
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
+	}
+	if pt != nil {
+		return r.runPartitioned(ctx, pt)
 	}
 	adv := make(chan *nats.Msg, 64)
 	sub, err := r.js.Conn().ChanSubscribe(advisorySubject(r.streams.Name), adv)
@@ -225,19 +237,33 @@ func (r *Relay) Run(ctx context.Context) error {
 	return nil
 }
 
-// runPartitioned is Run in partitioned mode, after the streams were set up
-// (setupErr is what that failed with).
-func (r *Relay) runPartitioned(ctx context.Context, setupErr error) error {
-	var pt *partitions
-	if setupErr == nil {
-		pt, setupErr = r.setUpPartitions(ctx)
+// retrySetup runs setup until it succeeds, ctx ends, or it fails for a
+// reason retrying cannot fix (the stream conflicts with the configuration).
+// A cluster that is still electing its leaders (a fresh or recovering
+// three-node cluster takes seconds) answers with timeouts meanwhile: a relay
+// that gave up then would leave its changes unsent until restarted.
+func (r *Relay) retrySetup(ctx context.Context, setup func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := setup(ctx)
+		if err == nil || errors.Is(err, stream.ErrConflict) || ctx.Err() != nil {
+			return err
+		}
+		r.log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "backoff": wait.String()}).Warn("relay setup failed, retrying")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if setupErr != nil {
-		return fmt.Errorf("relay: %w", setupErr)
-	}
+}
+
+// runPartitioned is Run in partitioned mode, after the streams and the
+// buckets were set up.
+func (r *Relay) runPartitioned(ctx context.Context, pt *partitions) error {
 	r.mu.Lock()
 	r.parts = pt
 	r.mu.Unlock()
