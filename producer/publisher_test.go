@@ -487,3 +487,47 @@ func TestPublishComparesAChangeStoredWithoutAHashByItsData(t *testing.T) {
 		t.Fatalf("Publish(same data)=%+v, %v, want a duplicate", r, err)
 	}
 }
+
+// A duplicate ack whose stored copy cannot be read back (here: deleted from
+// the stream after the publish, while its id is still in the duplicate
+// window) is not a duplicate: nothing says the change is the stored one,
+// so the answer is ErrUnavailable (a retry with the same id), never
+// success. Before, a failed read answered a duplicate, which also hid an
+// idempotency conflict whenever a lagging replica answered "not found".
+func TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "gone"}
+	first, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if err := st.DeleteMsg(ctx, first.Seq); err != nil {
+		t.Fatalf("DeleteMsg(%d)=%v", first.Seq, err)
+	}
+	other := c
+	other.Data = json.RawMessage(`{"n":2}`)
+	for _, ch := range []Change{c, other} {
+		r, err := p.Publish(t.Context(), ch)
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict) {
+			t.Fatalf("Publish(%s) after the stored copy was deleted=%+v, %v, want ErrUnavailable", ch.Data, r, err)
+		}
+		if r.Seq != 0 || r.Duplicate {
+			t.Fatalf("Publish(%s)=%+v, want no seq and no duplicate with the error", ch.Data, r)
+		}
+		br := p.PublishBatch(t.Context(), []Change{ch})
+		if !errors.Is(br[0].Err, ErrUnavailable) || br[0].Seq != 0 || br[0].Duplicate {
+			t.Fatalf("PublishBatch(%s)=%+v, want ErrUnavailable", ch.Data, br[0])
+		}
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 0 {
+		t.Fatalf("stored %d messages, want 0", n)
+	}
+}
