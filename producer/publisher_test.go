@@ -531,3 +531,54 @@ func TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable(t *testing.T)
 		t.Fatalf("stored %d messages, want 0", n)
 	}
 }
+
+// The stream allows direct gets, which any replica may answer, a lagging
+// one with "not found". The read-back of a duplicate asks the stream leader
+// (STREAM.MSG.GET) and never sends a direct get; the conflict is still seen.
+func TestPublishReadsADuplicateBackFromTheLeaderNotByDirectGet(t *testing.T) {
+	t.Parallel()
+	srv, js := newStream(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if !st.CachedInfo().Config.AllowDirect {
+		t.Fatalf("the stream does not allow direct gets: this test would prove nothing")
+	}
+	// A plain subscriber sees every request sent on these subjects.
+	watch := srv.Conn(t)
+	direct, err := watch.SubscribeSync("$JS.API.DIRECT.GET.>")
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	leader, err := watch.SubscribeSync("$JS.API.STREAM.MSG.GET.>")
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "k"}
+	if _, err := p.Publish(t.Context(), c); err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	c.Data = json.RawMessage(`{"n":2}`)
+	if _, err := p.Publish(t.Context(), c); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Publish(other data)=%v, want ErrConflict", err)
+	}
+	// The server routed the requests before it answered them; a flush
+	// after that delivers whatever it routed to watch.
+	if err := watch.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if n, _, _ := direct.Pending(); n != 0 {
+		m, _ := direct.NextMsg(time.Second)
+		t.Fatalf("%d direct get requests (first on %s), want the read-back to ask the leader", n, m.Subject)
+	}
+	if n, _, _ := leader.Pending(); n != 1 {
+		t.Fatalf("%d STREAM.MSG.GET requests, want 1", n)
+	}
+}
