@@ -210,11 +210,12 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 		p.opts.Metrics.count(c.Type, resultOf(err, false), 1)
 		return Result{ID: id}, err
 	}
-	ack, err := p.publishSync(ctx, m, p.deadline(ctx))
+	deadline := p.deadline(ctx)
+	ack, err := p.publishSync(ctx, m, deadline)
 	if err != nil {
 		err = p.classify(m.Subject, err)
 	} else if ack.Duplicate {
-		err = p.checkDuplicate(ctx, m, ack.Sequence)
+		err = p.checkDuplicate(ctx, m, ack.Sequence, deadline)
 	}
 	dup := ack != nil && ack.Duplicate
 	p.opts.Metrics.count(c.Type, resultOf(err, dup), 1)
@@ -312,7 +313,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			err = checkStream(ack)
 		}
 		if err == nil && ack.Duplicate {
-			if err = p.checkDuplicate(ctx, msgs[i], ack.Sequence); err != nil {
+			if err = p.checkDuplicate(ctx, msgs[i], ack.Sequence, time.Time{}); err != nil {
 				res[i].Err = err
 				return
 			}
@@ -522,17 +523,27 @@ func (p *Publisher) check(c Change) ([]byte, string, error) {
 // and answering it as a duplicate would drop the new change silently. A
 // change stored without a body hash is compared by subject and data.
 // When the stored change cannot be read (gone from the stream, or JetStream
-// busy) it reports ErrUnavailable: nothing says the change is the stored
-// one, and a 2xx would drop it silently if it is not; the caller retries
-// with the same id.
-func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64) error {
+// busy until deadline or ctx ends) it reports ErrUnavailable: nothing says
+// the change is the stored one, and a 2xx would drop it silently if it is
+// not; the caller retries with the same id.
+func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64, deadline time.Time) error {
 	hash := m.Header.Get(wire.HeaderBodyHash)
 	if hash == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
-	defer cancel()
-	got, err := p.leaderGet(ctx, seq)
+	// Read like a publish is sent: a busy leader (a timeout, no responders
+	// during an election) is retried until the call's deadline, so a
+	// loaded cluster does not turn a plain retry into a 503.
+	var got *nats.Msg
+	var err error
+	for b := p.newBackoff(); ; {
+		actx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
+		got, err = p.leaderGet(actx, seq)
+		cancel()
+		if err == nil || !isTransient(err) || !b.wait(ctx, deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w: id %s was stored before (seq %d), but reading it back to compare failed: %w",
 			ErrUnavailable, m.Header.Get(wire.HeaderID), seq, err)
