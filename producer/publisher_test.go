@@ -578,7 +578,9 @@ func TestPublishReadsADuplicateBackFromTheLeaderNotByDirectGet(t *testing.T) {
 		m, _ := direct.NextMsg(time.Second)
 		t.Fatalf("%d direct get requests (first on %s), want the read-back to ask the leader", n, m.Subject)
 	}
-	if n, _, _ := leader.Pending(); n != 1 {
-		t.Fatalf("%d STREAM.MSG.GET requests, want 1", n)
+	// At least one: on a loaded machine an attempt that timed out after
+	// the store is retried into a duplicate, and a slow read is retried.
+	if n, _, _ := leader.Pending(); n < 1 {
+		t.Fatalf("%d STREAM.MSG.GET requests, want the read-back to ask the leader", n)
 	}
 }
