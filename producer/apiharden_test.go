@@ -3,6 +3,7 @@ package producer
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -250,5 +251,42 @@ func TestAPIKeyFingerprintIsAnHMACUnderAProcessKey(t *testing.T) {
 	}
 	if a.scopes[0] != b.scopes[0] {
 		t.Fatalf("dedup scopes %q and %q differ: a retry through another replica would be stored twice", a.scopes[0], b.scopes[0])
+	}
+}
+
+// The API side of TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable:
+// a key whose stored copy cannot be read back answers 503 with Retry-After,
+// by both routes, never 2xx (DESIGN: a publisher never gets 2xx wrongly).
+func TestAPIIdempotencyKeyWhoseStoredCopyCannotBeReadIs503(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, APIConfig{})
+	hdr := map[string]string{"Idempotency-Key": "order-9"}
+	a := e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, hdr, `{"n":1}`)
+	if a.status != http.StatusAccepted {
+		t.Fatalf("first: status=%d body=%s", a.status, a.body)
+	}
+	var first idSeq
+	if err := json.Unmarshal(a.body, &first); err != nil || first.Seq == 0 {
+		t.Fatalf("first answer %s: %v", a.body, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if err := st.DeleteMsg(ctx, first.Seq); err != nil {
+		t.Fatalf("DeleteMsg(%d)=%v", first.Seq, err)
+	}
+	for _, body := range []string{`{"n":1}`, `{"n":2}`} {
+		a = e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, hdr, body)
+		if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" || a.errorCode(t) != wire.CodeUnavailable {
+			t.Fatalf("single %s: status=%d Retry-After=%q body=%s, want 503 unavailable with Retry-After", body, a.status, a.header.Get("Retry-After"), a.body)
+		}
+	}
+	a = e.do(t, "POST", "/v1/publish", testKey, nil,
+		`[{"eventId":"e1","type":"vote.updated","data":{"n":1},"id":"order-9"},{"eventId":"e1","type":"vote.updated","data":1,"id":"new-2"}]`)
+	if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" || a.errorCode(t) != wire.CodeUnavailable {
+		t.Fatalf("batch: status=%d Retry-After=%q body=%s, want 503 unavailable with Retry-After", a.status, a.header.Get("Retry-After"), a.body)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync/atomic"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +30,8 @@ var (
 	// context ended (no responders during a leader election, a timeout, a
 	// disconnected client, or a refusal such as a full store). The change
 	// may or may not be stored; publishing it again with the same ID is safe.
+	// Also a duplicate whose stored copy could not be read back to compare
+	// with it: it may be a conflict, so it is not answered as stored.
 	ErrUnavailable = errors.New("jetstream unavailable")
 	// ErrWrongStream: JetStream stored the change, but in a stream other
 	// than wire.StreamName, so no relay or poller will see it. It means
@@ -137,9 +139,9 @@ type Publisher struct {
 	js   jetstream.JetStream
 	conn *nats.Conn
 	opts Options
-	// stream is wire.StreamName's handle, looked up on the first duplicate
-	// that needs reading back.
-	stream atomic.Pointer[jetstream.Stream]
+	// msgGetSubject is the JetStream API subject that reads a message of
+	// wire.StreamName from its leader (leaderGet).
+	msgGetSubject string
 	// pubOpts turns off the client's own no-responders retry (250ms, twice):
 	// ours backs off shorter and honours the caller's deadline.
 	pubOpts []jetstream.PublishOpt
@@ -165,11 +167,20 @@ func NewPublisher(js jetstream.JetStream, opts Options) *Publisher {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	// js's prefix already holds a domain, when one is set.
+	prefix := js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	if !strings.HasSuffix(prefix, ".") {
+		prefix += "."
+	}
 	return &Publisher{
-		js:      js,
-		conn:    js.Conn(),
-		opts:    opts,
-		pubOpts: []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)},
+		js:            js,
+		conn:          js.Conn(),
+		opts:          opts,
+		msgGetSubject: prefix + "STREAM.MSG.GET." + wire.StreamName,
+		pubOpts:       []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)},
 	}
 }
 
@@ -199,11 +210,12 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 		p.opts.Metrics.count(c.Type, resultOf(err, false), 1)
 		return Result{ID: id}, err
 	}
-	ack, err := p.publishSync(ctx, m, p.deadline(ctx))
+	deadline := p.deadline(ctx)
+	ack, err := p.publishSync(ctx, m, deadline)
 	if err != nil {
 		err = p.classify(m.Subject, err)
 	} else if ack.Duplicate {
-		err = p.checkDuplicate(ctx, m, ack.Sequence)
+		err = p.checkDuplicate(ctx, m, ack.Sequence, deadline)
 	}
 	dup := ack != nil && ack.Duplicate
 	p.opts.Metrics.count(c.Type, resultOf(err, dup), 1)
@@ -301,7 +313,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			err = checkStream(ack)
 		}
 		if err == nil && ack.Duplicate {
-			if err = p.checkDuplicate(ctx, msgs[i], ack.Sequence); err != nil {
+			if err = p.checkDuplicate(ctx, msgs[i], ack.Sequence, time.Time{}); err != nil {
 				res[i].Err = err
 				return
 			}
@@ -510,22 +522,31 @@ func (p *Publisher) check(c Change) ([]byte, string, error) {
 // different type or data under the same id is a client bug, never a retry,
 // and answering it as a duplicate would drop the new change silently. A
 // change stored without a body hash is compared by subject and data.
-// When the stored change cannot be read (gone, or JetStream busy), the
-// duplicate stands: the id was stored, and that is all that is known.
-func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64) error {
+// When the stored change cannot be read (gone from the stream, or JetStream
+// busy until deadline or ctx ends) it reports ErrUnavailable: nothing says
+// the change is the stored one, and a 2xx would drop it silently if it is
+// not; the caller retries with the same id.
+func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64, deadline time.Time) error {
 	hash := m.Header.Get(wire.HeaderBodyHash)
 	if hash == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
-	defer cancel()
-	st, err := p.liveStream(ctx)
-	if err != nil {
-		return nil
+	// Read like a publish is sent: a busy leader (a timeout, no responders
+	// during an election) is retried until the call's deadline, so a
+	// loaded cluster does not turn a plain retry into a 503.
+	var got *nats.Msg
+	var err error
+	for b := p.newBackoff(); ; {
+		actx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
+		got, err = p.leaderGet(actx, seq)
+		cancel()
+		if err == nil || !isTransient(err) || !b.wait(ctx, deadline) {
+			break
+		}
 	}
-	got, err := st.GetMsg(ctx, seq)
 	if err != nil {
-		return nil
+		return fmt.Errorf("%w: id %s was stored before (seq %d), but reading it back to compare failed: %w",
+			ErrUnavailable, m.Header.Get(wire.HeaderID), seq, err)
 	}
 	same := got.Header.Get(wire.HeaderBodyHash) == hash
 	if got.Header.Get(wire.HeaderBodyHash) == "" {
@@ -539,18 +560,45 @@ func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64)
 			m.Header.Get(wire.HeaderID), seq)})
 }
 
-// liveStream returns wire.StreamName's handle, cached after the first
-// successful lookup.
-func (p *Publisher) liveStream(ctx context.Context) (jetstream.Stream, error) {
-	if st := p.stream.Load(); st != nil {
-		return *st, nil
-	}
-	st, err := p.js.Stream(ctx, wire.StreamName)
+// leaderGet reads the message at seq of wire.StreamName from the stream
+// leader with the JetStream API. Not a direct get (jetstream's GetMsg on a
+// stream that allows direct reads): any replica may answer one, and a
+// lagging follower's "not found" would pass for the stored change.
+func (p *Publisher) leaderGet(ctx context.Context, seq uint64) (*nats.Msg, error) {
+	req, err := json.Marshal(struct {
+		Seq uint64 `json:"seq"`
+	}{seq})
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", wire.StreamName, err)
+		return nil, fmt.Errorf("encode msg get of seq %d: %w", seq, err)
 	}
-	p.stream.Store(&st)
-	return st, nil
+	msg, err := p.conn.RequestWithContext(ctx, p.msgGetSubject, req)
+	if err != nil {
+		return nil, fmt.Errorf("msg get seq %d of %s: %w", seq, wire.StreamName, err)
+	}
+	var resp struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("msg get seq %d of %s: decode the answer: %w", seq, wire.StreamName, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("msg get seq %d of %s: %w", seq, wire.StreamName, resp.Error)
+	}
+	if resp.Message == nil {
+		return nil, fmt.Errorf("msg get seq %d of %s: no message and no error in the answer", seq, wire.StreamName)
+	}
+	got := &nats.Msg{Subject: resp.Message.Subject, Data: resp.Message.Data}
+	if len(resp.Message.Header) > 0 {
+		if got.Header, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return nil, fmt.Errorf("msg get seq %d of %s: decode headers: %w", seq, wire.StreamName, err)
+		}
+	}
+	return got, nil
 }
 
 // MaxSocketIDLen bounds a socket id; Pusher's are two integers.

@@ -487,3 +487,100 @@ func TestPublishComparesAChangeStoredWithoutAHashByItsData(t *testing.T) {
 		t.Fatalf("Publish(same data)=%+v, %v, want a duplicate", r, err)
 	}
 }
+
+// A duplicate ack whose stored copy cannot be read back (here: deleted from
+// the stream after the publish, while its id is still in the duplicate
+// window) is not a duplicate: nothing says the change is the stored one,
+// so the answer is ErrUnavailable (a retry with the same id), never
+// success. Before, a failed read answered a duplicate, which also hid an
+// idempotency conflict whenever a lagging replica answered "not found".
+func TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable(t *testing.T) {
+	t.Parallel()
+	_, js := newStream(t)
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "gone"}
+	first, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if err := st.DeleteMsg(ctx, first.Seq); err != nil {
+		t.Fatalf("DeleteMsg(%d)=%v", first.Seq, err)
+	}
+	other := c
+	other.Data = json.RawMessage(`{"n":2}`)
+	for _, ch := range []Change{c, other} {
+		r, err := p.Publish(t.Context(), ch)
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict) {
+			t.Fatalf("Publish(%s) after the stored copy was deleted=%+v, %v, want ErrUnavailable", ch.Data, r, err)
+		}
+		if r.Seq != 0 || r.Duplicate {
+			t.Fatalf("Publish(%s)=%+v, want no seq and no duplicate with the error", ch.Data, r)
+		}
+		br := p.PublishBatch(t.Context(), []Change{ch})
+		if !errors.Is(br[0].Err, ErrUnavailable) || br[0].Seq != 0 || br[0].Duplicate {
+			t.Fatalf("PublishBatch(%s)=%+v, want ErrUnavailable", ch.Data, br[0])
+		}
+	}
+	if n := len(testutil.ReadAll(t, js, wire.StreamName)); n != 0 {
+		t.Fatalf("stored %d messages, want 0", n)
+	}
+}
+
+// The stream allows direct gets, which any replica may answer, a lagging
+// one with "not found". The read-back of a duplicate asks the stream leader
+// (STREAM.MSG.GET) and never sends a direct get; the conflict is still seen.
+func TestPublishReadsADuplicateBackFromTheLeaderNotByDirectGet(t *testing.T) {
+	t.Parallel()
+	srv, js := newStream(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, wire.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if !st.CachedInfo().Config.AllowDirect {
+		t.Fatalf("the stream does not allow direct gets: this test would prove nothing")
+	}
+	// A plain subscriber sees every request sent on these subjects.
+	watch := srv.Conn(t)
+	direct, err := watch.SubscribeSync("$JS.API.DIRECT.GET.>")
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	leader, err := watch.SubscribeSync("$JS.API.STREAM.MSG.GET.>")
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	p := NewPublisher(js, Options{})
+	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "k"}
+	if _, err := p.Publish(t.Context(), c); err != nil {
+		t.Fatalf("Publish()=%v", err)
+	}
+	c.Data = json.RawMessage(`{"n":2}`)
+	if _, err := p.Publish(t.Context(), c); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Publish(other data)=%v, want ErrConflict", err)
+	}
+	// The server routed the requests before it answered them; a flush
+	// after that delivers whatever it routed to watch.
+	if err := watch.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if n, _, _ := direct.Pending(); n != 0 {
+		m, _ := direct.NextMsg(time.Second)
+		t.Fatalf("%d direct get requests (first on %s), want the read-back to ask the leader", n, m.Subject)
+	}
+	// At least one: on a loaded machine an attempt that timed out after
+	// the store is retried into a duplicate, and a slow read is retried.
+	if n, _, _ := leader.Pending(); n < 1 {
+		t.Fatalf("%d STREAM.MSG.GET requests, want the read-back to ask the leader", n)
+	}
+}
