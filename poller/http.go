@@ -182,10 +182,11 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 				return
 			}
-			if p.lag.Load() == 0 && p.following.Load() {
-				// Caught up with the stream and still behind the cursor:
-				// the cursor is not from this stream (recreated, or made
-				// up). Only a full refetch is safe.
+			if p.lag.Load() == 0 && p.following.Load() && p.cursorBeyondStream(r.Context(), q.since) {
+				// Caught up with the stream and still behind the cursor,
+				// which the stream's leader does not hold either: the
+				// cursor is not from this stream (recreated, or made up).
+				// Only a full refetch is safe.
 				p.writeReset(w, p.idx.appliedSeq())
 				return
 			}

@@ -287,16 +287,90 @@ func (p *Poller) follow(ctx context.Context, st jetstream.Stream) error {
 	defer it.Stop()
 	p.following.Store(true)
 	p.log.WithField("seq", from).Debug("following stream")
+	stalled := make(chan uint64, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { p.watchStall(wctx, st, it, stalled) })
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			select {
+			case last := <-stalled:
+				return fmt.Errorf("consumer of %s stalled at seq %d while the stream holds seq %d", p.scfg.Name, p.idx.appliedSeq(), last)
+			default:
+			}
 			return fmt.Errorf("next message of %s after seq %d: %w", p.scfg.Name, p.idx.appliedSeq(), err)
 		}
 		p.applyMsg(msg)
 	}
+}
+
+// stallCheck is how often follow compares what it applied with the stream.
+const stallCheck = 5 * time.Second
+
+// watchStall stops it when the stream holds changes past the applied seq
+// and two checks in a row saw no progress: after a NATS node is lost an
+// ordered consumer was seen to stay silent for good (the cluster suite: a
+// replica at applied seq 0 for 45 s), and the lag taken from the last
+// message it delivered then said 0. follow then re-creates the consumer
+// from the applied seq. Each check also refreshes the lag from the
+// stream's own last seq.
+func (p *Poller) watchStall(ctx context.Context, st jetstream.Stream, it jetstream.MessagesContext, stalled chan<- uint64) {
+	t := time.NewTicker(stallCheck)
+	defer t.Stop()
+	prev, idle := p.idx.appliedSeq(), 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, stallCheck)
+		info, err := st.Info(ictx)
+		cancel()
+		if err != nil {
+			continue // NATS itself is unreachable: the consumer reports that
+		}
+		applied := p.idx.appliedSeq()
+		last := info.State.LastSeq
+		if last > applied {
+			p.lag.Store(last - applied)
+		}
+		if last > applied && applied == prev {
+			idle++
+		} else {
+			idle = 0
+		}
+		prev = applied
+		if idle >= 2 {
+			stalled <- last
+			it.Stop()
+			return
+		}
+	}
+}
+
+// cursorBeyondStream reports whether the stream's leader holds no change
+// up to since: only then is a cursor this replica has not reached made up
+// (or from a stream since recreated). A replica's own view can be stale;
+// when the leader cannot be asked, the answer is no (retry, never reset).
+func (p *Poller) cursorBeyondStream(ctx context.Context, since uint64) bool {
+	stp := p.st.Load()
+	if stp == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := (*stp).Info(ctx)
+	if err != nil {
+		return false
+	}
+	return info.State.LastSeq < since
 }
 
 func (p *Poller) applyMsg(msg jetstream.Msg) {
