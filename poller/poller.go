@@ -370,6 +370,24 @@ func (p *Poller) cursorBeyondStream(ctx context.Context, since uint64) bool {
 	if err != nil {
 		return false
 	}
+	// A leader cut off from its peers still answers, from a state that
+	// stopped: trust it only while a majority of the replicas is current
+	// (the cluster suite's partition: a replica on the cut-off node reset
+	// 110 valid cursors).
+	if c := info.Cluster; c != nil && len(c.Replicas) > 0 {
+		if c.Leader == "" {
+			return false
+		}
+		current := 1 // the leader
+		for _, r := range c.Replicas {
+			if r != nil && r.Current && !r.Offline {
+				current++
+			}
+		}
+		if 2*current <= len(c.Replicas)+1 {
+			return false
+		}
+	}
 	return info.State.LastSeq < since
 }
 
