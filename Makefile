@@ -57,11 +57,13 @@ build:
 ## bench: the benchmarks behind BENCHMARKS.md; each reports ratios against a baseline measured in the same run
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1s -count 3 ./producer/
-	$(GO) test -run '^$$' -bench BenchmarkRelay -benchtime 1x -count 3 ./relay/
-	$(GO) test -run '^$$' -bench BenchmarkPoller -benchtime 1x -count 3 ./poller/
-	$(GO) test -run '^$$' -bench BenchmarkSockets -benchtime 20x -count 1 ./pushercompat/
+	$(GO) test -run '^$$' -bench '^BenchmarkRelay$$' -benchtime 1x -count 3 ./relay/
+	$(GO) test -run '^$$' -bench '^BenchmarkPartitionedReplicas$$' -benchtime 1x -count 1 ./relay/
+	$(GO) test -run '^$$' -bench '^BenchmarkPoller$$' -benchtime 1x -count 3 ./poller/
+	$(GO) test -run '^$$' -bench '^BenchmarkDeepResume$$' -benchtime 20x -count 3 ./poller/
+	$(GO) test -run '^$$' -bench '^BenchmarkSockets$$' -benchtime 20x -count 1 ./pushercompat/
 
-## bench-peer: ours beside Centrifugo v6.9.1 (installed once from the Go module proxy into ~/.cache/liveupdates-bench), same load tool, runs interleaved, medians of 3; about 5 minutes, not part of `make test`
+## bench-peer: ours beside Centrifugo v6.9.1 (installed once from the Go module proxy into ~/.cache/liveupdates-bench), same load tool, runs interleaved, medians of 3; about 7 minutes (BENCHMARKS.md), not part of `make test`
 bench-peer:
 	$(GO) run ./bench/peer $(BENCH_PEER_FLAGS)
 

@@ -167,6 +167,8 @@ func TestComposeRunsTheWholeSystem(t *testing.T) {
 	for _, u := range natsUsers {
 		fake[natsPasswordVar(u)] = "pw-" + u
 	}
+	var relayCfg relay.Config
+	var pollerCfg poller.Config
 	for _, role := range []string{"api", "relay", "poller"} {
 		svc := services[role]
 		if len(svc.Command) == 0 || svc.Command[0] != role {
@@ -215,17 +217,15 @@ func TestComposeRunsTheWholeSystem(t *testing.T) {
 		case "api":
 			_, cerr = producer.LoadAPIConfig(getenv)
 		case "relay":
-			var cfg relay.Config
-			if cfg, cerr = relay.LoadConfig(getenv); cerr == nil && !cfg.PusherEnabled() {
-				cerr = fmt.Errorf("pusher is off")
-			}
+			relayCfg, cerr = relay.LoadConfig(getenv)
 		case "poller":
-			_, cerr = poller.LoadConfig(getenv)
+			pollerCfg, cerr = poller.LoadConfig(getenv)
 		}
 		if cerr != nil {
 			t.Errorf("%s refuses its compose environment: %v", role, cerr)
 		}
 	}
+	checkRelayAndPoller(t, composeFile, relayCfg, pollerCfg)
 
 	// Prometheus and Grafana.
 	prom := mounts(services["prometheus"])

@@ -35,6 +35,7 @@ var knownEnv = map[string]bool{
 	// relay
 	"PUSHER_APP_ID": true, "PUSHER_KEY": true, "PUSHER_SECRET": true, "PUSHER_CLUSTER": true, "PUSHER_HOST": true,
 	"LIVE_RELAY_BATCH_WINDOW": true, "LIVE_RELAY_MAX_IN_FLIGHT": true, "LIVE_RELAY_MAX_DELIVER": true, "LIVE_RELAY_ACK_WAIT": true,
+	"LIVE_RELAY_PARTITIONS": true, "LIVE_RELAY_CHANNEL_PREFIX": true, "LIVE_RELAY_PRIVATE_CHANNELS": true,
 	// poller
 	"LIVE_POLLER_CORS_ORIGINS": true, "LIVE_POLLER_MAX_EVENTS": true,
 }
@@ -53,7 +54,7 @@ var roles = map[string]struct {
 }{
 	"api":    {2, []string{"LIVE_API_KEYS", "LIVE_POLL_SECRET"}},
 	"relay":  {2, []string{"PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "PUSHER_CLUSTER"}},
-	"poller": {3, []string{"LIVE_POLL_SECRET"}},
+	"poller": {3, []string{"LIVE_POLL_SECRET", "PUSHER_KEY", "PUSHER_CLUSTER", "PUSHER_SECRET"}},
 }
 
 const (

@@ -70,6 +70,8 @@ func TestTheRolesAcceptTheirManifestConfiguration(t *testing.T) {
 	}
 	objs := manifests(t)
 	containers := liveContainers(t, objs)
+	var relayCfg relay.Config
+	var pollerCfg poller.Config
 	for _, role := range []string{"api", "relay", "poller"} {
 		rc, ok := containers[role]
 		if !ok {
@@ -88,17 +90,54 @@ func TestTheRolesAcceptTheirManifestConfiguration(t *testing.T) {
 		case "api":
 			_, err = producer.LoadAPIConfig(getenv)
 		case "relay":
-			var cfg relay.Config
-			cfg, err = relay.LoadConfig(getenv)
-			if err == nil && !cfg.PusherEnabled() {
-				t.Errorf("relay: the manifest's environment leaves Pusher disabled")
-			}
+			relayCfg, err = relay.LoadConfig(getenv)
 		case "poller":
-			_, err = poller.LoadConfig(getenv)
+			pollerCfg, err = poller.LoadConfig(getenv)
 		}
 		if err != nil {
 			t.Errorf("%s refuses its manifest's environment: %v", role, err)
 		}
+	}
+	checkRelayAndPoller(t, "the manifests", relayCfg, pollerCfg)
+}
+
+// checkRelayAndPoller checks what a deployment (the manifests or compose)
+// gives the relay and the poller together: the relay runs partitioned (per
+// eventId order across a replica's crash) with the default ack wait (a
+// killed replica's changes come back in seconds); the poller tells
+// browsers about the relay's Pusher app (else /v1/config says "pusher":
+// null and browsers only poll) and the very channels the relay sends to.
+func checkRelayAndPoller(t *testing.T, where string, rc relay.Config, pc poller.Config) {
+	t.Helper()
+	def, err := relay.LoadConfig(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rc.PusherEnabled() {
+		t.Errorf("%s: the relay's environment leaves Pusher disabled", where)
+	}
+	if rc.Partitions < 2 {
+		t.Errorf("%s: relay LIVE_RELAY_PARTITIONS=%d, want partitioned mode with several partitions per replica", where, rc.Partitions)
+	}
+	if rc.AckWait != def.AckWait {
+		t.Errorf("%s: relay ack wait %v, want the default %v so a killed replica's changes come back in seconds", where, rc.AckWait, def.AckWait)
+	}
+	if !pc.Pusher.Enabled() {
+		t.Errorf("%s: the poller has no PUSHER_KEY: /v1/config would answer \"pusher\":null", where)
+	}
+	if pc.Pusher.Cluster == "" {
+		t.Errorf("%s: the poller has no PUSHER_CLUSTER", where)
+	}
+	if pc.Pusher.Private && pc.Pusher.Secret == "" {
+		t.Errorf("%s: private channels but the poller has no PUSHER_SECRET", where)
+	}
+	pollerPrefix := pc.Pusher.ChannelPrefix
+	if pollerPrefix == "" {
+		pollerPrefix = "event-"
+	}
+	if rc.ChannelPrefix != pollerPrefix || rc.PrivateChannels != pc.Pusher.Private {
+		t.Errorf("%s: relay sends to prefix %q private %v, poller tells browsers %q private %v",
+			where, rc.ChannelPrefix, rc.PrivateChannels, pollerPrefix, pc.Pusher.Private)
 	}
 }
 

@@ -12,7 +12,7 @@ type NATSPermissions struct {
 
 // The JetStream API subjects the roles call, by stream. The consumer
 // patterns name the stream, never a consumer, so the relay may add or rename
-// consumers (one per partition, say) without a change here:
+// consumers on LIVE_EVENTS without a change here:
 // $JS.API.CONSUMER.<verb>.LIVE_EVENTS.<consumer>[.<filter>] is matched by
 // $JS.API.CONSUMER.*.LIVE_EVENTS.>, and the two-token verbs (MSG.NEXT,
 // DURABLE.CREATE) by their own patterns.
@@ -20,6 +20,32 @@ const (
 	streamName = wire.StreamName
 	dlqName    = wire.DLQStreamName
 )
+
+// RelayKVBuckets are the key-value buckets of the relay's partitioned mode
+// (LIVE_RELAY_PARTITIONS > 0): relay.LeaseBucket and relay.CheckpointBucket,
+// spelled out here because ops must not import the relay (a test in
+// cmd/liveupdates keeps them equal). Partitioned mode needs its user to
+// reach these buckets; without it the relay cannot start.
+var RelayKVBuckets = []string{"liveupdates_relay_leases", "liveupdates_relay_checkpoints"}
+
+// kvBucket is what a user needs to use one key-value bucket the way
+// nats.go's jetstream.KeyValue does: ensure its stream KV_<bucket>
+// (CreateOrUpdateKeyValue: info, create, update), write keys (Put, Create,
+// Update, Delete publish to $KV.<bucket>.<key>), read them (Get: direct
+// get), and list or watch keys (an ordered push consumer on KV_<bucket>:
+// create, info and delete it, and answer its flow control on $JS.FC). The
+// pushed keys arrive on the role's own inbox.
+func kvBucket(bucket string) []string {
+	st := "KV_" + bucket
+	return concat(
+		[]string{"$KV." + bucket + ".>"},
+		streamRead(st), streamEnsure(st),
+		[]string{
+			"$JS.API.CONSUMER.*." + st,
+			"$JS.API.CONSUMER.*." + st + ".>",
+			"$JS.FC." + st + ".>",
+		})
+}
 
 func streamRead(name string) []string {
 	return []string{
@@ -52,8 +78,9 @@ func InboxPrefix(role string) string { return "_INBOX." + role }
 //   - relay ensures LIVE_EVENTS and LIVE_DLQ, creates and reads its
 //     consumers on LIVE_EVENTS (any name), acks, publishes dead letters to
 //     live.dlq.>, reads a change back to dead-letter it, and listens to the
-//     consumer advisories (max deliveries). It cannot publish changes, nor
-//     delete or purge a stream.
+//     consumer advisories (max deliveries). In partitioned mode it also
+//     keeps its leases and checkpoints in the buckets RelayKVBuckets. It
+//     cannot publish changes, nor delete or purge a stream.
 //   - poller reads: stream info, direct get, and ordered (ephemeral)
 //     consumers with their pulls. It cannot publish changes, create or
 //     update a stream (it waits for the api or the relay to create
@@ -77,7 +104,8 @@ func NATSRoles() map[string]NATSPermissions {
 				"$JS.API.CONSUMER.DURABLE.CREATE." + streamName + ".>",
 				"$JS.API.CONSUMER.MSG.NEXT." + streamName + ".>",
 				"$JS.ACK." + streamName + ".>",
-			}),
+			},
+			kvBucket(RelayKVBuckets[0]), kvBucket(RelayKVBuckets[1])),
 		Subscribe: []string{inbox("relay"), "$JS.EVENT.ADVISORY.CONSUMER.*." + streamName + ".>"},
 	}
 	poller := NATSPermissions{

@@ -12,7 +12,8 @@ import (
 // debugAddrVar opts a server role into a second HTTP server with Go's
 // profiler. It is off by default and never shares the public address:
 // /debug/pprof/ can stall a process (a 30 s CPU profile, a full heap dump)
-// and reveals its command line, so it belongs on a private interface only.
+// and shows its goroutines' stacks, so it belongs on a private interface
+// only.
 const debugAddrVar = "LIVE_DEBUG_ADDR"
 
 func debugVars() []envVar {
@@ -66,10 +67,11 @@ func startDebug(env *settings, command string) (stop func(), err error) {
 
 // debugMux serves net/http/pprof on its own mux: importing the package
 // registers it on http.DefaultServeMux too, which no server here uses.
+// Not /debug/pprof/cmdline: it answers the process's arguments, and
+// nothing here needs to show them to whoever reaches the debug address.
 func debugMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

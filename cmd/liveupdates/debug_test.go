@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,12 @@ func TestDebugAddrServesPprofOnlyWhenSet(t *testing.T) {
 	}
 	if code, _, err := get(on.base + "/debug/pprof/"); err != nil || code != http.StatusNotFound {
 		t.Fatalf("GET public /debug/pprof/ = %d %v, want 404: the profiler is never on the public port", code, err)
+	}
+	// The process's arguments are not served: they may hold what an
+	// operator typed (and before secrets were environment-only, secrets).
+	code, body, err = get("http://" + debugAddr + "/debug/pprof/cmdline")
+	if err != nil || code == http.StatusOK || strings.Contains(body, os.Args[0]) {
+		t.Fatalf("GET debug /debug/pprof/cmdline = %d %v, want no command line; body:\n%.300s", code, err, body)
 	}
 	if !strings.Contains(on.logs.String(), "debug server with pprof is listening") {
 		t.Errorf("dev logs do not say the debug server is on; logs:\n%s", on.logs)

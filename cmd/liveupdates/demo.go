@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"time"
 
@@ -17,17 +18,34 @@ import (
 //
 //	GET  /demo/{eventId}          the page: the client's status and a live list of changes
 //	GET  /demo/assets/{file}      client.js and pusher.min.js for it
-//	POST /demo/{eventId}/publish  {"type","data"}: publish through the producer library
+//	POST /demo/{eventId}/publish  {"type","data"[,"id"]}: publish through the producer library
 //	POST /demo/{eventId}/token    a poll token for the page when LIVE_POLL_SECRET is set
 //
-// The publish route takes no API key: it is for dev alone, and only runDev
-// mounts it.
+// The publish and token routes take no API key: only runDev mounts them,
+// and they answer only clients on this machine (loopback), because dev
+// listens on every interface and anyone on the network could otherwise
+// publish changes or mint poll tokens.
 func mountDemo(mux *http.ServeMux, pub *producer.Publisher, log logrus.FieldLogger) {
 	d := &demo{pub: pub, log: log.WithField("component", "demo")}
 	mux.HandleFunc("GET /demo/{eventId}", d.page)
 	mux.HandleFunc("GET /demo/assets/{file}", d.asset)
-	mux.HandleFunc("POST /demo/{eventId}/publish", d.publish)
-	mux.HandleFunc("POST /demo/{eventId}/token", d.token)
+	mux.HandleFunc("POST /demo/{eventId}/publish", loopbackOnly(d.publish))
+	mux.HandleFunc("POST /demo/{eventId}/token", loopbackOnly(d.token))
+}
+
+// loopbackOnly answers 403 to a client that is not on this machine. It
+// looks at the connection's own address, never at a forwarding header a
+// client could write.
+func loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			wire.WriteError(w, http.StatusForbidden, wire.CodeForbidden,
+				"the demo's publish and token routes answer only on this machine (loopback); use the API (POST /v1/events/...) with an API key")
+			return
+		}
+		h(w, r)
+	}
 }
 
 type demo struct {
@@ -64,6 +82,8 @@ func (d *demo) publish(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Type string          `json:"type"`
 		Data json.RawMessage `json:"data"`
+		// ID is the optional idempotency key, as the API's.
+		ID string `json:"id"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&body); err != nil {
 		wire.WriteError(w, http.StatusBadRequest, wire.CodeInvalidJSON, "want {\"type\":\"vote.updated\",\"data\":{...}}: "+err.Error())
@@ -74,10 +94,14 @@ func (d *demo) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	// No socket id: the page that publishes sees its own change too, as a
 	// second tab does.
-	res, err := d.pub.Publish(r.Context(), producer.Change{EventID: r.PathValue("eventId"), Type: body.Type, Data: body.Data})
+	res, err := d.pub.Publish(r.Context(), producer.Change{EventID: r.PathValue("eventId"), Type: body.Type, Data: body.Data, ID: body.ID})
 	var ie *wire.InputError
 	switch {
 	case err == nil:
+	case errors.Is(err, producer.ErrConflict) && errors.As(err, &ie):
+		// The id was stored with another type or data, as the API answers.
+		wire.WriteError(w, http.StatusConflict, ie.Code, ie.Msg)
+		return
 	case errors.As(err, &ie):
 		wire.WriteError(w, http.StatusBadRequest, ie.Code, ie.Msg)
 		return

@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nostressplanner/liveupdates/testutil"
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
 func TestDevServesTheDemoAndItsPublishRoute(t *testing.T) {
@@ -83,5 +85,49 @@ func TestDevServesTheDemoAndItsPublishRoute(t *testing.T) {
 	}
 	if code, body := post("/demo/e42/token", ``); code != http.StatusOK || body != "{\"token\":\"\"}\n" {
 		t.Errorf("POST token without LIVE_POLL_SECRET = %d %q, want 200 an empty token", code, body)
+	}
+
+	// An id stored with other data is a conflict, answered as the API does.
+	if code, body := post("/demo/e42/publish", `{"type":"vote.updated","data":{"v":1},"id":"demo-1"}`); code != http.StatusAccepted {
+		t.Fatalf("POST publish with id demo-1 = %d %s, want 202", code, body)
+	}
+	if code, body := post("/demo/e42/publish", `{"type":"vote.updated","data":{"v":1},"id":"demo-1"}`); code != http.StatusAccepted {
+		t.Errorf("POST publish of the same change again = %d %s, want 202 (a duplicate)", code, body)
+	}
+	if code, body := post("/demo/e42/publish", `{"type":"vote.updated","data":{"v":2},"id":"demo-1"}`); code != http.StatusConflict || !strings.Contains(body, wire.CodeIdempotencyConflict) {
+		t.Errorf("POST publish of other data with id demo-1 = %d %s, want 409 %s", code, body, wire.CodeIdempotencyConflict)
+	}
+}
+
+// TestTheDemoWritesAnswerOnlyThisMachine: dev listens on every interface,
+// and its demo publish and token routes take no key, so a client from
+// another machine gets 403 (and nothing is published: the publisher is
+// never reached), while loopback clients, IPv4 or IPv6, are served.
+func TestTheDemoWritesAnswerOnlyThisMachine(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mountDemo(mux, nil, quietLogger()) // no publisher: a 403 must come first
+	for _, path := range []string{"/demo/e1/publish", "/demo/e1/token"} {
+		for _, remote := range []string{"192.168.1.20:50000", "[2001:db8::1]:50000", "10.0.0.1:1", "not-an-address"} {
+			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"type":"vote.updated","data":{}}`))
+			req.RemoteAddr = remote
+			req.Header.Set("X-Forwarded-For", "127.0.0.1") // a client may write anything here
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != http.StatusForbidden || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") || !strings.Contains(rec.Body.String(), wire.CodeForbidden) {
+				t.Errorf("POST %s from %s = %d %q %s, want 403 JSON %s", path, remote, rec.Code, rec.Header().Get("Content-Type"), rec.Body, wire.CodeForbidden)
+			}
+		}
+	}
+	// Loopback clients get past the check: the bad JSON is answered by the
+	// route itself.
+	for _, remote := range []string{"127.0.0.1:50000", "[::1]:50000"} {
+		req := httptest.NewRequest(http.MethodPost, "/demo/e1/publish", strings.NewReader(`{`))
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), wire.CodeInvalidJSON) {
+			t.Errorf("POST publish with bad JSON from %s = %d %s, want the route's 400 %s", remote, rec.Code, rec.Body, wire.CodeInvalidJSON)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,6 +80,47 @@ func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
 				t.Fatalf("run(%v) = %v (stderr %q), want it to mention %q", tt.args, err, stderr.String(), tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestSecretsAreRefusedAsFlags: every secret setting of every command
+// comes from the environment only. Its flag is refused with a message that
+// names the variable and does not echo the value, and --help lists it
+// among the environment-only secrets, not as a flag.
+func TestSecretsAreRefusedAsFlags(t *testing.T) {
+	t.Parallel()
+	seen := 0
+	for _, c := range commands() {
+		var help syncBuffer
+		if err := run(t.Context(), append(strings.Fields(c.name), "--help"), envOf(nil), io.Discard, &help); err != nil {
+			t.Fatalf("%s --help: %v", c.name, err)
+		}
+		for _, v := range c.vars {
+			if !v.Secret {
+				continue
+			}
+			seen++
+			for _, arg := range [][]string{{"--" + flagName(v.Name) + "=s3cr3t-value"}, {"-" + flagName(v.Name), "s3cr3t-value"}} {
+				var stderr syncBuffer
+				// Should the flag be taken, the command must still stop at
+				// once: a log format it refuses, and a deadline.
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				err := run(ctx, append(strings.Fields(c.name), arg...), envOf(map[string]string{"LIVE_LOG_FORMAT": "xml"}), io.Discard, &stderr)
+				cancel()
+				if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), "set "+v.Name+" in the environment") {
+					t.Errorf("%s %v = %v (stderr %q), want it refused, naming %s", c.name, arg, err, stderr.String(), v.Name)
+				}
+				if strings.Contains(stderr.String(), "s3cr3t-value") {
+					t.Errorf("%s %v echoes the secret: %q", c.name, arg, stderr.String())
+				}
+			}
+			if strings.Contains(help.String(), "-"+flagName(v.Name)+" ") || !strings.Contains(help.String(), "  "+v.Name+"\n") {
+				t.Errorf("%s --help offers the flag of %s or does not list it as environment-only:\n%s", c.name, v.Name, help.String())
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no command has a secret setting")
 	}
 }
 
@@ -251,8 +293,8 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		natsEnv, &again, io.Discard); err != nil {
 		t.Fatalf("publish to nats again: %v", err)
 	}
-	if err := run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--data", `{"v":2}`, "--api-url", base, "--api-key", "dev"},
-		envOf(nil), &viaAPI, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--data", `{"v":2}`, "--api-url", base},
+		envOf(map[string]string{"LIVE_API_KEY": "dev"}), &viaAPI, io.Discard); err != nil {
 		t.Fatalf("publish through the api: %v", err)
 	}
 	var first, second, third struct {
@@ -274,8 +316,8 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	if third.Seq != first.Seq+1 || third.ID == "" {
 		t.Fatalf("publish through the api = %+v, want the next seq %d", third, first.Seq+1)
 	}
-	err = run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--api-url", base, "--api-key", "wrong"},
-		envOf(nil), io.Discard, io.Discard)
+	err = run(t.Context(), []string{"publish", "--event", "e42", "--type", "vote.updated", "--api-url", base},
+		envOf(map[string]string{"LIVE_API_KEY": "wrong"}), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), wire.CodeUnauthorized) {
 		t.Fatalf("publish with a wrong key = %v, want the API's 401 %s", err, wire.CodeUnauthorized)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +261,61 @@ func quietLogger() *logrus.Logger {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	return l
+}
+
+// TestThePartitionedRelayRunsAsTheRelayUser: in partitioned mode the relay
+// also keeps leases and checkpoints in its KV buckets; logged in as the
+// relay user of ops.NATSRoles (that of deploy/nats.yaml) it must still
+// start and send a change to Pusher, which it cannot when the user lacks
+// the buckets' subjects.
+func TestThePartitionedRelayRunsAsTheRelayUser(t *testing.T) {
+	t.Parallel()
+	if want := []string{relay.LeaseBucket, relay.CheckpointBucket}; !slices.Equal(ops.RelayKVBuckets, want) {
+		t.Fatalf("ops.RelayKVBuckets = %v, want the relay's buckets %v", ops.RelayKVBuckets, want)
+	}
+	users := newDevUsers()
+	ns := testutil.RunJetStreamWith(t, func(o *server.Options) {
+		users.configure(o)
+		o.NoAuthUser = ""
+	})
+	ps := pushercompat.Start(t, pushercompat.Options{})
+	relayLogs := runRoleProcess(t, "relay", map[string]string{
+		"LIVE_NATS_URL":      ns.URL(),
+		"LIVE_NATS_USER":     "relay",
+		"LIVE_NATS_PASSWORD": users.passwords["relay"],
+		"LIVE_HTTP_ADDR":     testutil.FreeAddr(t),
+		"PUSHER_APP_ID":      "1", "PUSHER_KEY": "key", "PUSHER_SECRET": "secret",
+		"PUSHER_HOST": ps.Host(), "PUSHER_SECURE": "false", "LIVE_RELAY_BATCH_WINDOW": "5ms",
+		"LIVE_RELAY_PARTITIONS": "4",
+	})
+	nc := ns.Conn(t, nats.UserInfo("operator", users.passwords["operator"]))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := js.Publish(ctx, fmt.Sprintf("live.events.e%d.vote.updated", i), []byte(`{"v":1}`))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		for i := range 3 {
+			if len(ps.EventsOn(fmt.Sprintf("event-e%d", i))) != 1 {
+				return false
+			}
+		}
+		return true
+	}, "the partitioned relay never sent the changes to Pusher as the relay user; relay logs:\n%s", relayLogs)
+	// The leases were taken as the relay user: the buckets exist.
+	for _, b := range ops.RelayKVBuckets {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := js.KeyValue(ctx, b)
+		cancel()
+		if err != nil {
+			t.Errorf("bucket %s: %v", b, err)
+		}
+	}
 }

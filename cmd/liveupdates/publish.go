@@ -88,7 +88,7 @@ func publishNATS(ctx context.Context, env *settings, c producer.Change) (produce
 
 func publishHTTP(ctx context.Context, base, key string, c producer.Change) (producer.Result, error) {
 	if key == "" {
-		return producer.Result{}, errors.New("publish through the API needs LIVE_API_KEY (or --api-key)")
+		return producer.Result{}, errors.New("publish through the API needs LIVE_API_KEY in the environment")
 	}
 	u, err := url.Parse(strings.TrimRight(base, "/") + "/v1/events/" + url.PathEscape(c.EventID) + "/" + url.PathEscape(c.Type))
 	if err != nil {

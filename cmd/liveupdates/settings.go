@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,12 +9,16 @@ import (
 	"strings"
 )
 
-// envVar is one setting: an environment variable and its flag.
+// envVar is one setting: an environment variable and, unless it is a
+// secret, its flag.
 type envVar struct {
 	Name    string // LIVE_NATS_URL
 	Default string // shown in help; the loaders own the real defaults
 	Help    string
-	Secret  bool // never echoed
+	// Secret settings are never echoed, and come from the environment
+	// only: a process's arguments are readable by every local user (ps,
+	// /proc/<pid>/cmdline), so a flag would publish the secret.
+	Secret bool
 }
 
 // flagName turns LIVE_NATS_URL into nats-url and PUSHER_APP_ID into
@@ -26,6 +31,7 @@ func flagName(env string) string {
 var errHelp = errors.New("help shown")
 
 // settings resolves a setting from its flag, then the environment.
+// Secret settings have no flag: the environment only.
 type settings struct {
 	flags  map[string]*string
 	set    map[string]bool
@@ -97,11 +103,21 @@ var commandFlags = map[string][]extraFlag{
 
 func parseSettings(c command, args []string, getenv func(string) string, stderr io.Writer) (*settings, error) {
 	fs := flag.NewFlagSet("liveupdates "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints its own errors; they go through a buffer so
+	// that a secret's flag gets the message that says where it belongs.
+	var out bytes.Buffer
+	fs.SetOutput(&out)
 	s := &settings{flags: map[string]*string{}, set: map[string]bool{}, getenv: getenv,
 		extra: map[string]*string{}, bools: map[string]*bool{}}
 	byFlag := map[string]string{}
+	secretFlags := map[string]string{} // flag name: its variable
+	var secrets []envVar
 	for _, v := range c.vars {
+		if v.Secret {
+			secretFlags[flagName(v.Name)] = v.Name
+			secrets = append(secrets, v)
+			continue
+		}
 		help := v.Help + " (env " + v.Name
 		if v.Default != "" {
 			help += ", default " + v.Default
@@ -118,10 +134,26 @@ func parseSettings(c command, args []string, getenv func(string) string, stderr 
 		}
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: liveupdates %s [flags]\n\n%s\n\n", c.name, c.summary)
+		fmt.Fprintf(&out, "usage: liveupdates %s [flags]\n\n%s\n\n", c.name, c.summary)
 		fs.PrintDefaults()
+		if len(secrets) > 0 {
+			fmt.Fprintf(&out, "\nSecrets, from the environment only (never a flag: arguments are visible to every local user):\n")
+			for _, v := range secrets {
+				fmt.Fprintf(&out, "  %s\n    \t%s\n", v.Name, v.Help)
+			}
+		}
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	var undefined string
+	if err != nil {
+		_, _ = fmt.Sscanf(err.Error(), "flag provided but not defined: -%s", &undefined)
+	}
+	if env, ok := secretFlags[undefined]; ok {
+		fmt.Fprintf(stderr, "liveupdates %s: --%s is not accepted: set %s in the environment instead (a secret in the arguments is visible to every local user, in ps and /proc)\n", c.name, undefined, env)
+		return nil, errUsage
+	}
+	_, _ = stderr.Write(out.Bytes())
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, errHelp
 		}
