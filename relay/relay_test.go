@@ -63,6 +63,7 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	_, ids := rg.publish(cs...) // a backlog, fetched as one batch
 	cfg := rg.config()
 	cfg.MaxInFlight = 1
+	cfg.BatchWindow = 100 * time.Millisecond // a loaded machine may hold the fetcher up past 1s
 	rg.start(cfg, nil)
 	rg.waitIDs(20*time.Second, ids)
 	if got := rg.pusher.Requests(); got != 20 {
@@ -85,6 +86,9 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 4
 	cfg.BatchSize = 100 // twenty pulls, each leaving a partial tail in every lane
+	// A lane waits for the rest of a backlog up to 50 windows; a loaded
+	// machine holds the fetcher up longer than the default's 1s.
+	cfg.BatchWindow = 100 * time.Millisecond
 	rg.start(cfg, nil)
 	rg.waitIDs(30*time.Second, ids)
 	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {
