@@ -63,6 +63,7 @@ func TestRelayBatchesTenEventsPerRequest(t *testing.T) {
 	_, ids := rg.publish(cs...) // a backlog, fetched as one batch
 	cfg := rg.config()
 	cfg.MaxInFlight = 1
+	cfg.BatchWindow = 100 * time.Millisecond // a loaded machine may hold the fetcher up past 1s
 	rg.start(cfg, nil)
 	rg.waitIDs(20*time.Second, ids)
 	if got := rg.pusher.Requests(); got != 20 {
@@ -85,6 +86,9 @@ func TestRelaySendsFullBatchesFromABacklogAcrossLanes(t *testing.T) {
 	cfg := rg.config()
 	cfg.MaxInFlight = 4
 	cfg.BatchSize = 100 // twenty pulls, each leaving a partial tail in every lane
+	// A lane waits for the rest of a backlog up to 50 windows; a loaded
+	// machine holds the fetcher up longer than the default's 1s.
+	cfg.BatchWindow = 100 * time.Millisecond
 	rg.start(cfg, nil)
 	rg.waitIDs(30*time.Second, ids)
 	if got, most := rg.pusher.Requests(), 200+cfg.MaxInFlight-1; got > most {
@@ -261,7 +265,9 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
-	rg.pusher.FailFor(1500*time.Millisecond, pushercompat.Fault{Status: 401, Body: "Invalid signature"})
+	// Refused until the test has seen the relay hold everything: a fixed
+	// window may end before a loaded machine sends its first request.
+	rg.pusher.FailFor(time.Hour, pushercompat.Fault{Status: 401, Body: "Invalid signature"})
 	_, ids := rg.publish(
 		change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{}`},
 		change{eventID: "e2", typ: wire.TypeVoteUpdated, data: `{}`},
@@ -274,12 +280,14 @@ func TestRelayHoldsEverythingWhilePusherRefusesCredentials(t *testing.T) {
 		}
 		return nil
 	})
-	if info := rg.consumerInfo(); info.NumAckPending != 2 {
-		t.Fatalf("consumer has %d unacked, want both changes held", info.NumAckPending)
+	// Held, or left in the stream: the gate may close between two pulls.
+	if info := rg.consumerInfo(); info.NumAckPending == 0 || uint64(info.NumAckPending)+info.NumPending != 2 {
+		t.Fatalf("consumer has %d unacked and %d pending, want both changes kept, some held", info.NumAckPending, info.NumPending)
 	}
 	if n := rg.pusher.Accepted(); n != 0 {
 		t.Fatalf("Accepted()=%d while refusing", n)
 	}
+	rg.pusher.FailFor(0, pushercompat.Fault{})
 	rg.waitIDs(30*time.Second, ids)
 	testutil.EventuallyErr(t, 15*time.Second, func() error { return run.relay.Ready(t.Context()) })
 	rg.waitSettled(20 * time.Second)
@@ -387,7 +395,11 @@ func TestRelayStoppedWhileHoldingReleasesEverythingForTheNext(t *testing.T) {
 	cfg := rg.config()
 	cfg.AckWait = time.Minute // only a release can hand them over within the test
 	first := rg.start(cfg, nil)
-	testutil.Eventually(t, 15*time.Second, func() bool { return rg.consumerInfo().NumAckPending == 40 }, "first relay never held the changes")
+	// The first failure closes the gate and stops fetching, so how many
+	// the relay holds depends on timing; it holds some, and probes.
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		return rg.pusher.Requests() >= 2 && rg.consumerInfo().NumAckPending > 0
+	}, "first relay never held the changes")
 	first.stop()
 	rg.pusher.SetOutage(false)
 	rg.start(cfg, nil)
