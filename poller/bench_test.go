@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,6 +214,7 @@ type loadResult struct {
 	Status   map[int]int64    `json:"status"`
 	Errors   int64            `json:"errors"`
 	Arrivals map[string]int64 `json:"arrivals"`
+	Answers  [][]int64        `json:"answers"`
 }
 
 func runLoadgen(b *testing.B, bin string, args ...string) loadResult {
@@ -252,4 +255,157 @@ func memInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse + m.StackInuse)
+}
+
+// BenchmarkHotEvent measures a hot eventId: hotClients long-polls on one
+// eventId, each re-polling at once with its new cursor (a separate process,
+// ./internal/loadgen -mode repoll), while 10 changes/s are published to it
+// for 5 s (one goroutine per publish, so a slow ack does not slow the rate).
+// It runs with Config.Linger off and at its default on fresh pollers in the
+// same run and reports, for each (suffix _off, _on):
+//
+//   - answers_per_change: answers carrying changes ÷ changes published
+//     (hotClients means one answer per client per change);
+//   - last_p50_ms, last_p99_ms: publish to the last client holding a cursor
+//     at or past the change, over the changes;
+//   - ack_p50_ms: the publishes' own ack latency (publishers starving);
+//   - missed: (change, client) pairs never delivered before the tail ended;
+//
+// and x_answers (on ÷ off) and x_last_p99 (on ÷ off).
+//
+// Run it: go test -run '^$' -bench BenchmarkHotEvent -benchtime 1x ./poller/
+func BenchmarkHotEvent(b *testing.B) {
+	const (
+		hotClients = 2000
+		rate       = 10
+		storm      = 5 * time.Second
+		tail       = 6 * time.Second
+	)
+	loadgen := filepath.Join(b.TempDir(), "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+		b.Fatalf("build loadgen: %v\n%s", err, out)
+	}
+	srv := testutil.RunJetStream(b)
+	js := srv.JS(b)
+	ensureStream(b, js)
+	b.ResetTimer()
+	res := map[string]map[string]float64{}
+	for _, mode := range []struct {
+		name   string
+		linger time.Duration
+	}{{"off", -1}, {"on", 0}} {
+		h := startPoller(b, srv, Config{Rate: -1, MaxWait: 2 * time.Minute, Linger: mode.linger})
+		m := http.NewServeMux()
+		h.p.Register(m)
+		base := serve(b, m)
+		cursor := h.p.idx.appliedSeq()
+		cmd := exec.Command(loadgen, "-mode", "repoll", "-base", base, "-ids", fmt.Sprint(hotClients), "-since", fmt.Sprint(cursor),
+			"-wait", "30", "-event", "hot", "-duration", (storm + tail + 60*time.Second).String())
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("start loadgen: %v", err)
+		}
+		waiting := func() float64 { return promtest.ToFloat64(h.p.m.waiting) }
+		testutil.Eventually(b, 60*time.Second, func() bool { return waiting() == hotClients }, "%d long-polls waiting on one eventId", hotClients)
+
+		type pub struct {
+			t0  int64
+			seq uint64
+			ack float64
+		}
+		var (
+			mu   sync.Mutex
+			pubs []pub
+			wg   sync.WaitGroup
+		)
+		tick := time.NewTicker(time.Second / rate)
+		for k := range int(storm.Seconds() * rate) {
+			if k > 0 {
+				<-tick.C
+			}
+			wg.Go(func() {
+				t0 := time.Now().UnixNano()
+				seq := publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
+				ack := float64(time.Now().UnixNano()-t0) / 1e6
+				mu.Lock()
+				pubs = append(pubs, pub{t0, seq, ack})
+				mu.Unlock()
+			})
+		}
+		tick.Stop()
+		wg.Wait()
+		last := pubs[0].seq
+		for _, p := range pubs {
+			last = max(last, p.seq)
+		}
+		// The tail: every client has the last change, or the tail ends.
+		settle := time.NewTicker(50 * time.Millisecond)
+		settled := func() bool {
+			h.p.pk.mu.Lock()
+			busy := h.p.pk.workers + len(h.p.pk.lingering)
+			h.p.pk.mu.Unlock()
+			return busy == 0 && waiting() == hotClients && h.p.idx.appliedSeq() >= last
+		}
+		for end, calm := time.Now().Add(tail), 0; time.Now().Before(end) && calm < 3; {
+			<-settle.C
+			if settled() {
+				calm++
+			} else {
+				calm = 0
+			}
+		}
+		settle.Stop()
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		var lr loadResult
+		if err := json.Unmarshal(out.Bytes(), &lr); err != nil {
+			b.Fatalf("loadgen output %q: %v", out.String(), err)
+		}
+		answers, missed := 0, 0
+		lastAt := make([]float64, 0, len(pubs))
+		acks := make([]float64, 0, len(pubs))
+		for _, p := range pubs {
+			acks = append(acks, p.ack)
+			worst := int64(0)
+			for _, a := range lr.Answers {
+				got := false
+				for i := 0; i+1 < len(a); i += 2 {
+					if uint64(a[i]) >= p.seq {
+						worst, got = max(worst, a[i+1]), true
+						break
+					}
+				}
+				if !got {
+					missed++
+				}
+			}
+			if worst > 0 {
+				lastAt = append(lastAt, float64(worst-p.t0)/1e6)
+			}
+		}
+		for _, a := range lr.Answers {
+			answers += len(a) / 2
+		}
+		slices.Sort(lastAt)
+		slices.Sort(acks)
+		r := map[string]float64{
+			"answers_per_change": float64(answers) / float64(len(pubs)),
+			"ack_p50_ms":         acks[len(acks)/2],
+			"missed":             float64(missed),
+		}
+		if len(lastAt) > 0 {
+			r["last_p50_ms"] = lastAt[len(lastAt)/2]
+			r["last_p99_ms"] = lastAt[len(lastAt)*99/100]
+		}
+		for k, v := range r {
+			b.ReportMetric(v, k+"_"+mode.name)
+		}
+		res[mode.name] = r
+		h.stop()
+	}
+	b.ReportMetric(res["on"]["answers_per_change"]/res["off"]["answers_per_change"], "x_answers")
+	if res["off"]["last_p99_ms"] > 0 {
+		b.ReportMetric(res["on"]["last_p99_ms"]/res["off"]["last_p99_ms"], "x_last_p99")
+	}
 }

@@ -225,8 +225,10 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			timer = time.NewTimer(q.wait)
 			p.m.waiting.Inc()
 		}
+		woken := false
 		select {
 		case <-v.wake.ch:
+			woken = true
 		case <-timer.C:
 			waiting, timedOut = false, true
 		case <-p.drain:
@@ -236,7 +238,28 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.idx.unwait(id, v.wake)
+		if woken && !p.linger(r.Context()) {
+			return
+		}
 	}
+}
+
+// linger waits Config.Linger after a wake, so the changes that follow
+// within it ride in the same answer (see Config.Linger and parking.wake).
+// Drain cuts it short; it reports false when the client left.
+func (p *Poller) linger(ctx context.Context) bool {
+	if p.cfg.Linger <= 0 {
+		return true
+	}
+	t := time.NewTimer(p.cfg.Linger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.drain:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 func (p *Poller) setReadHeaders(w http.ResponseWriter, newest uint64) {

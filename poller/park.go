@@ -179,6 +179,45 @@ type parking struct {
 	closed  bool
 	servers map[*http.Server]*innerServer
 	wg      sync.WaitGroup
+	// lingering holds woken records waiting out Config.Linger; they are
+	// in no wait set, so Drain takes them from here.
+	lingering map[*lingerBatch]struct{}
+}
+
+// lingerBatch is the parked records one change woke, answered together
+// once the linger ends.
+type lingerBatch struct {
+	pcs []*parked
+	t   *time.Timer
+}
+
+// wake takes over records whose eventId changed. With a linger, they are
+// answered when it ends, so the changes that follow within it ride in the
+// same answer (one timer per wake, not per record); the records are in no
+// wait set meanwhile, so later changes do not wake them again. Like
+// enqueue it never blocks.
+func (k *parking) wake(pcs []*parked) {
+	d := k.p.cfg.Linger
+	if len(pcs) == 0 || d <= 0 || k.stopping.Load() {
+		k.enqueue(pcs)
+		return
+	}
+	lb := &lingerBatch{pcs: pcs}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.lingering == nil {
+		k.lingering = make(map[*lingerBatch]struct{})
+	}
+	k.lingering[lb] = struct{}{}
+	lb.t = time.AfterFunc(d, func() {
+		k.mu.Lock()
+		_, mine := k.lingering[lb]
+		delete(k.lingering, lb)
+		k.mu.Unlock()
+		if mine { // else Drain answered them
+			k.enqueue(lb.pcs)
+		}
+	})
 }
 
 // enqueue hands taken records to the workers, starting one per chunk up
@@ -260,6 +299,17 @@ func (k *parking) drainParked() {
 	}
 	k.mu.Unlock()
 	pcs := k.p.idx.closeParking()
+	// Every wake that took records did so under wmu before closeParking
+	// and registered its batch then, so none is missed here.
+	k.mu.Lock()
+	for lb := range k.lingering {
+		if lb.t != nil {
+			lb.t.Stop()
+		}
+		pcs = append(pcs, lb.pcs...)
+	}
+	clear(k.lingering)
+	k.mu.Unlock()
 	var wg sync.WaitGroup
 	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
 	for w := range nw {

@@ -125,7 +125,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	}
 	p.m = m
 	p.pk = &parking{p: p}
-	p.idx.onWake = p.pk.enqueue
+	p.idx.onWake = p.pk.wake
 	return p, nil
 }
 
