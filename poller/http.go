@@ -157,6 +157,7 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		timer    *time.Timer
 		behindT  *time.Timer
 		timedOut bool
+		lingered bool
 	)
 	defer func() {
 		if timer != nil {
@@ -201,6 +202,17 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		}
 		matched := inm != "" && etagMatch(inm, v.newest)
 		if !waiting || len(v.items) > 0 || (inm != "" && !matched) {
+			if d := p.lingerFor(v); waiting && !lingered && d > 0 {
+				// v.wake is nil: read registers none when it has changes.
+				lingered = true
+				if timer == nil && p.tryHold(w, r, id, q, inm, d) {
+					return // answered by a parking worker after d
+				}
+				if !p.linger(r.Context(), d) {
+					return
+				}
+				continue
+			}
 			if v.wake != nil {
 				p.idx.unwait(id, v.wake)
 			}
@@ -225,10 +237,8 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			timer = time.NewTimer(q.wait)
 			p.m.waiting.Inc()
 		}
-		woken := false
 		select {
 		case <-v.wake.ch:
-			woken = true
 		case <-timer.C:
 			waiting, timedOut = false, true
 		case <-p.drain:
@@ -238,20 +248,31 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.idx.unwait(id, v.wake)
-		if woken && !p.linger(r.Context()) {
-			return
-		}
 	}
 }
 
-// linger waits Config.Linger after a wake, so the changes that follow
-// within it ride in the same answer (see Config.Linger and parking.wake).
-// Drain cuts it short; it reports false when the client left.
-func (p *Poller) linger(ctx context.Context) bool {
-	if p.cfg.Linger <= 0 {
-		return true
+// lingerFor is how long a long-poll's answer v waits before it is sent:
+// until its oldest change is Config.Linger old, so the changes that follow
+// within that time ride in the same answer. A browser re-polls at once
+// after each answer, so on a hot eventId this holds each browser to about
+// one answer (and one request) per linger instead of one per change, and
+// a woken long-poll waits the linger from its wake. Zero means answer now:
+// the linger is off, nothing new is in v, or the change is old enough.
+func (p *Poller) lingerFor(v view) time.Duration {
+	if p.cfg.Linger <= 0 || len(v.items) == 0 || v.deep || v.reset || v.behind {
+		return 0
 	}
-	t := time.NewTimer(p.cfg.Linger)
+	age := time.Duration(time.Now().UnixNano() - v.items[0].applied)
+	if age >= p.cfg.Linger {
+		return 0
+	}
+	return min(p.cfg.Linger-age, p.cfg.Linger)
+}
+
+// linger waits d on the plain path; Drain cuts it short. It reports false
+// when the client left.
+func (p *Poller) linger(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
