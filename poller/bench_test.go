@@ -261,8 +261,9 @@ func memInUse() int64 {
 // eventId, each re-polling at once with its new cursor (a separate process,
 // ./internal/loadgen -mode repoll), while 10 changes/s are published to it
 // for 5 s (one goroutine per publish, so a slow ack does not slow the rate).
-// It runs with Config.Linger off and at its default on fresh pollers in the
-// same run and reports, for each (suffix _off, _on):
+// It runs with Config.Linger off, at its default (_on), 500ms and 1s on
+// fresh pollers in the same run and reports, for each (suffix _off, _on,
+// _500ms, _1s):
 //
 //   - answers_per_change: answers carrying changes ÷ changes published
 //     (hotClients means one answer per client per change);
@@ -271,7 +272,8 @@ func memInUse() int64 {
 //   - ack_p50_ms: the publishes' own ack latency (publishers starving);
 //   - missed: (change, client) pairs never delivered before the tail ended;
 //
-// and x_answers (on ÷ off) and x_last_p99 (on ÷ off).
+// and, for each linger, x_answers_*, x_last_p99_* and x_ack_p50_* (that
+// linger ÷ off).
 //
 // Run it: go test -run '^$' -bench BenchmarkHotEvent -benchtime 1x ./poller/
 func BenchmarkHotEvent(b *testing.B) {
@@ -293,7 +295,7 @@ func BenchmarkHotEvent(b *testing.B) {
 	for _, mode := range []struct {
 		name   string
 		linger time.Duration
-	}{{"off", -1}, {"on", 0}} {
+	}{{"off", -1}, {"on", 0}, {"500ms", 500 * time.Millisecond}, {"1s", time.Second}} {
 		h := startPoller(b, srv, Config{Rate: -1, MaxWait: 2 * time.Minute, Linger: mode.linger})
 		m := http.NewServeMux()
 		h.p.Register(m)
@@ -404,8 +406,11 @@ func BenchmarkHotEvent(b *testing.B) {
 		res[mode.name] = r
 		h.stop()
 	}
-	b.ReportMetric(res["on"]["answers_per_change"]/res["off"]["answers_per_change"], "x_answers")
-	if res["off"]["last_p99_ms"] > 0 {
-		b.ReportMetric(res["on"]["last_p99_ms"]/res["off"]["last_p99_ms"], "x_last_p99")
+	for _, on := range []string{"on", "500ms", "1s"} {
+		b.ReportMetric(res[on]["answers_per_change"]/res["off"]["answers_per_change"], "x_answers_"+on)
+		if res["off"]["last_p99_ms"] > 0 {
+			b.ReportMetric(res[on]["last_p99_ms"]/res["off"]["last_p99_ms"], "x_last_p99_"+on)
+		}
+		b.ReportMetric(res[on]["ack_p50_ms"]/res["off"]["ack_p50_ms"], "x_ack_p50_"+on)
 	}
 }
