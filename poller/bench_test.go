@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -413,4 +414,124 @@ func BenchmarkHotEvent(b *testing.B) {
 		}
 		b.ReportMetric(res[on]["ack_p50_ms"]/res["off"]["ack_p50_ms"], "x_ack_p50_"+on)
 	}
+}
+
+// BenchmarkSSEFanout measures sseStreams Server-Sent Event streams on one
+// eventId (a separate process, ./internal/loadgen -mode sse) receiving 20
+// changes published 250 ms apart, with each change's frame encoded once and
+// shared by every stream and the write deadline moved at most every tenth of
+// its span (_shared) and, as the baseline, encoded per stream with the
+// deadline moved on every write as before (_perstream), interleaved in the
+// same run. It
+// reports last_p50_ms and last_max_ms (publish to the last stream, over the
+// changes), each_p50_ms (publish to each stream), cpu_us_per_delivery (this
+// process's CPU, JetStream included, ÷ deliveries) and x_last_p50,
+// x_cpu (shared ÷ perstream).
+//
+// Run it: go test -run '^$' -bench BenchmarkSSEFanout -benchtime 1x ./poller/
+func BenchmarkSSEFanout(b *testing.B) {
+	const (
+		sseStreams = 2000
+		changes    = 20
+	)
+	loadgen := filepath.Join(b.TempDir(), "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+		b.Fatalf("build loadgen: %v\n%s", err, out)
+	}
+	srv := testutil.RunJetStream(b)
+	js := srv.JS(b)
+	ensureStream(b, js)
+	b.ResetTimer()
+	res := map[string]map[string][]float64{}
+	for _, mode := range []string{"perstream", "shared", "perstream", "shared"} {
+		h := startPoller(b, srv, Config{Rate: -1, SSEMaxPerAddr: 1 << 20, Heartbeat: 10 * time.Minute})
+		h.p.sseBaseline.Store(mode == "perstream")
+		m := http.NewServeMux()
+		h.p.Register(m)
+		base := serve(b, m)
+		cursor := h.p.idx.appliedSeq()
+		cmd := exec.Command(loadgen, "-mode", "sse", "-base", base, "-ids", fmt.Sprint(sseStreams), "-since", fmt.Sprint(cursor),
+			"-event", "hot", "-duration", "120s", "-until", fmt.Sprint(cursor+changes))
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("start loadgen: %v", err)
+		}
+		testutil.Eventually(b, 60*time.Second, func() bool { return promtest.ToFloat64(h.p.m.streams) == sseStreams }, "%d streams open", sseStreams)
+		cpu0 := cpuTime()
+		t0 := map[uint64]int64{}
+		tick := time.NewTicker(250 * time.Millisecond)
+		for k := range changes {
+			if k > 0 {
+				<-tick.C
+			}
+			at := time.Now().UnixNano()
+			t0[publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
+		}
+		tick.Stop()
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("loadgen sse: %v", err)
+		}
+		cpu := cpuTime() - cpu0
+		var lr loadResult
+		if err := json.Unmarshal(out.Bytes(), &lr); err != nil {
+			b.Fatalf("loadgen output %q: %v", out.String(), err)
+		}
+		lastAt := map[uint64]int64{}
+		var each []float64
+		deliveries := 0
+		for _, a := range lr.Answers {
+			for i := 0; i+1 < len(a); i += 2 {
+				seq := uint64(a[i])
+				if _, ok := t0[seq]; !ok {
+					continue
+				}
+				deliveries++
+				lastAt[seq] = max(lastAt[seq], a[i+1])
+				each = append(each, float64(a[i+1]-t0[seq])/1e6)
+			}
+		}
+		if deliveries != sseStreams*changes {
+			b.Fatalf("%s: %d deliveries, want %d", mode, deliveries, sseStreams*changes)
+		}
+		var last []float64
+		for seq, at := range lastAt {
+			last = append(last, float64(at-t0[seq])/1e6)
+		}
+		slices.Sort(last)
+		slices.Sort(each)
+		r := res[mode]
+		if r == nil {
+			r = map[string][]float64{}
+			res[mode] = r
+		}
+		r["last_p50_ms"] = append(r["last_p50_ms"], last[len(last)/2])
+		r["last_max_ms"] = append(r["last_max_ms"], last[len(last)-1])
+		r["each_p50_ms"] = append(r["each_p50_ms"], each[len(each)/2])
+		r["cpu_us_per_delivery"] = append(r["cpu_us_per_delivery"], float64(cpu.Microseconds())/float64(deliveries))
+		h.stop()
+	}
+	mean := func(v []float64) float64 {
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	for mode, r := range res {
+		for k, v := range r {
+			b.ReportMetric(mean(v), k+"_"+mode)
+		}
+	}
+	b.ReportMetric(mean(res["shared"]["last_p50_ms"])/mean(res["perstream"]["last_p50_ms"]), "x_last_p50")
+	b.ReportMetric(mean(res["shared"]["cpu_us_per_delivery"])/mean(res["perstream"]["cpu_us_per_delivery"]), "x_cpu")
+}
+
+// cpuTime is this process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -51,9 +51,10 @@ type Config struct {
 	MaxClients int
 	// Heartbeat is the SSE comment-line interval. Zero means 15s.
 	Heartbeat time.Duration
-	// SSEWriteTimeout bounds every write to an SSE stream: a client that
-	// does not take the bytes within it is disconnected and resumes with
-	// Last-Event-ID. Zero means 10s.
+	// SSEWriteTimeout bounds every write to an SSE stream (each write gets
+	// at least nine tenths of it): a client that does not take the bytes
+	// within it is disconnected and resumes with Last-Event-ID. Zero means
+	// 10s.
 	SSEWriteTimeout time.Duration
 	// SSEMaxPerToken caps the open SSE streams of one poll token (when
 	// LIVE_POLL_SECRET is set). Zero means 16.

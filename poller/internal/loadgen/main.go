@@ -5,6 +5,7 @@
 //	loadgen -mode rps  -base URL -ids 10000 -conns 64 -duration 3s -kind 304|200
 //	loadgen -mode hold -base URL -ids 10000 -since N -wait 30 [-event ID]
 //	loadgen -mode repoll -base URL -ids 2000 -since N -wait 30 -event ID -duration 10s
+//	loadgen -mode sse    -base URL -ids 2000 -since N -event ID -duration 60s [-until SEQ]
 //
 // rps first learns each eventId's ETag (one GET each), then polls as fast as
 // it can: kind 304 sends If-None-Match with the learnt ETag, kind 200 asks
@@ -16,9 +17,14 @@
 // cursor it was given (as the browser client does), for -duration, and
 // reports every answer that carried changes as [cursor, unix nanoseconds]
 // per client, for a hot event's answers per change and fan-out time.
+// sse opens ids Server-Sent Event streams on one eventId from since, prints
+// "open" on stderr once all are open, and, at SIGINT or -duration, reports
+// every event received as [seq, unix nanoseconds] per stream; with -until it
+// ends once every stream has received that seq.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -62,6 +68,7 @@ func run() error {
 	kind := flag.String("kind", "304", "304 or 200 (rps)")
 	since := flag.Uint64("since", 0, "cursor for long-polls (hold)")
 	wait := flag.Int("wait", 30, "long-poll seconds (hold)")
+	until := flag.Uint64("until", 0, "sse: end once every stream has received this seq")
 	event := flag.String("event", "", "hold: every long-poll on this one eventId (arrivals keyed by client number) instead of one per eventId")
 	flag.Parse()
 	if *base == "" {
@@ -74,6 +81,8 @@ func run() error {
 		return hold(*base, *ids, *since, *wait, *event)
 	case "repoll":
 		return repoll(*base, *ids, *since, *wait, *event, *duration)
+	case "sse":
+		return sse(*base, *ids, *since, *until, *event, *duration)
 	}
 	return fmt.Errorf("unknown -mode %q", *mode)
 }
@@ -254,4 +263,54 @@ func repoll(base string, ids int, since uint64, wait int, event string, duration
 	}
 	wg.Wait()
 	return json.NewEncoder(os.Stdout).Encode(result{Requests: n.Load(), Seconds: duration.Seconds(), RPS: float64(n.Load()) / duration.Seconds(), Status: status, Errors: errs.Load(), Answers: answers})
+}
+
+func sse(base string, ids int, since, until uint64, event string, duration time.Duration) error {
+	if event == "" {
+		return fmt.Errorf("sse needs -event")
+	}
+	c := client(ids)
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, duration)
+	defer cancel()
+	var opened, errs, reached atomic.Int64
+	answers := make([][]int64, ids)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/events/%s/stream?since=%d", base, event, since), nil)
+			res, err := c.Do(req)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			defer res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				errs.Add(1)
+				return
+			}
+			if opened.Add(1) == int64(ids) {
+				fmt.Fprintln(os.Stderr, "open")
+			}
+			br := bufio.NewReaderSize(res.Body, 16<<10)
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if seq, ok := strings.CutPrefix(string(line), "id: "); ok {
+					n, err := strconv.ParseUint(strings.TrimSpace(seq), 10, 64)
+					if err == nil {
+						answers[i] = append(answers[i], int64(n), time.Now().UnixNano())
+						if until > 0 && n == until && reached.Add(1) == int64(ids) {
+							cancel()
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return json.NewEncoder(os.Stdout).Encode(result{Requests: opened.Load(), Errors: errs.Load(), Answers: answers})
 }
