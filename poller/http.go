@@ -204,10 +204,10 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		if !waiting || len(v.items) > 0 || (inm != "" && !matched) {
 			if d := p.lingerFor(v); waiting && !lingered && d > 0 {
 				// v.wake is nil: read registers none when it has changes.
+				// The handler waits itself: handing the connection to the
+				// parking workers would cost a hijack and a hand-back per
+				// answer, which on a hot eventId is nearly every answer.
 				lingered = true
-				if timer == nil && p.tryHold(w, r, id, q, inm, d) {
-					return // answered by a parking worker after d
-				}
 				if !p.linger(r.Context(), d) {
 					return
 				}

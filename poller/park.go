@@ -415,20 +415,6 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 	return true
 }
 
-// tryHold hijacks an HTTP/1.1 long-poll whose answer lingers (see
-// lingerFor) and answers it after d from a worker, so the linger costs no
-// goroutine. It reports false, with nothing changed, when the request
-// cannot be parked.
-func (p *Poller) tryHold(w http.ResponseWriter, r *http.Request, id string, q query, inm string, d time.Duration) bool {
-	pc := p.hijack(w, r, id, q, inm)
-	if pc == nil {
-		return false
-	}
-	pc.lingered = true
-	p.pk.hold([]*parked{pc}, d)
-	return true
-}
-
 // hijack takes the connection of a long-poll that can be parked and
 // returns its record, counted as waiting and with its wait's timer
 // running; nil means it cannot be parked and nothing changed.
