@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,6 +215,7 @@ type loadResult struct {
 	Status   map[int]int64    `json:"status"`
 	Errors   int64            `json:"errors"`
 	Arrivals map[string]int64 `json:"arrivals"`
+	Answers  [][]int64        `json:"answers"`
 }
 
 func runLoadgen(b *testing.B, bin string, args ...string) loadResult {
@@ -252,4 +256,282 @@ func memInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse + m.StackInuse)
+}
+
+// BenchmarkHotEvent measures a hot eventId: hotClients long-polls on one
+// eventId, each re-polling at once with its new cursor (a separate process,
+// ./internal/loadgen -mode repoll), while 10 changes/s are published to it
+// for 5 s (one goroutine per publish, so a slow ack does not slow the rate).
+// It runs with Config.Linger off, at its default (_on), 500ms and 1s on
+// fresh pollers in the same run and reports, for each (suffix _off, _on,
+// _500ms, _1s):
+//
+//   - answers_per_change: answers carrying changes ÷ changes published
+//     (hotClients means one answer per client per change);
+//   - last_p50_ms, last_p99_ms: publish to the last client holding a cursor
+//     at or past the change, over the changes;
+//   - ack_p50_ms: the publishes' own ack latency (publishers starving);
+//   - missed: (change, client) pairs never delivered before the tail ended;
+//
+// and, for each linger, x_answers_*, x_last_p99_* and x_ack_p50_* (that
+// linger ÷ off).
+//
+// Run it: go test -run '^$' -bench BenchmarkHotEvent -benchtime 1x ./poller/
+func BenchmarkHotEvent(b *testing.B) {
+	const (
+		hotClients = 2000
+		rate       = 10
+		storm      = 5 * time.Second
+		tail       = 6 * time.Second
+	)
+	loadgen := filepath.Join(b.TempDir(), "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+		b.Fatalf("build loadgen: %v\n%s", err, out)
+	}
+	srv := testutil.RunJetStream(b)
+	js := srv.JS(b)
+	ensureStream(b, js)
+	b.ResetTimer()
+	res := map[string]map[string]float64{}
+	for _, mode := range []struct {
+		name   string
+		linger time.Duration
+	}{{"off", -1}, {"on", 0}, {"500ms", 500 * time.Millisecond}, {"1s", time.Second}} {
+		h := startPoller(b, srv, Config{Rate: -1, MaxWait: 2 * time.Minute, Linger: mode.linger})
+		m := http.NewServeMux()
+		h.p.Register(m)
+		base := serve(b, m)
+		cursor := h.p.idx.appliedSeq()
+		cmd := exec.Command(loadgen, "-mode", "repoll", "-base", base, "-ids", fmt.Sprint(hotClients), "-since", fmt.Sprint(cursor),
+			"-wait", "30", "-event", "hot", "-duration", (storm + tail + 60*time.Second).String())
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("start loadgen: %v", err)
+		}
+		waiting := func() float64 { return promtest.ToFloat64(h.p.m.waiting) }
+		testutil.Eventually(b, 60*time.Second, func() bool { return waiting() == hotClients }, "%d long-polls waiting on one eventId", hotClients)
+
+		type pub struct {
+			t0  int64
+			seq uint64
+			ack float64
+		}
+		var (
+			mu   sync.Mutex
+			pubs []pub
+			wg   sync.WaitGroup
+		)
+		tick := time.NewTicker(time.Second / rate)
+		for k := range int(storm.Seconds() * rate) {
+			if k > 0 {
+				<-tick.C
+			}
+			wg.Go(func() {
+				t0 := time.Now().UnixNano()
+				seq := publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
+				ack := float64(time.Now().UnixNano()-t0) / 1e6
+				mu.Lock()
+				pubs = append(pubs, pub{t0, seq, ack})
+				mu.Unlock()
+			})
+		}
+		tick.Stop()
+		wg.Wait()
+		last := pubs[0].seq
+		for _, p := range pubs {
+			last = max(last, p.seq)
+		}
+		// The tail: every client has the last change, or the tail ends.
+		settle := time.NewTicker(50 * time.Millisecond)
+		settled := func() bool {
+			h.p.pk.mu.Lock()
+			busy := h.p.pk.workers + len(h.p.pk.lingering)
+			h.p.pk.mu.Unlock()
+			return busy == 0 && waiting() == hotClients && h.p.idx.appliedSeq() >= last
+		}
+		for end, calm := time.Now().Add(tail), 0; time.Now().Before(end) && calm < 3; {
+			<-settle.C
+			if settled() {
+				calm++
+			} else {
+				calm = 0
+			}
+		}
+		settle.Stop()
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		var lr loadResult
+		if err := json.Unmarshal(out.Bytes(), &lr); err != nil {
+			b.Fatalf("loadgen output %q: %v", out.String(), err)
+		}
+		answers, missed := 0, 0
+		lastAt := make([]float64, 0, len(pubs))
+		acks := make([]float64, 0, len(pubs))
+		for _, p := range pubs {
+			acks = append(acks, p.ack)
+			worst := int64(0)
+			for _, a := range lr.Answers {
+				got := false
+				for i := 0; i+1 < len(a); i += 2 {
+					if uint64(a[i]) >= p.seq {
+						worst, got = max(worst, a[i+1]), true
+						break
+					}
+				}
+				if !got {
+					missed++
+				}
+			}
+			if worst > 0 {
+				lastAt = append(lastAt, float64(worst-p.t0)/1e6)
+			}
+		}
+		for _, a := range lr.Answers {
+			answers += len(a) / 2
+		}
+		slices.Sort(lastAt)
+		slices.Sort(acks)
+		r := map[string]float64{
+			"answers_per_change": float64(answers) / float64(len(pubs)),
+			"ack_p50_ms":         acks[len(acks)/2],
+			"missed":             float64(missed),
+		}
+		if len(lastAt) > 0 {
+			r["last_p50_ms"] = lastAt[len(lastAt)/2]
+			r["last_p99_ms"] = lastAt[len(lastAt)*99/100]
+		}
+		for k, v := range r {
+			b.ReportMetric(v, k+"_"+mode.name)
+		}
+		res[mode.name] = r
+		h.stop()
+	}
+	for _, on := range []string{"on", "500ms", "1s"} {
+		b.ReportMetric(res[on]["answers_per_change"]/res["off"]["answers_per_change"], "x_answers_"+on)
+		if res["off"]["last_p99_ms"] > 0 {
+			b.ReportMetric(res[on]["last_p99_ms"]/res["off"]["last_p99_ms"], "x_last_p99_"+on)
+		}
+		b.ReportMetric(res[on]["ack_p50_ms"]/res["off"]["ack_p50_ms"], "x_ack_p50_"+on)
+	}
+}
+
+// BenchmarkSSEFanout measures sseStreams Server-Sent Event streams on one
+// eventId (a separate process, ./internal/loadgen -mode sse) receiving 20
+// changes published 250 ms apart, with each change's frame encoded once and
+// shared by every stream and the write deadline moved at most every tenth of
+// its span (_shared) and, as the baseline, encoded per stream with the
+// deadline moved on every write as before (_perstream), interleaved in the
+// same run. It
+// reports last_p50_ms and last_max_ms (publish to the last stream, over the
+// changes), each_p50_ms (publish to each stream), cpu_us_per_delivery (this
+// process's CPU, JetStream included, ÷ deliveries) and x_last_p50,
+// x_cpu (shared ÷ perstream).
+//
+// Run it: go test -run '^$' -bench BenchmarkSSEFanout -benchtime 1x ./poller/
+func BenchmarkSSEFanout(b *testing.B) {
+	const (
+		sseStreams = 2000
+		changes    = 20
+	)
+	loadgen := filepath.Join(b.TempDir(), "loadgen")
+	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+		b.Fatalf("build loadgen: %v\n%s", err, out)
+	}
+	srv := testutil.RunJetStream(b)
+	js := srv.JS(b)
+	ensureStream(b, js)
+	b.ResetTimer()
+	res := map[string]map[string][]float64{}
+	for _, mode := range []string{"perstream", "shared", "perstream", "shared"} {
+		h := startPoller(b, srv, Config{Rate: -1, SSEMaxPerAddr: 1 << 20, Heartbeat: 10 * time.Minute})
+		h.p.sseBaseline.Store(mode == "perstream")
+		m := http.NewServeMux()
+		h.p.Register(m)
+		base := serve(b, m)
+		cursor := h.p.idx.appliedSeq()
+		cmd := exec.Command(loadgen, "-mode", "sse", "-base", base, "-ids", fmt.Sprint(sseStreams), "-since", fmt.Sprint(cursor),
+			"-event", "hot", "-duration", "120s", "-until", fmt.Sprint(cursor+changes))
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("start loadgen: %v", err)
+		}
+		testutil.Eventually(b, 60*time.Second, func() bool { return promtest.ToFloat64(h.p.m.streams) == sseStreams }, "%d streams open", sseStreams)
+		cpu0 := cpuTime()
+		t0 := map[uint64]int64{}
+		tick := time.NewTicker(250 * time.Millisecond)
+		for k := range changes {
+			if k > 0 {
+				<-tick.C
+			}
+			at := time.Now().UnixNano()
+			t0[publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
+		}
+		tick.Stop()
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("loadgen sse: %v", err)
+		}
+		cpu := cpuTime() - cpu0
+		var lr loadResult
+		if err := json.Unmarshal(out.Bytes(), &lr); err != nil {
+			b.Fatalf("loadgen output %q: %v", out.String(), err)
+		}
+		lastAt := map[uint64]int64{}
+		var each []float64
+		deliveries := 0
+		for _, a := range lr.Answers {
+			for i := 0; i+1 < len(a); i += 2 {
+				seq := uint64(a[i])
+				if _, ok := t0[seq]; !ok {
+					continue
+				}
+				deliveries++
+				lastAt[seq] = max(lastAt[seq], a[i+1])
+				each = append(each, float64(a[i+1]-t0[seq])/1e6)
+			}
+		}
+		if deliveries != sseStreams*changes {
+			b.Fatalf("%s: %d deliveries, want %d", mode, deliveries, sseStreams*changes)
+		}
+		var last []float64
+		for seq, at := range lastAt {
+			last = append(last, float64(at-t0[seq])/1e6)
+		}
+		slices.Sort(last)
+		slices.Sort(each)
+		r := res[mode]
+		if r == nil {
+			r = map[string][]float64{}
+			res[mode] = r
+		}
+		r["last_p50_ms"] = append(r["last_p50_ms"], last[len(last)/2])
+		r["last_max_ms"] = append(r["last_max_ms"], last[len(last)-1])
+		r["each_p50_ms"] = append(r["each_p50_ms"], each[len(each)/2])
+		r["cpu_us_per_delivery"] = append(r["cpu_us_per_delivery"], float64(cpu.Microseconds())/float64(deliveries))
+		h.stop()
+	}
+	mean := func(v []float64) float64 {
+		s := 0.0
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	for mode, r := range res {
+		for k, v := range r {
+			b.ReportMetric(mean(v), k+"_"+mode)
+		}
+	}
+	b.ReportMetric(mean(res["shared"]["last_p50_ms"])/mean(res["perstream"]["last_p50_ms"]), "x_last_p50")
+	b.ReportMetric(mean(res["shared"]["cpu_us_per_delivery"])/mean(res["perstream"]["cpu_us_per_delivery"]), "x_cpu")
+}
+
+// cpuTime is this process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

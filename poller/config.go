@@ -51,9 +51,10 @@ type Config struct {
 	MaxClients int
 	// Heartbeat is the SSE comment-line interval. Zero means 15s.
 	Heartbeat time.Duration
-	// SSEWriteTimeout bounds every write to an SSE stream: a client that
-	// does not take the bytes within it is disconnected and resumes with
-	// Last-Event-ID. Zero means 10s.
+	// SSEWriteTimeout bounds every write to an SSE stream (each write gets
+	// at least nine tenths of it): a client that does not take the bytes
+	// within it is disconnected and resumes with Last-Event-ID. Zero means
+	// 10s.
 	SSEWriteTimeout time.Duration
 	// SSEMaxPerToken caps the open SSE streams of one poll token (when
 	// LIVE_POLL_SECRET is set). Zero means 16.
@@ -76,6 +77,14 @@ type Config struct {
 	// the plain net/http wait (~21 KiB per waiting client instead of ~2).
 	// Zero (empty) means ParkKeepAlive.
 	Park string
+	// Linger is how long a long-poll woken by a change waits before it
+	// answers, so the changes that follow within it ride in the same
+	// answer. On a hot eventId every answer costs the client a re-poll, so
+	// without it each change costs one answer and one request per waiting
+	// browser; with it each browser gets at most about one answer per
+	// Linger. It delays the first answer after a quiet spell by Linger.
+	// Zero means 250ms; negative means off (answer at once).
+	Linger time.Duration
 }
 
 // Pusher is the browser's side of the Pusher settings. The relay reads the
@@ -133,8 +142,15 @@ func (c Config) String() string {
 		pusher = fmt.Sprintf("key=%s cluster=%q ws_host=%q ws_port=%d ws_tls=%t channel_prefix=%q private=%t",
 			c.Pusher.Key, c.Pusher.Cluster, c.Pusher.WSHost, c.Pusher.WSPort, c.Pusher.ForceTLS, c.Pusher.prefix(), c.Pusher.Private)
 	}
-	return fmt.Sprintf("pusher={%s} secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s",
-		pusher, secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park)
+	return fmt.Sprintf("pusher={%s} secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s linger=%s",
+		pusher, secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park, c.lingerString())
+}
+
+func (c Config) lingerString() string {
+	if c.Linger < 0 {
+		return "off"
+	}
+	return c.Linger.String()
 }
 
 func (c Config) withDefaults() Config {
@@ -187,6 +203,9 @@ func (c Config) withDefaults() Config {
 	if c.Park == "" {
 		c.Park = d.Park
 	}
+	if c.Linger == 0 {
+		c.Linger = d.Linger
+	}
 	return c
 }
 
@@ -205,6 +224,7 @@ func defaults() Config {
 		Heartbeat:    15 * time.Second,
 		PollInterval: 2 * time.Second,
 		Park:         ParkKeepAlive,
+		Linger:       250 * time.Millisecond,
 
 		SSEWriteTimeout: 10 * time.Second,
 		SSEMaxPerToken:  16,
@@ -328,6 +348,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		c.Park = v
 	default:
 		errs = append(errs, fmt.Errorf("LIVE_POLLER_PARK=%q: want keepalive, close or off", v))
+	}
+	if v := getenv("LIVE_POLLER_LINGER"); v != "" {
+		if d, err := time.ParseDuration(v); strings.EqualFold(v, "off") || (err == nil && d == 0) {
+			c.Linger = -1
+		} else if err != nil || d < 0 || d > 5*time.Second {
+			errs = append(errs, fmt.Errorf("LIVE_POLLER_LINGER=%q: want a duration from 0 (off) to 5s", v))
+		} else {
+			c.Linger = d
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err

@@ -157,6 +157,7 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		timer    *time.Timer
 		behindT  *time.Timer
 		timedOut bool
+		lingered bool
 	)
 	defer func() {
 		if timer != nil {
@@ -202,6 +203,17 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		}
 		matched := inm != "" && etagMatch(inm, v.newest)
 		if !waiting || len(v.items) > 0 || (inm != "" && !matched) {
+			if d := p.lingerFor(v); waiting && !lingered && d > 0 {
+				// v.wake is nil: read registers none when it has changes.
+				// The handler waits itself: handing the connection to the
+				// parking workers would cost a hijack and a hand-back per
+				// answer, which on a hot eventId is nearly every answer.
+				lingered = true
+				if !p.linger(r.Context(), d) {
+					return
+				}
+				continue
+			}
 			if v.wake != nil {
 				p.idx.unwait(id, v.wake)
 			}
@@ -238,6 +250,38 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 		}
 		p.idx.unwait(id, v.wake)
 	}
+}
+
+// lingerFor is how long a long-poll's answer v waits before it is sent:
+// until its oldest change is Config.Linger old, so the changes that follow
+// within that time ride in the same answer. A browser re-polls at once
+// after each answer, so on a hot eventId this holds each browser to about
+// one answer (and one request) per linger instead of one per change, and
+// a woken long-poll waits the linger from its wake. Zero means answer now:
+// the linger is off, nothing new is in v, or the change is old enough.
+func (p *Poller) lingerFor(v view) time.Duration {
+	if p.cfg.Linger <= 0 || len(v.items) == 0 || v.deep || v.reset || v.behind {
+		return 0
+	}
+	age := time.Duration(time.Now().UnixNano() - v.items[0].applied)
+	if age >= p.cfg.Linger {
+		return 0
+	}
+	return min(p.cfg.Linger-age, p.cfg.Linger)
+}
+
+// linger waits d on the plain path; Drain cuts it short. It reports false
+// when the client left.
+func (p *Poller) linger(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.drain:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 func (p *Poller) setReadHeaders(w http.ResponseWriter, newest uint64) {

@@ -82,8 +82,11 @@ var evictReasonNames = [numEvictReasons]string{"ring_size", "age", "event_cap", 
 type item struct {
 	seq    uint64
 	stored int64 // stream timestamp, unix nanos, for age eviction
-	typ    string
-	json   []byte // the envelope's JSON, immutable once stored
+	// applied is when this poller applied it (local clock, unix nanos),
+	// for Config.Linger.
+	applied int64
+	typ     string
+	json    []byte // the envelope's JSON, immutable once stored
 }
 
 type entry struct {
@@ -188,7 +191,7 @@ func (x *index) apply(env wire.Envelope, stored time.Time) {
 	if len(e.items) >= x.ringSize {
 		x.dropOldest(e, evictRingSize)
 	}
-	it := item{seq: env.Seq, stored: stored.UnixNano(), typ: env.Type, json: js}
+	it := item{seq: env.Seq, stored: stored.UnixNano(), applied: time.Now().UnixNano(), typ: env.Type, json: js}
 	e.items = append(e.items, it)
 	sz := int64(len(js) + itemOverhead)
 	e.bytes += sz

@@ -64,6 +64,9 @@ type parked struct {
 	// srv takes the connection back after the answer; nil closes it.
 	srv   *innerServer
 	timer *time.Timer
+	// lingered is set once the answer was held for the linger, so it is
+	// held at most once. Owned by whoever owns the record.
+	lingered bool
 
 	// Guarded by index.wmu.
 	ws         *waitSet
@@ -179,6 +182,54 @@ type parking struct {
 	closed  bool
 	servers map[*http.Server]*innerServer
 	wg      sync.WaitGroup
+	// lingering holds woken records waiting out Config.Linger; they are
+	// in no wait set, so Drain takes them from here.
+	lingering map[*lingerBatch]struct{}
+}
+
+// lingerBatch is the parked records one change woke, answered together
+// once the linger ends.
+type lingerBatch struct {
+	pcs []*parked
+	t   *time.Timer
+}
+
+// wake takes over records whose eventId changed. With a linger, they are
+// answered when it ends, so the changes that follow within it ride in the
+// same answer (one timer per wake, not per record); the records are in no
+// wait set meanwhile, so later changes do not wake them again. Like
+// enqueue it never blocks, so the index may call it under its locks.
+func (k *parking) wake(pcs []*parked) { k.hold(pcs, k.p.cfg.Linger) }
+
+// hold hands pcs to the workers once d has passed (at once when d <= 0 or
+// parking is stopping). It never blocks.
+func (k *parking) hold(pcs []*parked, d time.Duration) {
+	if len(pcs) == 0 {
+		return
+	}
+	k.mu.Lock()
+	// stopping is read under mu: drainParked sets it before it takes the
+	// held batches under mu, so a batch is either taken by it or not held.
+	if d <= 0 || k.stopping.Load() {
+		k.mu.Unlock()
+		k.enqueue(pcs)
+		return
+	}
+	defer k.mu.Unlock()
+	lb := &lingerBatch{pcs: pcs}
+	if k.lingering == nil {
+		k.lingering = make(map[*lingerBatch]struct{})
+	}
+	k.lingering[lb] = struct{}{}
+	lb.t = time.AfterFunc(d, func() {
+		k.mu.Lock()
+		_, mine := k.lingering[lb]
+		delete(k.lingering, lb)
+		k.mu.Unlock()
+		if mine { // else Drain answered them
+			k.enqueue(lb.pcs)
+		}
+	})
 }
 
 // enqueue hands taken records to the workers, starting one per chunk up
@@ -260,6 +311,17 @@ func (k *parking) drainParked() {
 	}
 	k.mu.Unlock()
 	pcs := k.p.idx.closeParking()
+	// Every wake that took records did so under wmu before closeParking
+	// and registered its batch then, so none is missed here.
+	k.mu.Lock()
+	for lb := range k.lingering {
+		if lb.t != nil {
+			lb.t.Stop()
+		}
+		pcs = append(pcs, lb.pcs...)
+	}
+	clear(k.lingering)
+	k.mu.Unlock()
 	var wg sync.WaitGroup
 	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
 	for w := range nw {
@@ -344,11 +406,24 @@ func (handoffAddr) String() string  { return "poller-handoff" }
 // the caller then waits on the plain path. ws is the channel waiter the
 // caller registered; it is released once the connection is taken.
 func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q query, inm string, ws *waitSet) bool {
+	pc := p.hijack(w, r, id, q, inm)
+	if pc == nil {
+		return false
+	}
+	p.idx.unwait(id, ws)
+	p.settle(pc)
+	return true
+}
+
+// hijack takes the connection of a long-poll that can be parked and
+// returns its record, counted as waiting and with its wait's timer
+// running; nil means it cannot be parked and nothing changed.
+func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q query, inm string) *parked {
 	// A HEAD answer has no body and a request body would be read as the
 	// next request after the hand-back: both keep the plain path.
 	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Method != http.MethodGet ||
 		r.ContentLength != 0 || len(r.TransferEncoding) > 0 || p.pk.stopping.Load() {
-		return false
+		return nil
 	}
 	var srv *innerServer
 	if outer, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && p.cfg.Park == ParkKeepAlive {
@@ -358,9 +433,8 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 	_ = w.Header().Write(&hb) // a bytes.Buffer does not fail
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return false
+		return nil
 	}
-	p.idx.unwait(id, ws)
 	pc := &parked{
 		conn: conn, id: id, since: q.since, hasSince: q.hasSince, inm: inm, hdr: hb.Bytes(), srv: srv,
 		// Bytes after the request (pipelining) are in brw, which is
@@ -373,17 +447,24 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 			p.pk.enqueue([]*parked{pc})
 		}
 	})
-	p.settle(pc)
-	return true
+	return pc
 }
 
 // settle re-reads pc's eventId: it parks pc (again) when there is still
-// nothing to say, else answers it. The caller owns pc (it is not parked).
+// nothing to say, holds it once while its oldest change is younger than
+// the linger, else answers it. The caller owns pc (it is not parked).
 func (p *Poller) settle(pc *parked) {
 	var buf [2]item
 	v := p.idx.read(pc.id, pc.since, pc.hasSince, true, buf[:0], pc)
 	if v.wake != nil {
 		return // parked; pc now belongs to the wait set
+	}
+	if !pc.lingered && !p.pk.stopping.Load() {
+		if d := p.lingerFor(v); d > 0 {
+			pc.lingered = true
+			p.pk.hold([]*parked{pc}, d)
+			return
+		}
 	}
 	pc.timer.Stop()
 	p.m.waiting.Dec()

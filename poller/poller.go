@@ -57,9 +57,13 @@ type Poller struct {
 	pk   *parking
 	sse  *streams
 
-	deepSem    chan struct{}    // bounds deep resumes in flight
-	configJSON []byte           // GET /v1/config, built once
-	assets     map[string]asset // the client's files by URL path
+	frames frameCache // SSE frames of recent changes, shared by streams
+	// sseBaseline encodes every SSE frame per stream and moves the write
+	// deadline on every write, as before: BenchmarkSSEFanout's baseline.
+	sseBaseline atomic.Bool
+	deepSem     chan struct{}    // bounds deep resumes in flight
+	configJSON  []byte           // GET /v1/config, built once
+	assets      map[string]asset // the client's files by URL path
 
 	// ready is closed once the replay is done.
 	ready     chan struct{}
@@ -125,7 +129,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	}
 	p.m = m
 	p.pk = &parking{p: p}
-	p.idx.onWake = p.pk.enqueue
+	p.idx.onWake = p.pk.wake
 	return p, nil
 }
 

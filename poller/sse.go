@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nostressplanner/liveupdates/wire"
@@ -46,6 +47,11 @@ type sseConn struct {
 
 	mu     sync.Mutex
 	kicked bool
+	// armed is when the deadline was last set (zero: never).
+	armed time.Time
+	// rearm moves the deadline on every write (BenchmarkSSEFanout's
+	// baseline).
+	rearm bool
 }
 
 // errStreamKicked is returned by a write after Drain ended the stream.
@@ -59,9 +65,17 @@ func (c *sseConn) arm(d time.Duration) error {
 	if c.kicked {
 		return errStreamKicked
 	}
+	// Moving the deadline costs a timer update in the runtime's poller, and
+	// a fan-out does it for every stream on every change: a deadline set
+	// less than a tenth of d ago still leaves the write at least 0.9 d.
+	now := time.Now()
+	if !c.rearm && !c.armed.IsZero() && now.Sub(c.armed) < d/10 {
+		return nil
+	}
+	c.armed = now
 	// An error means the writer has no deadline support (a test recorder);
 	// the stream still works, only without the bound.
-	_ = c.rc.SetWriteDeadline(time.Now().Add(d))
+	_ = c.rc.SetWriteDeadline(now.Add(d))
 	return nil
 }
 
@@ -237,6 +251,70 @@ func (s *sseWriter) addEvent(seq uint64, typ string, data []byte) {
 	s.add([]byte{'\n'})
 }
 
+// sseFrames caches each recent change's encoded frame, so a change sent to
+// thousands of streams of one eventId is encoded (and scanned for line
+// breaks) once, not once per stream. A slot holds the frame of one seq;
+// a miss, or a slot taken by a later seq, encodes again, so its size only
+// bounds how far behind a stream may be and still share.
+const sseFrameSlots = 1024
+
+type sseFrame struct {
+	seq uint64
+	b   []byte
+}
+
+type frameCache struct {
+	slots [sseFrameSlots]atomic.Pointer[sseFrame]
+}
+
+// frame returns it's encoded SSE frame ("id:", "event:", "data:" lines and
+// the blank line), shared by every stream; callers must not modify it.
+// Two streams missing at once both encode: the frames are equal bytes.
+func (fc *frameCache) frame(it item) []byte {
+	slot := &fc.slots[it.seq%sseFrameSlots]
+	if f := slot.Load(); f != nil && f.seq == it.seq {
+		return f.b
+	}
+	b := appendEvent(make([]byte, 0, len(it.json)+len(it.typ)+40), it.seq, it.typ, it.json)
+	slot.Store(&sseFrame{seq: it.seq, b: b})
+	return b
+}
+
+// appendEvent appends one event's frame, with the data split at every line
+// break (CRLF, CR or LF, as the SSE spec reads them) so no field ends early.
+func appendEvent(b []byte, seq uint64, typ string, data []byte) []byte {
+	b = append(b, "id: "...)
+	b = formatSeq(b, seq)
+	b = append(b, "\nevent: "...)
+	b = append(b, typ...)
+	b = append(b, '\n')
+	for {
+		b = append(b, "data: "...)
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			b = append(b, data...)
+			b = append(b, '\n')
+			break
+		}
+		b = append(b, data[:i]...)
+		b = append(b, '\n')
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	return append(b, '\n')
+}
+
+// addFrame adds a held change's shared frame.
+func (p *Poller) addFrame(sw *sseWriter, it item) {
+	if p.sseBaseline.Load() {
+		sw.addEvent(it.seq, it.typ, it.json)
+		return
+	}
+	sw.add(p.frames.frame(it))
+}
+
 // handleStream serves Server-Sent Events: id = seq, event = type, data =
 // envelope; a reset is an event named "reset". It resumes from
 // Last-Event-ID (or since=), and ends on Drain or when the client stops
@@ -262,7 +340,7 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		addr = h
 	}
-	c := &sseConn{rc: http.NewResponseController(w)}
+	c := &sseConn{rc: http.NewResponseController(w), rearm: p.sseBaseline.Load()}
 	if err := p.sse.acquire(c, token, addr); err != nil {
 		w.Header().Set("Retry-After", "10")
 		p.fail(w, routeStream, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, err.Error()+"; close one or use long-poll (GET /v1/events/{eventId}/updates?wait=)")
@@ -329,7 +407,7 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 			wrote = true
 		default:
 			for _, it := range v.items {
-				sw.addEvent(it.seq, it.typ, it.json)
+				p.addFrame(sw, it)
 				if sw.err != nil || p.draining() {
 					break
 				}

@@ -4,6 +4,8 @@
 //
 //	loadgen -mode rps  -base URL -ids 10000 -conns 64 -duration 3s -kind 304|200
 //	loadgen -mode hold -base URL -ids 10000 -since N -wait 30 [-event ID]
+//	loadgen -mode repoll -base URL -ids 2000 -since N -wait 30 -event ID -duration 10s
+//	loadgen -mode sse    -base URL -ids 2000 -since N -event ID -duration 60s [-until SEQ]
 //
 // rps first learns each eventId's ETag (one GET each), then polls as fast as
 // it can: kind 304 sends If-None-Match with the learnt ETag, kind 200 asks
@@ -11,9 +13,18 @@
 // hold opens one long-poll per eventId (or, with -event, ids long-polls on
 // that one eventId) and, once they end, reports when each answer carrying a
 // change arrived (unix nanoseconds), for wake latency and fan-out time.
+// repoll runs ids long-polls on one eventId, each re-polling at once with the
+// cursor it was given (as the browser client does), for -duration, and
+// reports every answer that carried changes as [cursor, unix nanoseconds]
+// per client, for a hot event's answers per change and fan-out time.
+// sse opens ids Server-Sent Event streams on one eventId from since, prints
+// "open" on stderr once all are open, and, at SIGINT or -duration, reports
+// every event received as [seq, unix nanoseconds] per stream; with -until it
+// ends once every stream has received that seq.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +48,8 @@ type result struct {
 	Status   map[int]int64    `json:"status"`
 	Errors   int64            `json:"errors"`
 	Arrivals map[string]int64 `json:"arrivals,omitempty"`
+	// Answers (repoll) holds, per client, cursor and arrival pairs.
+	Answers [][]int64 `json:"answers,omitempty"`
 }
 
 func main() {
@@ -54,6 +68,7 @@ func run() error {
 	kind := flag.String("kind", "304", "304 or 200 (rps)")
 	since := flag.Uint64("since", 0, "cursor for long-polls (hold)")
 	wait := flag.Int("wait", 30, "long-poll seconds (hold)")
+	until := flag.Uint64("until", 0, "sse: end once every stream has received this seq")
 	event := flag.String("event", "", "hold: every long-poll on this one eventId (arrivals keyed by client number) instead of one per eventId")
 	flag.Parse()
 	if *base == "" {
@@ -64,6 +79,10 @@ func run() error {
 		return rps(*base, *ids, *conns, *duration, *kind)
 	case "hold":
 		return hold(*base, *ids, *since, *wait, *event)
+	case "repoll":
+		return repoll(*base, *ids, *since, *wait, *event, *duration)
+	case "sse":
+		return sse(*base, *ids, *since, *until, *event, *duration)
 	}
 	return fmt.Errorf("unknown -mode %q", *mode)
 }
@@ -179,4 +198,119 @@ func hold(base string, ids int, since uint64, wait int, event string) error {
 	}
 	wg.Wait()
 	return json.NewEncoder(os.Stdout).Encode(result{Requests: int64(ids), Status: status, Errors: errs.Load(), Arrivals: arrivals})
+}
+
+func repoll(base string, ids int, since uint64, wait int, event string, duration time.Duration) error {
+	if event == "" {
+		return fmt.Errorf("repoll needs -event")
+	}
+	c := client(ids)
+	// SIGINT ends the run early with a result: the benchmark stops it
+	// once every client has the last change.
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, duration)
+	defer cancel()
+	var n, errs atomic.Int64
+	var mu sync.Mutex
+	status := map[int]int64{}
+	answers := make([][]int64, ids)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			cursor := since
+			local := map[int]int64{}
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/events/%s/updates?since=%d&wait=%d", base, event, cursor, wait), nil)
+				res, err := c.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+						time.Sleep(100 * time.Millisecond) // a refused connection must not spin
+					}
+					continue
+				}
+				b, err := io.ReadAll(res.Body)
+				at := time.Now().UnixNano()
+				res.Body.Close()
+				if err != nil {
+					continue
+				}
+				n.Add(1)
+				local[res.StatusCode]++
+				var body struct {
+					Cursor string            `json:"cursor"`
+					Events []json.RawMessage `json:"events"`
+				}
+				if res.StatusCode != http.StatusOK || json.Unmarshal(b, &body) != nil {
+					continue
+				}
+				cur, err := strconv.ParseUint(body.Cursor, 10, 64)
+				if err != nil {
+					continue
+				}
+				if len(body.Events) > 0 {
+					answers[i] = append(answers[i], int64(cur), at)
+				}
+				cursor = cur
+			}
+			mu.Lock()
+			for k, v := range local {
+				status[k] += v
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return json.NewEncoder(os.Stdout).Encode(result{Requests: n.Load(), Seconds: duration.Seconds(), RPS: float64(n.Load()) / duration.Seconds(), Status: status, Errors: errs.Load(), Answers: answers})
+}
+
+func sse(base string, ids int, since, until uint64, event string, duration time.Duration) error {
+	if event == "" {
+		return fmt.Errorf("sse needs -event")
+	}
+	c := client(ids)
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, duration)
+	defer cancel()
+	var opened, errs, reached atomic.Int64
+	answers := make([][]int64, ids)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/events/%s/stream?since=%d", base, event, since), nil)
+			res, err := c.Do(req)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			defer res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				errs.Add(1)
+				return
+			}
+			if opened.Add(1) == int64(ids) {
+				fmt.Fprintln(os.Stderr, "open")
+			}
+			br := bufio.NewReaderSize(res.Body, 16<<10)
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if seq, ok := strings.CutPrefix(string(line), "id: "); ok {
+					n, err := strconv.ParseUint(strings.TrimSpace(seq), 10, 64)
+					if err == nil {
+						answers[i] = append(answers[i], int64(n), time.Now().UnixNano())
+						if until > 0 && n == until && reached.Add(1) == int64(ids) {
+							cancel()
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return json.NewEncoder(os.Stdout).Encode(result{Requests: opened.Load(), Errors: errs.Load(), Answers: answers})
 }
