@@ -335,11 +335,11 @@ func (pt *partitions) acquire(ctx context.Context, wg *sync.WaitGroup, p int, re
 	return nil
 }
 
-// checkpoint reads partition p's checkpoint; 0 means none.
+// checkpoint reads partition p's checkpoint, seeding it when it has none.
 func (pt *partitions) checkpoint(ctx context.Context, p int) (uint64, error) {
 	e, err := pt.cps.Get(ctx, leaseKey(p))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
+		return pt.seedCheckpoint(ctx, p)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read checkpoint of partition %d: %w", p, err)
@@ -349,6 +349,34 @@ func (pt *partitions) checkpoint(ctx context.Context, p int) (uint64, error) {
 		return 0, fmt.Errorf("checkpoint of partition %d is %q: %w", p, e.Value(), err)
 	}
 	return cp, nil
+}
+
+// seedCheckpoint gives partition p its first checkpoint: the ack floor of
+// the durable consumer an unpartitioned relay used (everything up to it
+// reached Pusher), or 0 (the whole stream) when no relay ran before. Without
+// it, turning partitioned mode on for a live stream would send every change
+// the stream retains to Pusher again. Create makes the replicas agree on
+// one value when several seed at once.
+func (pt *partitions) seedCheckpoint(ctx context.Context, p int) (uint64, error) {
+	var seed uint64
+	cons, err := pt.r.js.Consumer(ctx, pt.r.streams.Name, Consumer)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("seed checkpoint of partition %d: consumer %s: %w", p, Consumer, err)
+	default:
+		seed = cons.CachedInfo().AckFloor.Stream
+	}
+	if _, err := pt.cps.Create(ctx, leaseKey(p), []byte(strconv.FormatUint(seed, 10))); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return pt.checkpoint(ctx, p) // another replica seeded it first
+		}
+		return 0, fmt.Errorf("seed checkpoint of partition %d: %w", p, err)
+	}
+	if seed > 0 {
+		pt.log.WithFields(logrus.Fields{"partition": p, "seq": seed}).Info("partition checkpoint seeded from the unpartitioned consumer's ack floor")
+	}
+	return seed, nil
 }
 
 // keepCheckpoint writes the partition's checkpoint whenever it moved, at

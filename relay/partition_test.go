@@ -180,3 +180,30 @@ func TestPartitionedReplicaStoppedHandsOverAtOnce(t *testing.T) {
 		t.Fatalf("second replica owns %v partitions, want 8", n)
 	}
 }
+
+// TestPartitionedModeStartsAfterWhatTheDurableConsumerSent: turning
+// partitioned mode on for a stream an unpartitioned relay already served
+// must not send what that relay sent (everything up to its ack floor) to
+// Pusher again.
+func TestPartitionedModeStartsAfterWhatTheDurableConsumerSent(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, pushercompat.Options{})
+	var before []change
+	for i := range 6 {
+		before = append(before, change{eventID: "e" + strconv.Itoa(i%3), typ: wire.TypeVoteUpdated, data: `{"i":` + strconv.Itoa(i) + `}`})
+	}
+	_, sentIDs := rg.publish(before...)
+	old := rg.start(rg.config(), nil)
+	rg.waitIDs(30*time.Second, sentIDs)
+	rg.waitSettled(30 * time.Second)
+	old.stop()
+	n := len(rg.delivered())
+
+	_, ids := rg.publish(change{eventID: "e1", typ: wire.TypeVoteUpdated, data: `{"after":1}`})
+	rg.start(rg.partitioned(), nil)
+	rg.waitIDs(30*time.Second, ids)
+	got := rg.delivered()
+	if len(got) != n+1 {
+		t.Fatalf("partitioned relay sent %d changes after the durable consumer's %d, want only the 1 new one", len(got)-n, n)
+	}
+}
