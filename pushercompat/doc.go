@@ -1,7 +1,9 @@
-// Package pusherserver is a Pusher Channels HTTP API for tests, so code that
-// publishes to Pusher is tested through the real pusher-http-go client
-// (v5.1.1) instead of a mock. Start(t, Options{}) listens on 127.0.0.1;
-// Client returns a pusher.Client pointed at it.
+// Package pushercompat is a Pusher-compatible server: the Channels HTTP API
+// (signatures and limits checked as Pusher does, with fault injection) and
+// the WebSocket protocol 7 that pusher-js speaks. `liveupdates dev` serves it
+// when no Pusher account is configured, and tests publish to it through the
+// real pusher-http-go client (v5.1.1) instead of a mock: Start(t, Options{})
+// listens on 127.0.0.1; Client returns a pusher.Client pointed at it.
 //
 // # Endpoints
 //
