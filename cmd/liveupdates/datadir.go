@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // dataDirLockFile is the file in LIVE_DATA_DIR that dev holds locked while
@@ -36,7 +35,7 @@ func lockDataDir(dir string) (release func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("LIVE_DATA_DIR=%q: open lock file: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if busy, err := lockFile(f); err != nil || busy {
 		holder := ""
 		if b, rerr := os.ReadFile(path); rerr == nil && len(strings.TrimSpace(string(b))) > 0 {
 			holder = " (pid " + strings.TrimSpace(string(b)) + ")"
@@ -44,8 +43,8 @@ func lockDataDir(dir string) (release func() error, err error) {
 		if cerr := f.Close(); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: LIVE_DATA_DIR=%q is used by another liveupdates dev%s; stop it, or give this one its own LIVE_DATA_DIR (and LIVE_NATS_LISTEN, LIVE_HTTP_ADDR)", errDataDirInUse, abs, holder)
+		if busy {
+			return nil, errors.Join(fmt.Errorf("%w: LIVE_DATA_DIR=%q is used by another liveupdates dev%s; stop it, or give this one its own LIVE_DATA_DIR (and LIVE_NATS_LISTEN, LIVE_HTTP_ADDR)", errDataDirInUse, abs, holder), err)
 		}
 		return nil, fmt.Errorf("LIVE_DATA_DIR=%q: lock %s: %w", dir, path, err)
 	}
