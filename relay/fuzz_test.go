@@ -38,11 +38,11 @@ func FuzzDecodeAndEncode(f *testing.F) {
 		h := nats.Header{}
 		h.Set(wire.HeaderMsgID, id)
 		h.Set(wire.HeaderSocketID, socket)
-		env, sock, err := decode(cfg, fakeMsg{subject: subject, header: h, data: data}, 7, time.Unix(0, 0))
+		env, sock, err := decode(fakeMsg{subject: subject, header: h, data: data}, 7, time.Unix(0, 0))
 		if err != nil {
 			return
 		}
-		if sock != "" && !validSocketID(sock) {
+		if sock != "" && wire.ValidateSocketID(sock) != nil {
 			t.Fatalf("decode kept socket id %q", sock)
 		}
 		it := &item{seq: 7, env: env, socketID: sock, channel: cfg.channel(env.EventID)}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/wire"
@@ -37,44 +36,15 @@ func (it *item) revoked() bool { return it.part != nil && it.part.revoked.Load()
 var errInvalidChange = errors.New("invalid change")
 
 // decode builds the item of a fetched message, or explains why the message
-// is no valid change. Beyond wire.DecodeMessage it rejects what Pusher's
-// client would silently corrupt: invalid UTF-8 (json.Marshal replaces it) and
-// ids that cannot travel as a plain JSON string.
-func decode(cfg Config, msg jetstream.Msg, seq uint64, stored time.Time) (wire.Envelope, string, error) {
+// is no valid change. wire.DecodeMessage is the whole check every reader
+// applies (UTF-8 JSON data, a plain id, eventId and type from the subject)
+// and drops a socket id Pusher's client would refuse.
+func decode(msg jetstream.Msg, seq uint64, stored time.Time) (wire.Envelope, string, error) {
 	env, socketID, err := wire.DecodeMessage(msg.Subject(), msg.Headers(), msg.Data(), seq, stored)
 	if err != nil {
 		return wire.Envelope{}, "", fmt.Errorf("%w: %w", errInvalidChange, err)
 	}
-	if !utf8.Valid(env.Data) {
-		return wire.Envelope{}, "", fmt.Errorf("%w: seq %d: data is not valid UTF-8", errInvalidChange, seq)
-	}
-	if err := wire.ValidateID(env.ID); err != nil {
-		return wire.Envelope{}, "", fmt.Errorf("%w: seq %d: %w", errInvalidChange, seq, err)
-	}
-	if !validSocketID(socketID) {
-		// A bad socket id would make Pusher's client refuse the whole
-		// batch; sending without it only means the publisher sees its
-		// own change too.
-		socketID = ""
-	}
 	return env, socketID, nil
-}
-
-// validSocketID matches pusher-http-go's check, \A\d+\.\d+\z.
-func validSocketID(s string) bool {
-	dot := false
-	digits := 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			digits++
-		case c == '.' && !dot && digits > 0:
-			dot, digits = true, 0
-		default:
-			return false
-		}
-	}
-	return dot && digits > 0
 }
 
 // outEvent is one Pusher event: the newest change of its group, standing for

@@ -479,7 +479,7 @@ func (r *Relay) dispatchTo(msgs []jetstream.Msg, ps *partState) {
 	r.hold.add(held...)
 	for i, it := range held {
 		msg := it.msg
-		env, socketID, err := decode(r.cfg, msg, it.seq, stored[i])
+		env, socketID, err := decode(msg, it.seq, stored[i])
 		if err != nil {
 			// Dead-lettered beside the fetch loop: a dead letter that
 			// cannot be stored must not stop the valid changes behind it.

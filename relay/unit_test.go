@@ -211,15 +211,6 @@ func TestEncoderEvent(t *testing.T) {
 	}
 }
 
-func TestValidSocketID(t *testing.T) {
-	t.Parallel()
-	for s, want := range map[string]bool{"1.2": true, "123.456": true, "": false, "1.": false, ".1": false, "1.2.3": false, "a.1": false, "1": false} {
-		if got := validSocketID(s); got != want {
-			t.Errorf("validSocketID(%q)=%v, want %v", s, got, want)
-		}
-	}
-}
-
 func TestClassify(t *testing.T) {
 	t.Parallel()
 	fail := errors.New("failed")
