@@ -1,7 +1,6 @@
 package poller
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -110,8 +108,6 @@ func (p *Poller) handleConfig(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(p.configJSON) // a failed write means the client left
 }
 
-var socketIDPattern = regexp.MustCompile(`^\d{1,20}\.\d{1,20}$`)
-
 // authRequest is POST /v1/pusher/auth's body, as pusher-js sends it (a
 // form) or as JSON.
 type authRequest struct {
@@ -142,7 +138,7 @@ func (p *Poller) handleAuth(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, routeAuth, outBadRequest, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error())
 		return
 	}
-	if !socketIDPattern.MatchString(req.SocketID) {
+	if wire.ValidateSocketID(req.SocketID) != nil {
 		p.fail(w, routeAuth, outBadRequest, http.StatusBadRequest, wire.CodeInvalidSocketID, "socket_id must be digits.digits, as Pusher issues it")
 		return
 	}
@@ -190,7 +186,7 @@ func (p *Poller) handleAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	b := make([]byte, 0, 128)
 	b = append(b, `{"auth":"`...)
-	b = append(b, pusherAuth(pc.Key, pc.Secret, req.SocketID, req.ChannelName)...)
+	b = append(b, wire.PusherChannelAuth(pc.Key, pc.Secret, req.SocketID, req.ChannelName)...)
 	b = append(b, "\"}\n"...)
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
@@ -199,14 +195,6 @@ func (p *Poller) handleAuth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	p.m.count(routeAuth, outOK)
 	_, _ = w.Write(b)
-}
-
-// pusherAuth is Pusher's private-channel signature:
-// key:hex(HMAC-SHA256(secret, socket_id:channel_name)).
-func pusherAuth(key, secret, socketID, channel string) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(socketID + ":" + channel))
-	return key + ":" + hex.EncodeToString(m.Sum(nil))
 }
 
 func readAuthRequest(w http.ResponseWriter, r *http.Request) (authRequest, error) {

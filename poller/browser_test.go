@@ -175,7 +175,7 @@ func TestPusherAuthSignsOnlyTheTokensOwnEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	auth := h.url + "/v1/pusher/auth"
-	sig := pusherAuth(key, psecret, "99.7", "private-event-e42")
+	sig := wire.PusherChannelAuth(key, psecret, "99.7", "private-event-e42")
 	for _, tc := range []struct {
 		name   string
 		do     func() reply

@@ -17,6 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/sirupsen/logrus"
+
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // Close codes with the meaning pusher-js gives them (protocol.ts
@@ -600,7 +602,7 @@ func (s *socket) subscribe(ch, auth string) {
 		return
 	case strings.HasPrefix(ch, "private-"):
 		c := s.h.cfg.creds
-		want := c.key + ":" + sign(c.secret, s.id+":"+ch)
+		want := wire.PusherChannelAuth(c.key, c.secret, s.id, ch)
 		if !hmac.Equal([]byte(auth), []byte(want)) {
 			s.subscriptionError(ch, http.StatusUnauthorized, "Invalid signature: expected HMAC SHA256 hex digest of "+s.id+":"+ch)
 			s.h.met.subscriptions.WithLabelValues("auth_error").Inc()

@@ -1,0 +1,14 @@
+package wire
+
+import "testing"
+
+// TestPusherChannelAuthSignsTheDocumentedVector is the worked example of
+// Pusher's auth-signature documentation.
+func TestPusherChannelAuthSignsTheDocumentedVector(t *testing.T) {
+	t.Parallel()
+	got := PusherChannelAuth("278d425bdf160c739803", "7ad3773142a6692b25b8", "1234.1234", "private-foobar")
+	want := "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+	if got != want {
+		t.Fatalf("PusherChannelAuth()=%s, want %s", got, want)
+	}
+}
