@@ -273,6 +273,25 @@ const (
 	replayPublishFailure = "failed"
 )
 
+// openSelected opens LIVE_DLQ and reads the dead letters cmd's flags
+// select; the caller closes the tool.
+func openSelected(ctx context.Context, env *settings, cmd string) (*dlqTool, []deadLetter, error) {
+	sel, err := selectLetters(env, cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := openDLQ(ctx, env, "dlq")
+	if err != nil {
+		return nil, nil, err
+	}
+	letters, err := d.letters(ctx, sel)
+	if err != nil {
+		d.close()
+		return nil, nil, err
+	}
+	return d, letters, nil
+}
+
 // runDLQReplay publishes the selected dead letters to LIVE_EVENTS again,
 // with their original id as Nats-Msg-Id: replaying twice (or a replay racing
 // another) stores one copy, since JetStream drops the second as a duplicate
@@ -281,19 +300,11 @@ const (
 // replayed yet: that is reported, and the letter kept. A replayed letter is
 // deleted from LIVE_DLQ once its change is stored, unless --keep.
 func runDLQReplay(ctx context.Context, env *settings) error {
-	sel, err := selectLetters(env, "dlq replay")
-	if err != nil {
-		return err
-	}
-	d, err := openDLQ(ctx, env, "dlq")
+	d, letters, err := openSelected(ctx, env, "dlq replay")
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	letters, err := d.letters(ctx, sel)
-	if err != nil {
-		return err
-	}
 	enc := json.NewEncoder(env.stdout)
 	failed := 0
 	for _, l := range letters {
@@ -364,19 +375,11 @@ func (d *dlqTool) replay(ctx context.Context, l deadLetter, keep bool) replayRes
 // runDLQPurge deletes the selected dead letters after the operator confirms
 // on stdin (or with --yes).
 func runDLQPurge(ctx context.Context, env *settings) error {
-	sel, err := selectLetters(env, "dlq purge")
-	if err != nil {
-		return err
-	}
-	d, err := openDLQ(ctx, env, "dlq")
+	d, letters, err := openSelected(ctx, env, "dlq purge")
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	letters, err := d.letters(ctx, sel)
-	if err != nil {
-		return err
-	}
 	if len(letters) == 0 {
 		fmt.Fprintln(env.stdout, "no dead letters to delete")
 		return nil
