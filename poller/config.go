@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/polltoken"
-	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -290,7 +290,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	dur("LIVE_POLLER_RING_AGE", time.Second, 7*24*time.Hour, &c.RingAge)
 	posInt("LIVE_POLLER_MAX_EVENTS", 1, 1<<26, &c.MaxEvents)
 	if v := getenv("LIVE_POLLER_MAX_BYTES"); v != "" {
-		n, err := stream.ParseBytes(v)
+		n, err := env.ParseBytes(v)
 		if err != nil || n < 1<<10 {
 			errs = append(errs, fmt.Errorf("LIVE_POLLER_MAX_BYTES=%q: want a size of at least 1KiB such as 256MiB", v))
 		} else {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/polltoken"
-	"github.com/nostressplanner/liveupdates/stream"
 )
 
 // MaxBatchItems is the most changes one POST /v1/publish may carry.
@@ -70,7 +70,7 @@ func LoadAPIConfig(getenv func(string) string) (APIConfig, error) {
 		if v == "" {
 			return
 		}
-		n, err := stream.ParseBytes(v)
+		n, err := env.ParseBytes(v)
 		if err != nil || n <= 0 || n > 1<<30 {
 			errs = append(errs, fmt.Errorf("%s=%q: want a positive size up to 1GiB such as 64KiB", name, v))
 			return

@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-func env(m map[string]string) func(string) string {
+func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
 func TestLoadAPIConfigReadsEveryVariable(t *testing.T) {
 	t.Parallel()
-	got, err := LoadAPIConfig(env(map[string]string{
+	got, err := LoadAPIConfig(envOf(map[string]string{
 		"LIVE_API_KEYS":              " alpha-key , beta-key,, ",
 		"LIVE_API_MAX_EVENT_BYTES":   "32KiB",
 		"LIVE_API_MAX_REQUEST_BYTES": "2MiB",
@@ -34,7 +34,7 @@ func TestLoadAPIConfigReadsEveryVariable(t *testing.T) {
 
 func TestLoadAPIConfigLeavesZeroValuesForTheDefaults(t *testing.T) {
 	t.Parallel()
-	got, err := LoadAPIConfig(env(map[string]string{"LIVE_API_KEYS": "k"}))
+	got, err := LoadAPIConfig(envOf(map[string]string{"LIVE_API_KEYS": "k"}))
 	if err != nil {
 		t.Fatalf("LoadAPIConfig()=%v", err)
 	}
@@ -64,7 +64,7 @@ func TestLoadAPIConfigReportsEveryProblemNamingItsVariable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := LoadAPIConfig(env(tt.env))
+			_, err := LoadAPIConfig(envOf(tt.env))
 			if err == nil {
 				t.Fatalf("LoadAPIConfig() succeeded, want errors naming %v", tt.want)
 			}

@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -57,75 +57,29 @@ var ErrConflict = errors.New("existing stream conflicts with configuration")
 //	LIVE_STREAM_DUPLICATES  duration, default 2m
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{}.WithDefaults()
-	var errs []error
-	if v := getenv("LIVE_STREAM_STORAGE"); v != "" {
+	r := env.NewReader(getenv)
+	if v, ok := r.Lookup("LIVE_STREAM_STORAGE"); ok {
 		switch strings.ToLower(v) {
 		case "file":
 			c.Storage = jetstream.FileStorage
 		case "memory":
 			c.Storage = jetstream.MemoryStorage
 		default:
-			errs = append(errs, fmt.Errorf("LIVE_STREAM_STORAGE=%q: want file or memory", v))
+			r.Fail("LIVE_STREAM_STORAGE", v, "file or memory")
 		}
 	}
-	if v := getenv("LIVE_STREAM_MAX_AGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_AGE=%q: want a positive duration such as 24h", v))
-		}
-		c.MaxAge = d
+	r.Duration("LIVE_STREAM_MAX_AGE", &c.MaxAge, time.Second, 100*365*24*time.Hour)
+	if v, ok := r.Lookup("LIVE_STREAM_MAX_BYTES"); ok && v != "-1" {
+		r.Bytes("LIVE_STREAM_MAX_BYTES", &c.MaxBytes, 1<<10, math.MaxInt64)
+	} else if ok {
+		c.MaxBytes = -1
 	}
-	if v := getenv("LIVE_STREAM_MAX_BYTES"); v != "" {
-		n, err := ParseBytes(v)
-		if err != nil || (n <= 0 && n != -1) {
-			errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_BYTES=%q: want a positive size such as 1GiB, or -1 for unlimited", v))
-		}
-		c.MaxBytes = n
-	}
-	if v := getenv("LIVE_STREAM_REPLICAS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 5 {
-			errs = append(errs, fmt.Errorf("LIVE_STREAM_REPLICAS=%q: want 1 to 5", v))
-		}
-		c.Replicas = n
-	}
-	if v := getenv("LIVE_STREAM_DUPLICATES"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("LIVE_STREAM_DUPLICATES=%q: want a positive duration such as 2m", v))
-		}
-		c.Duplicates = d
-	}
-	if err := errors.Join(errs...); err != nil {
+	r.Int("LIVE_STREAM_REPLICAS", &c.Replicas, 1, 5)
+	r.Duration("LIVE_STREAM_DUPLICATES", &c.Duplicates, time.Second, 7*24*time.Hour)
+	if err := r.Err(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
-}
-
-// ParseBytes reads a size such as 1048576, 64KiB, 512MiB or 1GiB (KB, MB and
-// GB are read as powers of 1024 too, as NATS does).
-func ParseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
-	}
-	// Without this check 16GiB-times-a-billion wraps round to a small,
-	// plausible size and is accepted silently.
-	if n > math.MaxInt64/mult || n < math.MinInt64/mult {
-		return 0, fmt.Errorf("size %q times %d: %w", s, mult, strconv.ErrRange)
-	}
-	return n * mult, nil
 }
 
 // WithDefaults fills zero fields with their documented defaults.

@@ -2,7 +2,6 @@ package stream
 
 import (
 	"errors"
-	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -14,13 +13,13 @@ import (
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
-func env(kv map[string]string) func(string) string {
+func getenv(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := LoadConfig(env(nil))
+	c, err := LoadConfig(getenv(nil))
 	if err != nil {
 		t.Fatalf("LoadConfig(empty)=%v", err)
 	}
@@ -61,7 +60,7 @@ func TestLoadConfigReadsEachVariable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := LoadConfig(env(map[string]string{tt.key: tt.value}))
+			c, err := LoadConfig(getenv(map[string]string{tt.key: tt.value}))
 			if err != nil {
 				t.Fatalf("LoadConfig(%s=%q)=%v", tt.key, tt.value, err)
 			}
@@ -96,7 +95,7 @@ func TestLoadConfigRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := LoadConfig(env(map[string]string{tt.key: tt.value}))
+			_, err := LoadConfig(getenv(map[string]string{tt.key: tt.value}))
 			if err == nil {
 				t.Fatalf("LoadConfig(%s=%q) accepted it", tt.key, tt.value)
 			}
@@ -116,7 +115,7 @@ func TestLoadConfigReportsEveryProblemAtOnce(t *testing.T) {
 		"LIVE_STREAM_REPLICAS":   "9",
 		"LIVE_STREAM_DUPLICATES": "-1m",
 	}
-	_, err := LoadConfig(env(bad))
+	_, err := LoadConfig(getenv(bad))
 	if err == nil {
 		t.Fatal("LoadConfig accepted five bad values")
 	}
@@ -128,55 +127,6 @@ func TestLoadConfigReportsEveryProblemAtOnce(t *testing.T) {
 	joined, ok := err.(interface{ Unwrap() []error })
 	if !ok || len(joined.Unwrap()) != len(bad) {
 		t.Fatalf("error %T is not a join of %d errors", err, len(bad))
-	}
-}
-
-func TestParseBytes(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		in      string
-		want    int64
-		wantErr bool
-	}{
-		{"a plain number is bytes", "1048576", 1 << 20, false},
-		{"B is bytes", "512B", 512, false},
-		{"KiB is 1024", "64KiB", 64 << 10, false},
-		{"MiB is 1024^2", "512MiB", 512 << 20, false},
-		{"GiB is 1024^3", "1GiB", 1 << 30, false},
-		{"KB is read as 1024 like NATS", "2KB", 2 << 10, false},
-		{"MB is read as 1024^2", "3MB", 3 << 20, false},
-		{"GB is read as 1024^3", "4GB", 4 << 30, false},
-		{"K alone is 1024", "5K", 5 << 10, false},
-		{"M alone is 1024^2", "6M", 6 << 20, false},
-		{"G alone is 1024^3", "7G", 7 << 30, false},
-		{"spaces around and before the unit are allowed", " 8 GiB ", 8 << 30, false},
-		{"minus one stays minus one", "-1", -1, false},
-		{"zero parses", "0", 0, false},
-		{"the largest int64 parses", "9223372036854775807", math.MaxInt64, false},
-		{"an empty string is refused", "", 0, true},
-		{"a unit alone is refused", "GiB", 0, true},
-		{"lower-case units are refused", "1gib", 0, true},
-		{"a fraction is refused", "1.5GiB", 0, true},
-		{"an unknown unit is refused", "1TB", 0, true},
-		{"a product over int64 is refused", "8589934592GiB", 0, true},
-		{"a product that would wrap to a small positive size is refused", "17179869185GiB", 0, true},
-		{"a negative product under int64 is refused", "-8589934593GiB", 0, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got, err := ParseBytes(tt.in)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ParseBytes(%q)=%d, want an error", tt.in, got)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("ParseBytes(%q)=%d,%v, want %d", tt.in, got, err, tt.want)
-			}
-		})
 	}
 }
 

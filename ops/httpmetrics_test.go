@@ -1,0 +1,62 @@
+package ops
+
+import (
+	"bufio"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nostressplanner/liveupdates/testutil"
+)
+
+func TestHTTPMetricsCountByPatternCodeAndHijack(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewHTTPMetrics(reg, "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewHTTPMetrics(reg, "api"); err == nil {
+		t.Fatal("registering a role's metrics twice did not fail")
+	}
+	mux := http.NewServeMux()
+	m.HandleFunc(mux, "GET /v1/things/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "missing" {
+			http.Error(w, "no", http.StatusNotFound)
+			return
+		}
+		w.(http.Flusher).Flush() // SSE handlers rely on this
+		_, _ = w.Write([]byte("ok"))
+	})
+	m.HandleFunc(mux, "GET /v1/park", func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		_, _ = rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+		_ = rw.Flush()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, p := range []string{"/v1/things/a", "/v1/things/b", "/v1/things/missing", "/v1/park"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+		_, _ = bufio.NewReader(resp.Body).ReadString(0)
+		resp.Body.Close()
+	}
+	for _, c := range []struct {
+		route, code string
+		want        float64
+	}{{"GET /v1/things/{id}", "200", 2}, {"GET /v1/things/{id}", "404", 1}, {"GET /v1/park", CodeHijacked, 1}} {
+		if got := testutil.MetricSum(t, reg, "liveupdates_api_http_requests_total", "route", c.route, "code", c.code); got != c.want {
+			t.Errorf("requests{route=%q,code=%s}=%v, want %v", c.route, c.code, got, c.want)
+		}
+	}
+	testutil.CollectAndLint(t, reg, "liveupdates_api_")
+}
