@@ -387,7 +387,7 @@ func loadPusher(getenv func(string) string) (Pusher, error) {
 	}
 	p.Private = boolVar("LIVE_RELAY_PRIVATE_CHANNELS", false)
 	secure := boolVar("PUSHER_SECURE", true)
-	if err := validateChannelPrefix(p.prefix(), p.Private); err != nil {
+	if err := wire.ValidateChannelPrefix(p.prefix(), p.Private); err != nil {
 		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", p.ChannelPrefix, err))
 	}
 	if v := strings.TrimSpace(getenv("LIVE_POLLER_PUSHER_WS_URL")); v != "" {
@@ -446,30 +446,4 @@ func parseWSURL(v string) (host string, port int, path string, tls bool, err err
 		port = n
 	}
 	return u.Hostname(), port, strings.TrimSuffix(u.Path, "/"), tls, nil
-}
-
-// maxChannelLen is Pusher's limit on a channel name.
-const maxChannelLen = 164
-
-// validateChannelPrefix applies the relay's rule to the prefix: Pusher's
-// channel characters, and room for the longest eventId.
-func validateChannelPrefix(p string, private bool) error {
-	for i := 0; i < len(p); i++ {
-		if !channelByte(p[i]) {
-			return fmt.Errorf("may hold only A-Z a-z 0-9 and - _ = @ , . ; (found %q at offset %d)", p[i], i)
-		}
-	}
-	longest := len(p) + wire.MaxEventIDLen
-	if private {
-		longest += len("private-")
-	}
-	if longest > maxChannelLen {
-		return fmt.Errorf("too long: a channel name for a %d-character eventId would have %d characters, Pusher allows %d", wire.MaxEventIDLen, longest, maxChannelLen)
-	}
-	return nil
-}
-
-func channelByte(c byte) bool {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		strings.IndexByte("-_=@,.;", c) >= 0
 }

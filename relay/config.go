@@ -106,9 +106,6 @@ type Config struct {
 // Consumer is the durable pull consumer every relay replica shares.
 const Consumer = "relay"
 
-// maxChannelLen is Pusher's server-side limit on a channel name.
-const maxChannelLen = 164
-
 // LoadConfig reads the relay's environment; every problem is reported at
 // once, each naming its variable. Missing Pusher credentials are not an
 // error (PusherEnabled reports false); partial credentials are.
@@ -258,31 +255,13 @@ func parseCoalesce(v string) ([]string, error) {
 	return types, errors.Join(errs...)
 }
 
-// validateChannelPrefix keeps every channel name within Pusher's rules: the
-// allowed characters, and 164 characters for the longest eventId.
+// validateChannelPrefix keeps every channel name within Pusher's rules.
 func (c Config) validateChannelPrefix() error {
 	p := c.ChannelPrefix
 	if p == "" {
 		p = "event-"
 	}
-	for i := 0; i < len(p); i++ {
-		if !channelByte(p[i]) {
-			return fmt.Errorf("may hold only A-Z a-z 0-9 and - _ = @ , . ; (found %q at offset %d)", p[i], i)
-		}
-	}
-	longest := len(p) + wire.MaxEventIDLen
-	if c.PrivateChannels {
-		longest += len("private-")
-	}
-	if longest > maxChannelLen {
-		return fmt.Errorf("too long: a channel name for a %d-character eventId would have %d characters, Pusher allows %d", wire.MaxEventIDLen, longest, maxChannelLen)
-	}
-	return nil
-}
-
-func channelByte(c byte) bool {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		strings.IndexByte("-_=@,.;", c) >= 0
+	return wire.ValidateChannelPrefix(p, c.PrivateChannels)
 }
 
 // PusherEnabled reports whether all Pusher credentials are set.
