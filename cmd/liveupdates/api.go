@@ -21,7 +21,7 @@ func runAPI(ctx context.Context, env *settings) error {
 	if err != nil {
 		return err
 	}
-	srv := r.server(env, "api", false, api.Register, nil)
+	srv := r.server(env, api.Register, nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.ensure(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })

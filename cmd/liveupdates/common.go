@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/nostressplanner/liveupdates/ops"
@@ -183,68 +180,5 @@ func natsReady(nc *nats.Conn, js jetstream.JetStream, streamName string) ops.Rea
 			return fmt.Errorf("jetstream stream %s: %w", streamName, err)
 		}
 		return nil
-	}
-}
-
-// httpMetrics wraps a handler with request counts and durations by route
-// pattern (a closed set) and status code.
-type httpMetrics struct {
-	duration *prometheus.HistogramVec
-}
-
-func newHTTPMetrics(reg prometheus.Registerer, role string) *httpMetrics {
-	m := &httpMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "liveupdates_" + role + "_http_request_duration_seconds",
-		Help:    "HTTP requests by route pattern and status code.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"route", "code"})}
-	reg.MustRegister(m.duration)
-	return m
-}
-
-func (m *httpMetrics) wrap(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		mux.ServeHTTP(sw, r)
-		if !sw.wrote {
-			// Hijacked (a long-poll the poller parked): the poller counts
-			// its real outcome when it answers.
-			return
-		}
-		// ServeMux records the matched pattern on r: a closed set of labels.
-		pattern := r.Pattern
-		if pattern == "" {
-			pattern = "unmatched"
-		}
-		m.duration.WithLabelValues(pattern, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
-	})
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if !s.wrote {
-		s.status, s.wrote = code, true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	s.wrote = true
-	return s.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and deadlines (SSE and
-// long-polls need them).
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
 	}
 }

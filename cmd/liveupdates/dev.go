@@ -202,7 +202,7 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 
-	srv := r.server(env, "dev", true, func(mux *http.ServeMux) {
+	srv := r.server(env, func(mux *http.ServeMux) {
 		api.Register(mux)
 		p.Register(mux)
 		mountDemo(mux, producer.NewPublisher(r.forRole("api").js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)

@@ -22,7 +22,7 @@ func runPoller(ctx context.Context, env *settings) error {
 	if err != nil {
 		return err
 	}
-	srv := r.server(env, "poller", true, p.Register, p.Drain)
+	srv := r.server(env, p.Register, p.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })

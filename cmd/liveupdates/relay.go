@@ -26,7 +26,7 @@ func runRelay(ctx context.Context, env *settings) error {
 	if err != nil {
 		return err
 	}
-	srv := r.server(env, "relay", true, nil, nil)
+	srv := r.server(env, nil, nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		// The relay creates its streams itself but gives up when NATS is

@@ -65,10 +65,11 @@ func (r *role) close() {
 }
 
 // server is the role's HTTP server on LIVE_HTTP_ADDR: its routes plus
-// /healthz, /readyz and /metrics (on LIVE_METRICS_ADDR when set). instrument adds request metrics by route
-// and code, for roles whose routes do not count themselves (the ingest API
-// does).
-func (r *role) server(env *settings, name string, instrument bool, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
+// /healthz, /readyz and /metrics (on LIVE_METRICS_ADDR when set). The roles'
+// packages count and time their own routes (ops.HTTPMetrics, named for the
+// role, so dev exports the same series as the separate roles); the ops
+// endpoints are not counted.
+func (r *role) server(env *settings, mount func(mux *http.ServeMux), beforeDrain func()) *ops.Server {
 	// With LIVE_METRICS_ADDR, /metrics leaves the public port for an
 	// address of its own (with /healthz and /readyz for the probes).
 	metricsAddr := env.Getenv("LIVE_METRICS_ADDR")
@@ -79,13 +80,9 @@ func (r *role) server(env *settings, name string, instrument bool, mount func(mu
 	if mount != nil {
 		mount(mux)
 	}
-	var h http.Handler = mux
-	if instrument {
-		h = newHTTPMetrics(r.reg, name).wrap(mux)
-	}
 	return &ops.Server{
 		Addr:         httpAddr(env.Getenv),
-		Handler:      h,
+		Handler:      mux,
 		Log:          r.log.WithField("component", "http"),
 		BeforeDrain:  beforeDrain,
 		AdminAddr:    metricsAddr,
