@@ -71,35 +71,24 @@ func newDeadLetter(m *jetstream.RawStreamMsg) deadLetter {
 
 // dlqTool is a connection for the dead-letter commands.
 type dlqTool struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	natsConn
 	dlq jetstream.Stream
 }
 
 func openDLQ(ctx context.Context, env *settings, name string) (*dlqTool, error) {
-	log, err := newLogger(env.Getenv, env.stderr, "text")
+	c, _, err := dialTool(env, name, failFast)
 	if err != nil {
 		return nil, err
 	}
-	// An operator tool fails fast: it does not wait for NATS to come back.
-	nc, err := connectNATS(env.Getenv, name, log.WithField("component", name), nats.RetryOnFailedConnect(false), nats.MaxReconnects(0))
+	st, err := c.js.Stream(ctx, wire.DLQStreamName)
 	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	st, err := js.Stream(ctx, wire.DLQStreamName)
-	if err != nil {
-		nc.Close()
+		c.nc.Close()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("%s does not exist yet: the relay creates it when it starts, and nothing was dead-lettered before", wire.DLQStreamName)
 		}
 		return nil, fmt.Errorf("stream %s: %w", wire.DLQStreamName, err)
 	}
-	return &dlqTool{nc: nc, js: js, dlq: st}, nil
+	return &dlqTool{natsConn: c, dlq: st}, nil
 }
 
 func (d *dlqTool) close() { d.nc.Close() }

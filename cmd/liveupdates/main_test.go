@@ -64,6 +64,9 @@ func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
 		{"publish without an event names the flag", []string{"publish", "--type", "vote.updated"}, nil, "--event is required"},
 		{"publish with invalid JSON says so", []string{"publish", "--event", "e1", "--type", "vote.updated", "--data", "{"}, nil, "not valid JSON"},
 		{"tail with a bad eventId says so", []string{"tail", "--event", "e/1"}, nil, "eventId"},
+		{"status fails at once without NATS", []string{"status"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "connect nats nats://127.0.0.1:1"},
+		{"dlq list fails at once without NATS", []string{"dlq", "list"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "connect nats nats://127.0.0.1:1"},
+		{"a half-given NATS login names both variables", []string{"status"}, map[string]string{"LIVE_NATS_USER": "ops"}, "LIVE_NATS_USER and LIVE_NATS_PASSWORD"},
 		{"dev with a bad listen address names the variable", []string{"dev"}, map[string]string{"LIVE_NATS_LISTEN": "nowhere"}, "LIVE_NATS_LISTEN"},
 		{"dev's own pusher server needs a fixed port", []string{"dev"}, map[string]string{"LIVE_DEV_PUSHER_ADDR": "127.0.0.1:0"}, "LIVE_DEV_PUSHER_ADDR"},
 	}

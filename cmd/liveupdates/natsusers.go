@@ -6,7 +6,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nostressplanner/liveupdates/ops"
 )
@@ -78,18 +77,13 @@ func (r *role) forRole(name string) *role {
 // NATS connection is the named user's on the embedded server. r.close
 // drains the connection too.
 func (r *role) as(env *settings, d *devUsers, name string, ns *server.Server) (*role, error) {
-	nc, err := connectNATS(env.Getenv, name, r.log.WithField("component", name),
+	c, err := dialNATS(env.Getenv, name, r.log.WithField("component", name), keepTrying,
 		nats.InProcessServer(ns), nats.UserInfo(name, d.passwords[name]))
 	if err != nil {
 		return nil, fmt.Errorf("dev %s: %w", name, err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("dev %s jetstream: %w", name, err)
-	}
 	cp := *r
-	cp.nc, cp.js, cp.extra, cp.byRole = nc, js, nil, nil
-	r.extra = append(r.extra, nc)
+	cp.natsConn, cp.extra, cp.byRole = c, nil, nil
+	r.extra = append(r.extra, c.nc)
 	return &cp, nil
 }

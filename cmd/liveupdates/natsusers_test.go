@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/ops"
 	"github.com/nostressplanner/liveupdates/pushercompat"
 	"github.com/nostressplanner/liveupdates/relay"
@@ -231,12 +232,11 @@ func TestNATSAuthSettings(t *testing.T) {
 		o.Nkeys = []*server.NkeyUser{{Nkey: pub}}
 	})
 	t.Run("an nkey seed logs in as its user", func(t *testing.T) {
-		nc, err := connectNATS(envOf(map[string]string{"LIVE_NATS_URL": ns.URL(), "LIVE_NATS_NKEY_SEED": string(seed)}), "api", quietLogger(),
-			nats.RetryOnFailedConnect(false), nats.MaxReconnects(0))
+		c, err := dialNATS(envOf(map[string]string{"LIVE_NATS_URL": ns.URL(), "LIVE_NATS_NKEY_SEED": string(seed)}), "api", quietLogger(), failFast)
 		if err != nil {
 			t.Fatalf("connect with the seed: %v", err)
 		}
-		nc.Close()
+		c.nc.Close()
 	})
 	for _, tc := range []struct {
 		name string
@@ -249,8 +249,9 @@ func TestNATSAuthSettings(t *testing.T) {
 		{"a seed that is not one", map[string]string{"LIVE_NATS_NKEY_SEED": "SUNOTASEEDATALL"}, "not a user nkey seed"},
 	} {
 		t.Run(tc.name+" is refused", func(t *testing.T) {
-			_, err := natsAuth(envOf(tc.env))
-			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), string(seed)) {
+			r := env.NewReader(envOf(tc.env))
+			natsAuth(r)
+			if err := r.Err(); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), string(seed)) {
 				t.Fatalf("natsAuth(%v) = %v, want an error saying %q without the seed", tc.env, err, tc.want)
 			}
 		})

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/nostressplanner/liveupdates/producer"
 	"github.com/nostressplanner/liveupdates/wire"
 )
@@ -66,20 +64,12 @@ func runPublish(ctx context.Context, env *settings) error {
 }
 
 func publishNATS(ctx context.Context, env *settings, c producer.Change) (producer.Result, error) {
-	log, err := newLogger(env.Getenv, env.stderr, "text")
+	conn, _, err := dialTool(env, "publish", keepTrying)
 	if err != nil {
 		return producer.Result{}, err
 	}
-	nc, err := connectNATS(env.Getenv, "publish", log.WithField("component", "publish"))
-	if err != nil {
-		return producer.Result{}, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return producer.Result{}, fmt.Errorf("jetstream: %w", err)
-	}
-	res, err := producer.NewPublisher(js, producer.Options{}).Publish(ctx, c)
+	defer conn.nc.Close()
+	res, err := producer.NewPublisher(conn.js, producer.Options{}).Publish(ctx, c)
 	if err != nil {
 		return producer.Result{}, fmt.Errorf("publish %s %s: %w", c.EventID, c.Type, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -22,8 +21,7 @@ type role struct {
 	reg    *prometheus.Registry
 	checks *ops.Checks
 	stream stream.Config
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	natsConn
 	extra  []*nats.Conn     // dev's per-role connections (role.as), drained by close
 	byRole map[string]*role // dev's per-role views (splitUsers); nil in a one-role process
 }
@@ -40,18 +38,12 @@ func newRole(env *settings, name string, cfgErr error, natsOpts ...nats.Option) 
 }
 
 func connectRole(env *settings, name string, log *logrus.Logger, streamCfg stream.Config, natsOpts ...nats.Option) (*role, error) {
-	entry := log.WithField("component", name)
-	nc, err := connectNATS(env.Getenv, name, entry, natsOpts...)
+	c, err := dialNATS(env.Getenv, name, log.WithField("component", name), keepTrying, natsOpts...)
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	r := &role{log: log, reg: ops.NewRegistry(), checks: &ops.Checks{}, stream: streamCfg, nc: nc, js: js}
-	r.checks.Add("nats", natsReady(nc, js, streamCfg.WithDefaults().Name))
+	r := &role{log: log, reg: ops.NewRegistry(), checks: &ops.Checks{}, stream: streamCfg, natsConn: c}
+	r.checks.Add("nats", natsReady(c, streamCfg.WithDefaults().Name))
 	return r, nil
 }
 

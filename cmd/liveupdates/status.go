@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nostressplanner/liveupdates/wire"
@@ -63,20 +62,12 @@ type consumerStatus struct {
 // runStatus prints the stream, its durable consumers with their lag and
 // pending changes, and the dead letters: what an operator looks at first.
 func runStatus(ctx context.Context, env *settings) error {
-	log, err := newLogger(env.Getenv, env.stderr, "text")
+	c, _, err := dialTool(env, "status", failFast)
 	if err != nil {
 		return err
 	}
-	nc, err := connectNATS(env.Getenv, "status", log.WithField("component", "status"), nats.RetryOnFailedConnect(false), nats.MaxReconnects(0))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	rep, err := gatherStatus(ctx, js)
+	defer c.nc.Close()
+	rep, err := gatherStatus(ctx, c.js)
 	if err != nil {
 		return err
 	}

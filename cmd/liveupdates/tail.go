@@ -34,19 +34,12 @@ func runTail(ctx context.Context, env *settings) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tail:\n%w", err)
 	}
-	log, err := newLogger(env.Getenv, env.stderr, "text")
+	// tail follows: it outlives a NATS restart, as a role does.
+	c, log, err := dialTool(env, "tail", keepTrying)
 	if err != nil {
 		return err
 	}
-	nc, err := connectNATS(env.Getenv, "tail", log.WithField("component", "tail"))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	defer c.nc.Close()
 	filter := wire.EventSubjectFilter(eventID)
 	if typ != "" {
 		filter = wire.Subject(eventID, typ)
@@ -55,7 +48,7 @@ func runTail(ctx context.Context, env *settings) error {
 	if env.Bool("from-start") {
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
-	cons, err := js.OrderedConsumer(ctx, wire.StreamName, cfg)
+	cons, err := c.js.OrderedConsumer(ctx, wire.StreamName, cfg)
 	if err != nil {
 		return fmt.Errorf("tail %s: %w", filter, err)
 	}
