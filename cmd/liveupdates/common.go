@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/stream"
 )
 
@@ -19,36 +20,32 @@ import (
 func newLogger(getenv func(string) string, out io.Writer, defaultFormat string) (*logrus.Logger, error) {
 	log := logrus.New()
 	log.SetOutput(out)
-	var errs []error
-	format := getenv("LIVE_LOG_FORMAT")
-	if format == "" {
-		format = defaultFormat
-	}
+	r := env.NewReader(getenv)
+	format := defaultFormat
+	r.String("LIVE_LOG_FORMAT", &format)
 	switch format {
 	case "json":
 		log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
 	case "text":
 		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	default:
-		errs = append(errs, fmt.Errorf("LIVE_LOG_FORMAT=%q: want json or text", format))
+		r.Fail("LIVE_LOG_FORMAT", format, "json or text")
 	}
-	if v := getenv("LIVE_LOG_LEVEL"); v != "" {
-		lvl, err := logrus.ParseLevel(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("LIVE_LOG_LEVEL=%q: want debug, info, warn or error", v))
+	if v, ok := r.Lookup("LIVE_LOG_LEVEL"); ok {
+		if lvl, err := logrus.ParseLevel(v); err != nil {
+			r.Fail("LIVE_LOG_LEVEL", v, "debug, info, warn or error")
 		} else {
 			log.SetLevel(lvl)
 		}
 	}
-	return log, errors.Join(errs...)
+	return log, r.Err()
 }
 
 // httpAddr is LIVE_HTTP_ADDR or :8080.
 func httpAddr(getenv func(string) string) string {
-	if v := getenv("LIVE_HTTP_ADDR"); v != "" {
-		return v
-	}
-	return ":8080"
+	addr := ":8080"
+	env.NewReader(getenv).String("LIVE_HTTP_ADDR", &addr)
+	return addr
 }
 
 // ensureStream creates or checks LIVE_EVENTS, retrying while NATS is not

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/ops"
 	"github.com/nostressplanner/liveupdates/poller"
 	"github.com/nostressplanner/liveupdates/producer"
@@ -61,16 +62,59 @@ func devPusherGetenv(getenv func(string) string, hostport string) func(string) s
 	}
 }
 
+// devConfig is what dev reads besides the roles' settings.
+type devConfig struct {
+	dataDir string
+	// natsHost and natsPort are where the embedded nats-server listens
+	// (port -1: one it picks).
+	natsHost string
+	natsPort int
+	// ownPusher: no PUSHER_APP_ID, PUSHER_KEY or PUSHER_SECRET, so dev
+	// serves its own Pusher-compatible server on pusherAddr, which the
+	// relay and browsers reach at pusherHost.
+	ownPusher              bool
+	pusherAddr, pusherHost string
+	// devKey: LIVE_API_KEYS is unset, so dev accepts the key "dev".
+	devKey bool
+}
+
+func loadDevConfig(r *env.Reader) devConfig {
+	c := devConfig{dataDir: "./data", natsHost: "127.0.0.1", natsPort: 4222, pusherAddr: "127.0.0.1:8081"}
+	r.String("LIVE_DATA_DIR", &c.dataDir)
+	if v, ok := r.Lookup("LIVE_NATS_LISTEN"); ok {
+		host, port, err := splitListen(v)
+		if err != nil {
+			r.Fail("LIVE_NATS_LISTEN", v, "host:port, port 0 to 65535 (0: any free port)")
+		}
+		c.natsHost, c.natsPort = host, port
+	}
+	_, appID := r.Lookup("PUSHER_APP_ID")
+	_, key := r.Lookup("PUSHER_KEY")
+	_, secret := r.Lookup("PUSHER_SECRET")
+	c.ownPusher = !appID && !key && !secret
+	r.String("LIVE_DEV_PUSHER_ADDR", &c.pusherAddr)
+	if c.ownPusher {
+		host, err := devPusherAddr(c.pusherAddr)
+		if err != nil {
+			r.Fail("LIVE_DEV_PUSHER_ADDR", c.pusherAddr, "host:port with a fixed port, 1 to 65535 (browsers are told it)")
+		}
+		c.pusherHost = host
+	}
+	_, keys := r.Lookup("LIVE_API_KEYS")
+	c.devKey = !keys
+	return c
+}
+
 // devPusherAddr is the host:port the relay and browsers use to reach dev's
 // own server listening on addr: an unspecified host becomes 127.0.0.1. The
 // port must be fixed, since browsers are told it before dev listens.
 func devPusherAddr(addr string) (string, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want host:port: %w", addr, err)
+		return "", fmt.Errorf("want host:port: %w", err)
 	}
 	if port, err := strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
-		return "", fmt.Errorf("LIVE_DEV_PUSHER_ADDR=%q: want a fixed port, 1 to 65535 (browsers are told it)", addr)
+		return "", fmt.Errorf("port %q: want 1 to 65535", p)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
@@ -101,9 +145,10 @@ func localHost(addr string) (string, int) {
 func runDev(ctx context.Context, env *settings) error {
 	log, logErr := newLogger(env.Getenv, env.stderr, "text")
 	streamCfg, streamErr := stream.LoadConfig(env.Getenv)
-	devKey := env.Getenv("LIVE_API_KEYS") == ""
+	rd := env.reader()
+	dc := loadDevConfig(rd)
 	apiCfg, apiErr := producer.LoadAPIConfig(func(k string) string {
-		if k == "LIVE_API_KEYS" && devKey {
+		if k == "LIVE_API_KEYS" && dc.devKey {
 			return devAPIKey
 		}
 		return env.Getenv(k)
@@ -111,32 +156,15 @@ func runDev(ctx context.Context, env *settings) error {
 	// Without any Pusher credential dev serves its own Pusher-compatible
 	// server, and the relay and the poller read it as their Pusher.
 	getenv := env.Getenv
-	pusherAddr := env.Getenv("LIVE_DEV_PUSHER_ADDR")
-	if pusherAddr == "" {
-		pusherAddr = "127.0.0.1:8081"
-	}
-	ownPusher := env.Getenv("PUSHER_APP_ID") == "" && env.Getenv("PUSHER_KEY") == "" && env.Getenv("PUSHER_SECRET") == ""
-	pusherHost, pusherAddrErr := devPusherAddr(pusherAddr)
-	if ownPusher {
-		getenv = devPusherGetenv(env.Getenv, pusherHost)
+	if dc.ownPusher {
+		getenv = devPusherGetenv(env.Getenv, dc.pusherHost)
 	}
 	relayCfg, relayErr := relay.LoadConfig(getenv)
 	pollCfg, pollErr := poller.LoadConfig(getenv)
-	dataDir := env.Getenv("LIVE_DATA_DIR")
-	if dataDir == "" {
-		dataDir = "./data"
-	}
-	listen := env.Getenv("LIVE_NATS_LISTEN")
-	if listen == "" {
-		listen = "127.0.0.1:4222"
-	}
-	host, port, listenErr := splitListen(listen)
-	if !ownPusher {
-		pusherAddrErr = nil // not used
-	}
-	if err := errors.Join(logErr, streamErr, apiErr, relayErr, pollErr, listenErr, pusherAddrErr); err != nil {
+	if err := errors.Join(logErr, streamErr, apiErr, relayErr, pollErr, rd.Err()); err != nil {
 		return fmt.Errorf("dev configuration:\n%w", err)
 	}
+	dataDir := dc.dataDir
 	devLog := log.WithField("component", "dev")
 
 	unlock, err := lockDataDir(dataDir) // one dev per data directory (datadir.go)
@@ -149,7 +177,7 @@ func runDev(ctx context.Context, env *settings) error {
 		}
 	}()
 	users := newDevUsers() // one NATS user per role (natsusers.go)
-	ns, err := startEmbedded(dataDir, host, port, users.configure)
+	ns, err := startEmbedded(dataDir, dc.natsHost, dc.natsPort, users.configure)
 	if err != nil {
 		return err
 	}
@@ -169,7 +197,7 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 
-	if devKey {
+	if dc.devKey {
 		devLog.Warn(`LIVE_API_KEYS is unset: dev mode accepts the API key "dev" (Authorization: Bearer dev); never run dev in production`)
 	}
 	api, err := newIngest(r, apiCfg)
@@ -177,24 +205,24 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 	var local *ops.Server
-	if !ownPusher {
+	if !dc.ownPusher {
 		devLog.WithFields(logrus.Fields{"pusher_cluster": relayCfg.Cluster, "pusher_host": relayCfg.Host}).
 			Info("pusher credentials are set: the relay forwards to pusher")
 	} else {
 		// Listen now, so a busy port is a clear error at start.
-		ln, err := net.Listen("tcp", pusherAddr)
+		ln, err := net.Listen("tcp", dc.pusherAddr)
 		if err != nil {
-			return fmt.Errorf("dev's pusher-compatible server cannot listen on LIVE_DEV_PUSHER_ADDR=%q (is another dev running? set LIVE_DEV_PUSHER_ADDR, or PUSHER_* to use pusher): %w", pusherAddr, err)
+			return fmt.Errorf("dev's pusher-compatible server cannot listen on LIVE_DEV_PUSHER_ADDR=%q (is another dev running? set LIVE_DEV_PUSHER_ADDR, or PUSHER_* to use pusher): %w", dc.pusherAddr, err)
 		}
 		var ps *pushercompat.Server
-		local, ps = devPusherServer(r, ln, pusherHost)
+		local, ps = devPusherServer(r, ln, dc.pusherHost)
 		defer ps.Close()
 	}
 	p, err := newPoller(r, pollCfg)
 	if err != nil {
 		return err
 	}
-	if env.Getenv("LIVE_POLL_SECRET") == "" {
+	if _, ok := rd.Lookup("LIVE_POLL_SECRET"); !ok {
 		devLog.Warn("LIVE_POLL_SECRET is unset: poller reads are open to anyone who knows an eventId")
 	}
 	rl, err := newRelay(r, relayCfg)
@@ -320,11 +348,11 @@ func startEmbedded(dataDir, host string, port int, configure func(*server.Option
 func splitListen(listen string) (string, int, error) {
 	host, p, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "", 0, fmt.Errorf("LIVE_NATS_LISTEN=%q: want host:port: %w", listen, err)
+		return "", 0, fmt.Errorf("want host:port: %w", err)
 	}
 	port, err := strconv.Atoi(p)
 	if err != nil || port < -1 || port > 65535 {
-		return "", 0, fmt.Errorf("LIVE_NATS_LISTEN=%q: bad port", listen)
+		return "", 0, fmt.Errorf("port %q: want 0 to 65535", p)
 	}
 	if port == 0 {
 		port = -1 // nats-server's "pick a random port"

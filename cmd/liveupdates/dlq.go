@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/textproto"
 	"strconv"
 	"strings"
@@ -132,17 +133,15 @@ type selection struct {
 }
 
 func selectLetters(env *settings, cmd string) (selection, error) {
-	seqFlag, eventID, all := env.Flag("seq"), env.Flag("event"), env.Bool("all")
+	eventID, all := env.Flag("event"), env.Bool("all")
 	chosen := 0
 	var sel selection
 	var errs []error
-	if seqFlag != "" {
+	if _, ok := env.flagReader().Lookup("--seq"); ok {
 		chosen++
-		n, err := strconv.ParseUint(seqFlag, 10, 64)
-		if err != nil || n == 0 {
-			errs = append(errs, fmt.Errorf("--seq=%q: want a seq of %s", seqFlag, wire.DLQStreamName))
-		}
-		sel.seq = n
+		var err error
+		sel.seq, err = seqFlag(env)
+		errs = append(errs, err)
 	}
 	if eventID != "" {
 		chosen++
@@ -162,6 +161,14 @@ func selectLetters(env *settings, cmd string) (selection, error) {
 		return selection{}, fmt.Errorf("%s:\n%w", cmd, err)
 	}
 	return sel, nil
+}
+
+// seqFlag reads --seq, a seq of LIVE_DLQ (0 when not given).
+func seqFlag(env *settings) (uint64, error) {
+	var seq uint64
+	r := env.flagReader()
+	r.Uint64("--seq", &seq, 1, math.MaxUint64)
+	return seq, r.Err()
 }
 
 // letters returns the selected dead letters.
@@ -191,11 +198,10 @@ func runDLQList(ctx context.Context, env *settings) error {
 		}
 		filter = wire.DLQSubjectPrefix + e + ".>"
 	}
-	limit, err := strconv.Atoi(env.Flag("limit"))
-	if err != nil || limit < 0 {
-		errs = append(errs, fmt.Errorf("--limit=%q: want a count, 0 for all", env.Flag("limit")))
-	}
-	if err := errors.Join(errs...); err != nil {
+	flags := env.flagReader()
+	limit := 0 // all
+	flags.Int("--limit", &limit, 0, math.MaxInt32)
+	if err := errors.Join(append(errs, flags.Err())...); err != nil {
 		return fmt.Errorf("dlq list:\n%w", err)
 	}
 	d, err := openDLQ(ctx, env, "dlq")
@@ -216,9 +222,12 @@ func runDLQList(ctx context.Context, env *settings) error {
 
 // runDLQShow prints one dead letter with every header and its data.
 func runDLQShow(ctx context.Context, env *settings) error {
-	seq, err := strconv.ParseUint(env.Flag("seq"), 10, 64)
-	if err != nil || seq == 0 {
-		return fmt.Errorf("dlq show: --seq=%q: want the seq of a dead letter (see dlq list)", env.Flag("seq"))
+	seq, err := seqFlag(env)
+	if err == nil && seq == 0 {
+		err = errors.New("--seq is required: the seq of a dead letter (see dlq list)")
+	}
+	if err != nil {
+		return fmt.Errorf("dlq show: %w", err)
 	}
 	d, err := openDLQ(ctx, env, "dlq")
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/nostressplanner/liveupdates/env"
 )
 
 // envVar is one setting: an environment variable and, unless it is a
@@ -49,6 +51,16 @@ func (s *settings) Getenv(name string) string {
 		return *s.flags[name]
 	}
 	return s.getenv(name)
+}
+
+// reader reads the settings (a flag, else its variable) with the one
+// parser of every role's configuration.
+func (s *settings) reader() *env.Reader { return env.NewReader(s.Getenv) }
+
+// flagReader reads command-only flags (--limit, --seq) with the same
+// parser; its errors name the flag: --limit="x": want ...
+func (s *settings) flagReader() *env.Reader {
+	return env.NewReader(func(name string) string { return s.Flag(strings.TrimPrefix(name, "--")) })
 }
 
 // Flag returns a command-only flag's value.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -27,11 +27,10 @@ func runTail(ctx context.Context, env *settings) error {
 			errs = append(errs, fmt.Errorf("--type: %w", err))
 		}
 	}
-	limit, err := strconv.Atoi(env.Flag("limit"))
-	if err != nil || limit < 0 {
-		errs = append(errs, fmt.Errorf("--limit=%q: want a count, 0 for no limit", env.Flag("limit")))
-	}
-	if err := errors.Join(errs...); err != nil {
+	flags := env.flagReader()
+	limit := 0 // follow until interrupted
+	flags.Int("--limit", &limit, 0, math.MaxInt32)
+	if err := errors.Join(append(errs, flags.Err())...); err != nil {
 		return fmt.Errorf("tail:\n%w", err)
 	}
 	// tail follows: it outlives a NATS restart, as a role does.
