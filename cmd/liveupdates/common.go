@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
 	"github.com/nostressplanner/liveupdates/env"
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/stream"
 )
 
@@ -52,25 +52,20 @@ func httpAddr(getenv func(string) string) string {
 // there yet (a role may start before the cluster). A conflicting stream is
 // not retried: it needs an operator.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg stream.Config, log logrus.FieldLogger) error {
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	name := cfg.WithDefaults().Name
+	err := retry.Do(ctx, retry.New(100*time.Millisecond, 5*time.Second), log, "stream not ready, retrying", func(ctx context.Context) error {
 		_, changes, err := stream.Ensure(ctx, js, cfg)
-		if err == nil {
-			for _, c := range changes {
-				log.WithFields(logrus.Fields{"stream": cfg.WithDefaults().Name, "field": c.Field, "old": c.Old, "new": c.New}).
-					Warn("stream limit updated to match configuration")
-			}
-			return nil
-		}
 		if errors.Is(err, stream.ErrConflict) {
-			return err
+			return retry.Permanent(err)
 		}
-		log.WithError(err).WithField("attempt", attempt).Warn("stream not ready, retrying")
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("ensure stream: %w", context.Cause(ctx))
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		for _, c := range changes {
+			log.WithFields(logrus.Fields{"stream": name, "field": c.Field, "old": c.Old, "new": c.New}).
+				Warn("stream limit updated to match configuration")
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", name, err)
 	}
+	return nil
 }

@@ -82,8 +82,9 @@ func (r *role) server(env *settings, mount func(mux *http.ServeMux), beforeDrain
 	}
 }
 
-// runEnsure ensures the stream in the background: the HTTP server (and
-// /healthz) is up at once, /readyz waits for the stream.
+// ensure ensures the stream, retrying while NATS is not there yet; run in
+// the background, so the HTTP server (and /healthz) is up at once and
+// /readyz waits for the stream.
 func (r *role) ensure(ctx context.Context) error {
 	return ensureStream(ctx, r.js, r.stream, r.log.WithField("component", "stream"))
 }
