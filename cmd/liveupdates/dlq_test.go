@@ -249,8 +249,8 @@ func TestStatusShowsStreamConsumersAndDeadLetters(t *testing.T) {
 	}
 	if rep.Stream.Name != wire.StreamName || rep.Stream.Messages != 5 || rep.Stream.LastSeq != 5 ||
 		len(rep.Consumers) != 1 || rep.Consumers[0].Name != relay.Consumer || rep.Consumers[0].Pending != 5 ||
-		rep.DeadLetters == nil || rep.DeadLetters.Messages != 1 {
-		t.Fatalf("status = %+v, want 5 changes, the relay consumer 5 behind, and 1 dead letter", rep)
+		rep.DeadLetters == nil || rep.DeadLetters.Messages != 1 || len(rep.Partitions) != 0 {
+		t.Fatalf("status = %+v, want 5 changes, the relay consumer 5 behind, 1 dead letter and no partitions", rep)
 	}
 	out, err = f.run(t, "", "status")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -318,5 +319,36 @@ func TestThePartitionedRelayRunsAsTheRelayUser(t *testing.T) {
 		if err != nil {
 			t.Errorf("bucket %s: %v", b, err)
 		}
+	}
+	// status shows who holds each partition, and how long ago it renewed.
+	operator := envOf(map[string]string{"LIVE_NATS_URL": ns.URL(), "LIVE_NATS_USER": "operator", "LIVE_NATS_PASSWORD": users.passwords["operator"]})
+	var text string
+	testutil.EventuallyErr(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		var out, textOut syncBuffer
+		if err := run(ctx, []string{"status", "--json"}, operator, &out, io.Discard); err != nil {
+			return err
+		}
+		var rep statusReport
+		if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+			return fmt.Errorf("status --json printed %q: %w", out.String(), err)
+		}
+		if len(rep.Partitions) != 4 {
+			return fmt.Errorf("status shows partitions %+v, want the 4 of LIVE_RELAY_PARTITIONS", rep.Partitions)
+		}
+		for _, p := range rep.Partitions {
+			if age, err := time.ParseDuration(p.Age); p.Owner == "" || err != nil || age > time.Minute {
+				return fmt.Errorf("status shows partition %+v, want an owner that renewed its lease lately", p)
+			}
+		}
+		if err := run(ctx, []string{"status"}, operator, &textOut, io.Discard); err != nil {
+			return err
+		}
+		text = textOut.String()
+		return nil
+	})
+	if !regexp.MustCompile(`partition +3: owner \S+ \(renewed \S+ ago\)`).MatchString(text) {
+		t.Errorf("status does not name partition 3's owner:\n%s", text)
 	}
 }

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nostressplanner/liveupdates/relay"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -21,6 +24,26 @@ type statusReport struct {
 	Consumers   []consumerStatus `json:"consumers"`
 	Ephemeral   int              `json:"ephemeralConsumers"` // pollers' and tails' ordered consumers
 	DeadLetters *streamStatus    `json:"deadLetters"`        // nil: LIVE_DLQ not created yet
+	// Partitions are the partitioned relay's leases (LIVE_RELAY_PARTITIONS);
+	// none when no relay ever ran partitioned.
+	Partitions []partitionStatus `json:"partitions,omitempty"`
+}
+
+// partitionStatus is one partition of the partitioned relay: who sends it,
+// and how far Pusher has it.
+type partitionStatus struct {
+	Partition int `json:"partition"`
+	// Owner is the relay replica holding the lease; empty when none does
+	// (the lease expired or was released, and no replica took it yet).
+	Owner string `json:"owner,omitempty"`
+	// Age is how long ago the owner last renewed the lease, as a Go
+	// duration; a lease renewed longer ago than LIVE_RELAY_LEASE_TTL is
+	// about to pass to another replica.
+	Age string `json:"age,omitempty"`
+	// Checkpoint is the seq up to which Pusher has every change of the
+	// partition; Behind the changes the stream holds after it.
+	Checkpoint uint64 `json:"checkpoint"`
+	Behind     uint64 `json:"behind"`
 }
 
 type streamStatus struct {
@@ -132,7 +155,91 @@ func gatherStatus(ctx context.Context, js jetstream.JetStream) (statusReport, er
 		s := newStreamStatus(info)
 		rep.DeadLetters = &s
 	}
-	return rep, nil
+	rep.Partitions, err = readPartitions(ctx, js, rep.Stream)
+	return rep, err
+}
+
+// readPartitions reads the partitioned relay's leases and checkpoints from
+// its KV buckets (relay.LeaseBucket: key p<N>, the owner's id, renewed by
+// an update; relay.CheckpointBucket: key p<N>, a seq in decimal), as
+// relay/partition.go writes them. None when the buckets do not exist.
+//
+// TODO(issue 11): relay.Leases reads the same for the relay's readiness;
+// use it here once it is on main.
+func readPartitions(ctx context.Context, js jetstream.JetStream, events streamStatus) ([]partitionStatus, error) {
+	owners, err := readBucket(ctx, js, relay.LeaseBucket)
+	if err != nil || owners == nil {
+		return nil, err
+	}
+	checkpoints, err := readBucket(ctx, js, relay.CheckpointBucket)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, m := range []map[string]jetstream.KeyValueEntry{owners, checkpoints} {
+		for k := range m {
+			if p, ok := partitionOfKey(k); ok {
+				n = max(n, p+1)
+			}
+		}
+	}
+	now := time.Now()
+	out := make([]partitionStatus, n)
+	for p := range out {
+		ps := partitionStatus{Partition: p}
+		key := "p" + strconv.Itoa(p)
+		if e, ok := owners[key]; ok {
+			ps.Owner, ps.Age = string(e.Value()), max(now.Sub(e.Created()), 0).Round(time.Millisecond).String()
+		}
+		if e, ok := checkpoints[key]; ok {
+			ps.Checkpoint, _ = strconv.ParseUint(string(e.Value()), 10, 64)
+		}
+		// Changes before the stream's first seq are gone: nothing to send.
+		if floor := max(ps.Checkpoint, events.FirstSeq-min(events.FirstSeq, 1)); events.LastSeq > floor {
+			ps.Behind = events.LastSeq - floor
+		}
+		out[p] = ps
+	}
+	return out, nil
+}
+
+// readBucket returns every key of a KV bucket with its entry, or nil when
+// the bucket does not exist.
+func readBucket(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]jetstream.KeyValueEntry, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", bucket, err)
+	}
+	out := map[string]jetstream.KeyValueEntry{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired or released meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s %s: %w", bucket, k, err)
+		}
+		out[k] = e
+	}
+	return out, nil
+}
+
+// partitionOfKey reads a partition number from a lease or checkpoint key
+// (the lease bucket also holds the replicas' m.<id> keys).
+func partitionOfKey(k string) (int, bool) {
+	rest, ok := strings.CutPrefix(k, "p")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(rest)
+	return p, err == nil && p >= 0
 }
 
 func newStreamStatus(info *jetstream.StreamInfo) streamStatus {
@@ -183,6 +290,13 @@ func printStatus(w io.Writer, rep statusReport) error {
 			line += ", pinned " + strings.Join(c.PinnedClients, " ")
 		}
 		fmt.Fprintf(tw, "consumer\t%s\n", line)
+	}
+	for _, p := range rep.Partitions {
+		owner := "no owner (waits for a replica to take its lease)"
+		if p.Owner != "" {
+			owner = fmt.Sprintf("owner %s (renewed %s ago)", p.Owner, p.Age)
+		}
+		fmt.Fprintf(tw, "partition\t%d: %s, checkpoint seq %d, behind %d\n", p.Partition, owner, p.Checkpoint, p.Behind)
 	}
 	fmt.Fprintf(tw, "readers\t%d ephemeral consumers (pollers, tails)\n", rep.Ephemeral)
 	if d := rep.DeadLetters; d == nil {
