@@ -95,26 +95,36 @@ func (d *demo) publish(w http.ResponseWriter, r *http.Request) {
 	// No socket id: the page that publishes sees its own change too, as a
 	// second tab does.
 	res, err := d.pub.Publish(r.Context(), producer.Change{EventID: r.PathValue("eventId"), Type: body.Type, Data: body.Data, ID: body.ID})
-	var ie *wire.InputError
-	switch {
-	case err == nil:
-	case errors.Is(err, producer.ErrConflict) && errors.As(err, &ie):
-		// The id was stored with another type or data, as the API answers.
-		wire.WriteError(w, http.StatusConflict, ie.Code, ie.Msg)
-		return
-	case errors.As(err, &ie):
-		wire.WriteError(w, http.StatusBadRequest, ie.Code, ie.Msg)
-		return
-	case errors.Is(err, producer.ErrTooLarge):
-		wire.WriteError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, err.Error())
-		return
-	default:
-		d.log.WithError(err).Warn("demo publish failed")
-		w.Header().Set("Retry-After", "1")
-		wire.WriteError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "the change was not stored; retry")
+	if err != nil {
+		status, code, msg := demoAnswer(err)
+		if status >= 500 {
+			d.log.WithError(err).Warn("demo publish failed")
+			w.Header().Set("Retry-After", "1")
+		}
+		wire.WriteError(w, status, code, msg)
 		return
 	}
 	writeDemoJSON(w, http.StatusAccepted, map[string]any{"id": res.ID, "seq": res.Seq})
+}
+
+// demoAnswer maps a publish error to the status, wire code and message the
+// ingest API answers it with (producer's API keeps its own mapping
+// unexported), so the page sees the API's contract: 409 for an id stored
+// with other content, 400 for bad input, 413 for data over the limit, and
+// 503 for anything else, since the demo's only other failure is NATS not
+// storing the change in time.
+func demoAnswer(err error) (status int, code, msg string) {
+	var ie *wire.InputError
+	switch {
+	case errors.Is(err, producer.ErrConflict) && errors.As(err, &ie):
+		return http.StatusConflict, ie.Code, ie.Msg
+	case errors.As(err, &ie):
+		return http.StatusBadRequest, ie.Code, ie.Msg
+	case errors.Is(err, producer.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, err.Error()
+	default:
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, "the change was not stored; retry"
+	}
 }
 
 func (d *demo) token(w http.ResponseWriter, r *http.Request) {
