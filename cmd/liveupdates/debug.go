@@ -16,11 +16,6 @@ import (
 // only.
 const debugAddrVar = "LIVE_DEBUG_ADDR"
 
-func debugVars() []envVar {
-	return []envVar{{Name: debugAddrVar, Default: "off",
-		Help: "address of an opt-in debug server with /debug/pprof/ (off when empty; must differ from LIVE_HTTP_ADDR; keep it private)"}}
-}
-
 // startDebug starts the debug server when LIVE_DEBUG_ADDR is set, for any
 // command that lists the variable, and returns what stops it. It listens
 // before returning, so a taken or refused address fails the command at once.

@@ -54,12 +54,12 @@ func commands() []command {
 		{"relay", "forward changes from JetStream to Pusher", relayVars(), runRelay},
 		{"poller", "answer polling, long-polling and SSE clients from memory", pollerVars(), runPoller},
 		{"publish", "publish one change (to NATS, or through the API with --api-url)", publishVars(), runPublish},
-		{"tail", "print envelopes of one eventId as they are stored", tailVars(), runTail},
+		{"tail", "print envelopes of one eventId as they are stored", natsVars(), runTail},
 		{"dlq list", "list the dead letters in LIVE_DLQ, one JSON line each", natsVars(), runDLQList},
 		{"dlq show", "print one dead letter with its headers and data", natsVars(), runDLQShow},
 		{"dlq replay", "publish dead letters to LIVE_EVENTS again, with their original id", natsVars(), runDLQReplay},
 		{"dlq purge", "delete dead letters (asks first, unless --yes)", natsVars(), runDLQPurge},
-		{"status", "the stream, its consumers (lag, pending) and the dead letters", natsVars(), runStatus},
+		{"status", "the stream, its consumers (lag, pending), the relay's partitions and the dead letters", natsVars(), runStatus},
 	}
 }
 

@@ -21,6 +21,8 @@ type envVar struct {
 	// only: a process's arguments are readable by every local user (ps,
 	// /proc/<pid>/cmdline), so a flag would publish the secret.
 	Secret bool
+	// readers are the commands that read it (vars.go).
+	readers readers
 }
 
 // flagName turns LIVE_NATS_URL into nats-url and PUSHER_APP_ID into
