@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -59,4 +60,56 @@ func TestHTTPMetricsCountByPatternCodeAndHijack(t *testing.T) {
 		}
 	}
 	testutil.CollectAndLint(t, reg, "liveupdates_api_")
+}
+
+// TestHTTPMetricsKeepTheResponseControllerWorking: the poller parks
+// long-polls with http.NewResponseController(w).Hijack() and bounds SSE
+// writes with SetWriteDeadline, the API bounds bodies with SetReadDeadline;
+// through the middleware each must still reach the connection, and a
+// hijack through the controller must count as hijacked.
+func TestHTTPMetricsKeepTheResponseControllerWorking(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewHTTPMetrics(reg, "poller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	m.HandleFunc(mux, "GET /sse", func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Errorf("SetReadDeadline: %v", err)
+		}
+		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Errorf("SetWriteDeadline: %v", err)
+		}
+		w.WriteHeader(http.StatusAccepted)
+		if err := rc.Flush(); err != nil {
+			t.Errorf("Flush: %v", err)
+		}
+	})
+	m.HandleFunc(mux, "GET /park", func(w http.ResponseWriter, r *http.Request) {
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		_, _ = rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+		_ = rw.Flush()
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, p := range []string{"/sse", "/park"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatalf("GET %s: %v", p, err)
+		}
+		resp.Body.Close()
+	}
+	for _, c := range []struct{ route, code string }{{"GET /sse", "202"}, {"GET /park", CodeHijacked}} {
+		if got := testutil.MetricSum(t, reg, "liveupdates_poller_http_requests_total", "route", c.route, "code", c.code); got != 1 {
+			t.Errorf("requests{route=%q,code=%s}=%v, want 1", c.route, c.code, got)
+		}
+	}
 }
