@@ -4,28 +4,21 @@ import (
 	"context"
 	"fmt"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/nostressplanner/liveupdates/producer"
 )
 
 // runAPI serves the ingest API. It needs at least one API key.
 func runAPI(ctx context.Context, env *settings) error {
 	cfg, cfgErr := producer.LoadAPIConfig(env.Getenv)
-	r, err := newRole(env, "api", cfgErr)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	api, err := newIngest(r, cfg)
-	if err != nil {
-		return err
-	}
-	srv := r.server(env, api.Register, nil)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.ensure(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	return g.Wait()
+	return runRole(ctx, env, "api", cfgErr, func(r *role) (roleParts, error) {
+		api, err := newIngest(r, cfg)
+		if err != nil {
+			return roleParts{}, err
+		}
+		// The stream is ensured in the background: the HTTP server (and
+		// /healthz) is up at once, /readyz waits for the stream.
+		return roleParts{run: r.ensure, mount: api.Register}, nil
+	})
 }
 
 // newIngest wires the producer library and its HTTP API on a role.

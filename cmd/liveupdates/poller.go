@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/nostressplanner/liveupdates/client"
 	"github.com/nostressplanner/liveupdates/poller"
 )
@@ -13,20 +11,13 @@ import (
 // runPoller answers polling clients from memory.
 func runPoller(ctx context.Context, env *settings) error {
 	cfg, cfgErr := poller.LoadConfig(env.Getenv)
-	r, err := newRole(env, "poller", cfgErr)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	p, err := newPoller(r, cfg)
-	if err != nil {
-		return err
-	}
-	srv := r.server(env, p.Register, p.Drain)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.Run(gctx) })
-	g.Go(func() error { return srv.Run(gctx) })
-	return g.Wait()
+	return runRole(ctx, env, "poller", cfgErr, func(r *role) (roleParts, error) {
+		p, err := newPoller(r, cfg)
+		if err != nil {
+			return roleParts{}, err
+		}
+		return roleParts{run: p.Run, mount: p.Register, drain: p.Drain}, nil
+	})
 }
 
 func newPoller(r *role, cfg poller.Config) (*poller.Poller, error) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/nostressplanner/liveupdates/relay"
 )
 
@@ -17,27 +15,20 @@ func runRelay(ctx context.Context, env *settings) error {
 	if cfgErr == nil && !cfg.PusherEnabled() {
 		cfgErr = errors.New("pusher credentials are not set (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, and PUSHER_CLUSTER or PUSHER_HOST): the relay has nothing to send to; clients keep working through the poller")
 	}
-	r, err := newRole(env, "relay", cfgErr)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	rl, err := newRelay(r, cfg)
-	if err != nil {
-		return err
-	}
-	srv := r.server(env, nil, nil)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		// The relay creates its streams itself but gives up when NATS is
-		// not there yet; wait for it here so a relay may start first.
-		if err := r.ensure(gctx); err != nil {
-			return err
+	return runRole(ctx, env, "relay", cfgErr, func(r *role) (roleParts, error) {
+		rl, err := newRelay(r, cfg)
+		if err != nil {
+			return roleParts{}, err
 		}
-		return rl.Run(gctx)
+		return roleParts{run: func(ctx context.Context) error {
+			// The relay creates its streams itself but gives up when NATS
+			// is not there yet; wait for it here so a relay may start first.
+			if err := r.ensure(ctx); err != nil {
+				return err
+			}
+			return rl.Run(ctx)
+		}}, nil
 	})
-	g.Go(func() error { return srv.Run(gctx) })
-	return g.Wait()
 }
 
 func newRelay(r *role, cfg relay.Config) (*relay.Relay, error) {

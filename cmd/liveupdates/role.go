@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nostressplanner/liveupdates/ops"
 	"github.com/nostressplanner/liveupdates/stream"
@@ -80,6 +81,38 @@ func (r *role) server(env *settings, mount func(mux *http.ServeMux), beforeDrain
 		AdminAddr:    metricsAddr,
 		AdminHandler: ops.Mux(r.reg, r.checks),
 	}
+}
+
+// roleParts are what a role adds to the process: its work (run until ctx
+// ends), its routes (mount) and what to do before the HTTP server drains
+// (drain); each may be nil.
+type roleParts struct {
+	run   func(ctx context.Context) error
+	mount func(mux *http.ServeMux)
+	drain func()
+}
+
+// runRole runs one role in its own process: its settings checked together
+// with the common ones (cfgErr is the role's own configuration error), its
+// NATS connection, its parts built by build, and its HTTP server, until ctx
+// ends or one of them fails.
+func runRole(ctx context.Context, env *settings, name string, cfgErr error, build func(r *role) (roleParts, error)) error {
+	r, err := newRole(env, name, cfgErr)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	parts, err := build(r)
+	if err != nil {
+		return err
+	}
+	srv := r.server(env, parts.mount, parts.drain)
+	g, gctx := errgroup.WithContext(ctx)
+	if parts.run != nil {
+		g.Go(func() error { return parts.run(gctx) })
+	}
+	g.Go(func() error { return srv.Run(gctx) })
+	return g.Wait()
 }
 
 // ensure ensures the stream, retrying while NATS is not there yet; run in
