@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -145,6 +146,38 @@ type Publisher struct {
 	// pubOpts turns off the client's own no-responders retry (250ms, twice):
 	// ours backs off shorter and honours the caller's deadline.
 	pubOpts []jetstream.PublishOpt
+	// moved is when unstick last moved the connection to another server
+	// (unix nanoseconds).
+	moved atomic.Int64
+}
+
+// moveEvery bounds how often unstick moves the connection.
+const moveEvery = 5 * time.Second
+
+// unstick moves the NATS connection to the next server of its pool; calls
+// do it after their second failed attempt. A node cut off from its peers
+// keeps its client connections up while nothing sent to it can be stored:
+// its stream leader cannot commit, and once it steps down nothing on that
+// side of the cut answers. The client's own reconnect never fires then (the
+// cluster suite: an api on the cut-off leader answered 503 for the whole
+// 15 s partition, while the two other nodes elected a leader within 5 s).
+// During an ordinary election the move is harmless (in-flight requests are
+// retried with their ids), so it is not worth telling the two apart; at
+// most once per moveEvery per publisher, so a cluster without quorum is
+// not hammered with reconnects, and never with a single server, where it
+// would only reconnect to the same node.
+func (p *Publisher) unstick() {
+	if p.conn == nil || !p.conn.IsConnected() || len(p.conn.Servers()) < 2 {
+		return // a reconnect is under way, or there is nowhere else to go
+	}
+	now := time.Now().UnixNano()
+	last := p.moved.Load()
+	if now-last < int64(moveEvery) || !p.moved.CompareAndSwap(last, now) {
+		return
+	}
+	// An error means the connection closed or began reconnecting
+	// meanwhile: either way the next attempt finds out.
+	_ = p.conn.ForceReconnect()
 }
 
 // NewPublisher returns a Publisher on js. It does no I/O.
@@ -279,15 +312,19 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 		ctx, cancel := context.WithDeadline(ctx, p.deadline(ctx))
 		defer cancel()
 		b := p.newBackoff()
-		for {
-			pending = p.sendWindow(ctx, pending, msgs, res)
+		causes := make([]error, len(msgs))
+		for round := 1; ; round++ {
+			pending = p.sendWindow(ctx, pending, msgs, res, causes)
 			if len(pending) == 0 || !b.wait(ctx, time.Time{}) {
 				break
+			}
+			if round >= 2 {
+				p.unstick()
 			}
 			p.opts.Metrics.retried(len(pending))
 		}
 		for _, i := range pending {
-			res[i].Err = p.classify(msgs[i].Subject, res[i].Err)
+			res[i].Err = p.classify(msgs[i].Subject, explain(res[i].Err, causes[i]))
 		}
 	}
 	for i := range res {
@@ -299,14 +336,16 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 
 // inflight is one asynchronous publish awaiting its ack.
 type inflight struct {
-	i int
-	f jetstream.PubAckFuture
+	i    int
+	f    jetstream.PubAckFuture
+	sent time.Time
 }
 
 // sendWindow publishes msgs[idx...] asynchronously, keeping at most
 // MaxInFlight unacknowledged, and fills res. It returns the indexes that
-// failed transiently (their res Err holds the last error).
-func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult) []int {
+// failed transiently (their res Err holds the last error, causes the last
+// informative one, see explain).
+func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error) []int {
 	var retry []int
 	settle := func(i int, ack *jetstream.PubAck, err error) {
 		if err == nil {
@@ -324,6 +363,9 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			res[i].Seq, res[i].Duplicate = ack.Sequence, ack.Duplicate
 		case isTransient(err):
 			res[i].Err = err
+			if !uninformative(err) {
+				causes[i] = err
+			}
 			retry = append(retry, i)
 		default:
 			res[i].Err = p.classify(msgs[i].Subject, err)
@@ -338,11 +380,19 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			return
 		default:
 		}
+		// An ack is awaited as long as a synchronous attempt would be:
+		// a node that takes messages but cannot store them (cut off from
+		// its peers) never answers, and waiting out the whole call would
+		// leave no time for a retry elsewhere.
+		t := time.NewTimer(p.opts.AttemptTimeout - time.Since(fl.sent))
+		defer t.Stop()
 		select {
 		case ack := <-fl.f.Ok():
 			settle(fl.i, ack, nil)
 		case err := <-fl.f.Err():
 			settle(fl.i, nil, err)
+		case <-t.C:
+			settle(fl.i, nil, fmt.Errorf("no ack within %v: %w", p.opts.AttemptTimeout, jetstream.ErrAsyncPublishTimeout))
 		case <-ctx.Done():
 			settle(fl.i, nil, ctx.Err())
 		}
@@ -364,7 +414,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			settle(i, nil, err)
 			continue
 		}
-		q = append(q, inflight{i: i, f: f})
+		q = append(q, inflight{i: i, f: f, sent: time.Now()})
 		if len(q)-head >= window {
 			await(q[head])
 			head++
@@ -383,23 +433,42 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
 	var cause error
-	for {
+	for attempts := 1; ; attempts++ {
 		ack, err := p.attempt(ctx, m, deadline)
 		if err == nil {
 			return ack, nil
 		}
-		if errors.Is(err, context.DeadlineExceeded) && cause != nil {
-			// The deadline cut the last attempt short; what failed the
-			// attempts before it (no stream, no quorum) is the reason.
-			err = fmt.Errorf("%w; before that: %w", err, cause)
-		} else if !errors.Is(err, context.DeadlineExceeded) {
+		if !uninformative(err) {
 			cause = err
 		}
 		if !isTransient(err) || !b.wait(ctx, deadline) {
-			return nil, err
+			return nil, explain(err, cause)
+		}
+		if attempts >= 2 {
+			p.unstick()
 		}
 		p.opts.Metrics.retried(1)
 	}
+}
+
+// uninformative reports whether err says only that an attempt was cut
+// short (the deadline) or found the connection moving (a reconnect,
+// unstick's own included), not why JetStream did not store the change.
+func uninformative(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, errNotConnected) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// explain is a call's last error, also wrapping cause (the last error that
+// said why an attempt failed, such as no stream or no quorum) when the last
+// error alone does not say it: that is the reason a caller should see.
+func explain(err, cause error) error {
+	if cause == nil || !uninformative(err) {
+		return err
+	}
+	return fmt.Errorf("%w; before that: %w", err, cause)
 }
 
 func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {

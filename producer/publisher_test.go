@@ -584,3 +584,94 @@ func TestPublishReadsADuplicateBackFromTheLeaderNotByDirectGet(t *testing.T) {
 		t.Fatalf("%d STREAM.MSG.GET requests, want the read-back to ask the leader", n)
 	}
 }
+
+// A connection can stay up to a server that stores nothing: a NATS node cut
+// off from its peers (its stream leader cannot commit; after it steps down
+// nothing on its side answers), which the client never leaves by itself.
+// The publisher moves to the next server of its pool and stores the change
+// there, within the call. Two unclustered servers stand for the two sides:
+// "stuck" has no stream (no responders) or takes every message without an
+// ack (a leader that cannot commit); "healthy" has the stream.
+func TestPublishLeavesAServerThatCannotStore(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		silent bool
+	}{
+		{"no stream answers", false},
+		{"messages are taken but never acknowledged", true},
+	} {
+		for _, batch := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/batch=%v", tc.name, batch), func(t *testing.T) {
+				t.Parallel()
+				stuck := testutil.RunJetStream(t)
+				if tc.silent {
+					if _, err := stuck.Conn(t).Subscribe(wire.SubjectPrefix+">", func(*nats.Msg) {}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				healthy, hjs := newStream(t)
+				p := NewPublisher(twoServerJS(t, stuck, healthy), Options{AttemptTimeout: time.Second})
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				cs := []Change{{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "a"}}
+				if batch {
+					cs = append(cs, Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`2`), ID: "b"})
+					for i, r := range p.PublishBatch(ctx, cs) {
+						if r.Err != nil {
+							t.Fatalf("PublishBatch()[%d]=%v, want stored on the healthy server", i, r.Err)
+						}
+					}
+				} else if _, err := p.Publish(ctx, cs[0]); err != nil {
+					t.Fatalf("Publish()=%v, want stored on the healthy server", err)
+				}
+				if got := len(testutil.ReadAll(t, hjs, wire.StreamName)); got != len(cs) {
+					t.Fatalf("the healthy server stored %d changes, want %d", got, len(cs))
+				}
+			})
+		}
+	}
+}
+
+// When the connection goes away after attempts failed for a reason (no
+// stream), the error still carries that reason, not only "not connected":
+// unstick's own reconnect must not hide why nothing was stored.
+func TestPublishKeepsTheReasonAcrossADisconnect(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	p := NewPublisher(srv.JS(t), Options{Metrics: NewMetrics(prometheus.NewRegistry())})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := p.Publish(ctx, Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "x1"})
+		done <- err
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(p.opts.Metrics.retries) >= 2
+	}, "publish did not retry")
+	srv.Stop()
+	err := <-done
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Publish()=%v, want ErrUnavailable wrapping no stream response", err)
+	}
+}
+
+// twoServerJS connects to first, then (when it moves) second, in that order.
+func twoServerJS(t *testing.T, first, second *testutil.JetStream) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(first.URL()+","+second.URL(), nats.DontRandomize(),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if got := nc.ConnectedUrl(); got != first.URL() {
+		t.Fatalf("connected to %s, want %s first", got, first.URL())
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
