@@ -9,6 +9,7 @@ import (
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fixedNow is the clock of tests that compare Live-At.
@@ -46,4 +47,14 @@ func stored(t testing.TB, js jetstream.JetStream) ([]wire.Envelope, []string) {
 		sockets = append(sockets, sock)
 	}
 	return envs, sockets
+}
+
+// newMetrics builds the producer metrics on reg.
+func newMetrics(t testing.TB, reg prometheus.Registerer) *Metrics {
+	t.Helper()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatalf("NewMetrics()=%v", err)
+	}
+	return m
 }

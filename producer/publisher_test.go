@@ -141,27 +141,6 @@ func TestPublishRejectsBadInputWithTheRightKindAndCode(t *testing.T) {
 	})
 }
 
-func TestValidateSocketIDAcceptsOnlyPusherSocketIDs(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"123.456", true}, {"1.2", true}, {"0.0", true},
-		{"", false}, {"123", false}, {".5", false}, {"5.", false}, {"1.2.3", false},
-		{"a.1", false}, {"1.a", false}, {" 1.2", false}, {"1.2\n", false}, {"-1.2", false},
-		{strings.Repeat("1", 40) + "." + strings.Repeat("2", 40), false},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%q", tt.in), func(t *testing.T) {
-			t.Parallel()
-			if got := ValidateSocketID(tt.in) == nil; got != tt.want {
-				t.Fatalf("ValidateSocketID(%q) ok=%v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestPublishWithoutAStreamIsUnavailableWithinTheDeadline(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
@@ -187,7 +166,7 @@ func TestPublishRetriesUntilTheStreamAnswers(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
 	type outcome struct {
 		res Result
 		err error
@@ -341,7 +320,7 @@ func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	t.Parallel()
 	_, js := newStream(t)
 	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "m1"}
 	for range 2 {
 		if _, err := p.Publish(t.Context(), c); err != nil {
@@ -365,11 +344,27 @@ func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	testutil.CollectAndLint(t, reg, "liveupdates_producer_")
 }
 
+// Registering the metrics twice on one registry is an error to return, not
+// a panic that takes a process down over its wiring.
+func TestNewMetricsTwiceOnOneRegistryIsAnError(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatalf("NewMetrics()=%v", err)
+	}
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("NewMetrics() again on the same registry=(%v, %v), want an error", m, err)
+	}
+	if _, err := NewMetrics(nil); err != nil {
+		t.Fatalf("NewMetrics(nil)=%v, want nil (registers nothing)", err)
+	}
+}
+
 func TestPublishRidesOutAShortOutageWithinItsDeadline(t *testing.T) {
 	t.Parallel()
 	srv, js := newStream(t)
 	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
 	srv.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -639,7 +634,7 @@ func TestPublishLeavesAServerThatCannotStore(t *testing.T) {
 func TestPublishKeepsTheReasonAcrossADisconnect(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
-	p := NewPublisher(srv.JS(t), Options{Metrics: NewMetrics(prometheus.NewRegistry())})
+	p := NewPublisher(srv.JS(t), Options{Metrics: newMetrics(t, prometheus.NewRegistry())})
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
