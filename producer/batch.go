@@ -21,34 +21,35 @@ import (
 // ctx ends. Changes stored on a retry may get a seq after later changes of
 // the same batch.
 func (p *Publisher) PublishBatch(ctx context.Context, cs []Change) []BatchResult {
-	start := time.Now()
-	now := p.opts.Now()
-	at := wire.FormatAt(now)
-	res := make([]BatchResult, len(cs))
-	msgs := make([]*nats.Msg, len(cs))
-	for i, c := range cs {
-		data, id, err := p.check(c)
-		if err != nil {
-			res[i].ID, res[i].Err = id, err
-			continue
-		}
-		msgs[i] = buildMsg(c, data, now, at)
-		res[i].ID = msgs[i].Header[wire.HeaderID][0]
-	}
-	return p.sendBatch(ctx, start, cs, msgs, res)
+	return p.publishBatch(ctx, cs, false)
 }
 
 // publishChecked is PublishBatch for changes that already passed check,
 // with their data as check returned it: the ingest API checks a whole batch
 // before it publishes any of it, and does not pay for the checks twice.
 func (p *Publisher) publishChecked(ctx context.Context, cs []Change) []BatchResult {
+	return p.publishBatch(ctx, cs, true)
+}
+
+// publishBatch builds the messages of cs, checking each unless checked, and
+// sends those that are valid.
+func (p *Publisher) publishBatch(ctx context.Context, cs []Change, checked bool) []BatchResult {
 	start := time.Now()
 	now := p.opts.Now()
 	at := wire.FormatAt(now)
 	res := make([]BatchResult, len(cs))
 	msgs := make([]*nats.Msg, len(cs))
 	for i, c := range cs {
-		msgs[i] = buildMsg(c, c.Data, now, at)
+		data := []byte(c.Data)
+		if !checked {
+			var id string
+			var err error
+			if data, id, err = p.check(c); err != nil {
+				res[i].ID, res[i].Err = id, err
+				continue
+			}
+		}
+		msgs[i] = buildMsg(c, data, now, at)
 		res[i].ID = msgs[i].Header[wire.HeaderID][0]
 	}
 	return p.sendBatch(ctx, start, cs, msgs, res)

@@ -84,6 +84,31 @@ type Options struct {
 	PollSecret []byte
 }
 
+// withDefaults is the one source of the defaults documented on Options.
+// Every value is usable, so Options has nothing to validate: a zero or
+// negative field means its default.
+func (o Options) withDefaults() Options {
+	if o.MaxDataBytes <= 0 {
+		o.MaxDataBytes = 64 << 10
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 256
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 2 * time.Second
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 10 * time.Second
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = 20 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
 // maxBackoff is the longest wait between two attempts of one call.
 const maxBackoff = 500 * time.Millisecond
 
@@ -138,24 +163,7 @@ func (p *Publisher) unstick() {
 
 // NewPublisher returns a Publisher on js. It does no I/O.
 func NewPublisher(js jetstream.JetStream, opts Options) *Publisher {
-	if opts.MaxDataBytes <= 0 {
-		opts.MaxDataBytes = 64 << 10
-	}
-	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 256
-	}
-	if opts.AttemptTimeout <= 0 {
-		opts.AttemptTimeout = 2 * time.Second
-	}
-	if opts.MaxWait <= 0 {
-		opts.MaxWait = 10 * time.Second
-	}
-	if opts.RetryBackoff <= 0 {
-		opts.RetryBackoff = 20 * time.Millisecond
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts = opts.withDefaults()
 	// js's prefix already holds a domain, when one is set.
 	prefix := js.Options().APIPrefix
 	if prefix == "" {
