@@ -58,3 +58,20 @@ func newMetrics(t testing.TB, reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// meteredPublisher is a Publisher on js with its metrics on reg.
+func meteredPublisher(t testing.TB, js jetstream.JetStream) (p *Publisher, reg *prometheus.Registry) {
+	t.Helper()
+	reg = prometheus.NewRegistry()
+	return NewPublisher(js, Options{Metrics: newMetrics(t, reg)}), reg
+}
+
+// mustPublish publishes c with p and fails the test unless it is stored.
+func mustPublish(t testing.TB, p *Publisher, c Change) Result {
+	t.Helper()
+	res, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("Publish(%s %s id %q)=%v", c.EventID, c.Type, c.ID, err)
+	}
+	return res
+}

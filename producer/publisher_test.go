@@ -77,17 +77,11 @@ func TestPublishingTheSameIDTwiceStoresOneMessageAndAnswersTheSameSeq(t *testing
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("first Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	if _, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{}`), ID: "other"}); err != nil {
 		t.Fatalf("other Publish()=%v", err)
 	}
-	again, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("second Publish()=%v", err)
-	}
+	again := mustPublish(t, p, c)
 	if again.Seq != first.Seq || !again.Duplicate || first.Duplicate {
 		t.Fatalf("second Publish()=%+v, first %+v: want the first seq, flagged duplicate", again, first)
 	}
@@ -165,8 +159,7 @@ func TestPublishRetriesUntilTheStreamAnswers(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
+	p, _ := meteredPublisher(t, js)
 	type outcome struct {
 		res Result
 		err error
@@ -319,8 +312,7 @@ func TestMintPollTokenSignsATokenThePollerAccepts(t *testing.T) {
 func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	t.Parallel()
 	_, js := newStream(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
+	p, reg := meteredPublisher(t, js)
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "m1"}
 	for range 2 {
 		if _, err := p.Publish(t.Context(), c); err != nil {
@@ -363,8 +355,7 @@ func TestNewMetricsTwiceOnOneRegistryIsAnError(t *testing.T) {
 func TestPublishRidesOutAShortOutageWithinItsDeadline(t *testing.T) {
 	t.Parallel()
 	srv, js := newStream(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: newMetrics(t, reg)})
+	p, _ := meteredPublisher(t, js)
 	srv.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -435,10 +426,7 @@ func TestPublishTheSameIDWithOtherContentIsAConflict(t *testing.T) {
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	for _, other := range []Change{
 		{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":2}`), ID: "same"},
 		{EventID: "e1", Type: wire.TypePhaseChanged, Data: json.RawMessage(`{"n":1}`), ID: "same"},
@@ -494,10 +482,7 @@ func TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable(t *testing.T)
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "gone"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, wire.StreamName)
