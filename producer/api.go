@@ -184,14 +184,12 @@ func (a *API) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	switch {
-	case errors.Is(err, stream.ErrConflict):
+	if errors.Is(err, stream.ErrConflict) {
 		return fmt.Errorf("ingest api: ensure stream %s: %w", name, err)
-	case err != nil && ctx.Err() == nil:
-		return fmt.Errorf("ingest api: ensure stream %s: %w", name, err)
-	case err != nil:
-		return nil // cancelled before the stream was there
 	}
-	<-ctx.Done()
+	// Any other error is ctx's end, before the stream was there.
+	if err == nil {
+		<-ctx.Done()
+	}
 	return nil
 }
