@@ -391,7 +391,7 @@ func TestTheDashboardShowsMetricsTheRolesRegister(t *testing.T) {
 	// What the issue asks the dashboard to show.
 	for what, m := range map[string]string{
 		"publish rate":          "liveupdates_producer_changes_total",
-		"publish errors":        "liveupdates_api_requests_total",
+		"publish errors":        "liveupdates_api_http_requests_total",
 		"relay lag":             "liveupdates_relay_consumer_pending_messages",
 		"pusher status codes":   "liveupdates_relay_pusher_request_duration_seconds",
 		"dead letters":          "liveupdates_relay_dead_lettered_total",

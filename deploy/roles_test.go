@@ -147,7 +147,10 @@ func roleMetrics(t *testing.T) *describer {
 	t.Helper()
 	js := testutil.RunJetStream(t).JS(t)
 	d := &describer{names: map[string]bool{}, descs: map[string]string{}}
-	metrics := producer.NewMetrics(d)
+	metrics, err := producer.NewMetrics(d)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pub := producer.NewPublisher(js, producer.Options{Metrics: metrics})
 	if _, err := producer.NewAPI(producer.APIConfig{Keys: []string{"k"}}, producer.APIDeps{Publisher: pub, Registerer: d}); err != nil {
 		t.Fatal(err)

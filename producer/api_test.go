@@ -51,7 +51,7 @@ func newAPIEnv(t *testing.T, cfg APIConfig) *apiEnv {
 	clk := testutil.NewClock(fixedNow)
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
-	pub := NewPublisher(js, Options{Metrics: NewMetrics(reg), Now: clk.Now, PollSecret: []byte(pollSecret)})
+	pub := NewPublisher(js, Options{Metrics: newMetrics(t, reg), Now: clk.Now, PollSecret: []byte(pollSecret)})
 	api, err := NewAPI(cfg, APIDeps{Publisher: pub, Log: log, Registerer: reg, Now: clk.Now})
 	if err != nil {
 		t.Fatalf("NewAPI()=%v", err)
@@ -425,6 +425,8 @@ func TestAPIMetricsCountRequestsAndPassLint(t *testing.T) {
 	e.do(t, "POST", "/v1/events/e1/vote.updated", testKey, nil, `1`)
 	e.do(t, "POST", "/v1/events/e1/vote.updated", "", nil, `1`)
 	e.do(t, "POST", "/v1/publish", testKey, nil, `[{"eventId":"e1","type":"blocks.updated","data":1}]`)
+	e.do(t, "GET", "/v1/publish", testKey, nil, ``)
+	e.do(t, "POST", "/v1/nothing", testKey, nil, ``)
 	testutil.CollectAndLint(t, e.reg, "liveupdates_")
 	mfs, err := e.reg.Gather()
 	if err != nil {
@@ -432,7 +434,7 @@ func TestAPIMetricsCountRequestsAndPassLint(t *testing.T) {
 	}
 	counts := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "liveupdates_api_requests_total" {
+		if mf.GetName() != "liveupdates_api_http_requests_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -443,7 +445,13 @@ func TestAPIMetricsCountRequestsAndPassLint(t *testing.T) {
 			counts[key] = m.GetCounter().GetValue()
 		}
 	}
-	for _, want := range []string{"code=202 route=event ", "code=401 route=event ", "code=200 route=publish "} {
+	for _, want := range []string{
+		"code=202 route=POST /v1/events/{eventId}/{type} ",
+		"code=401 route=POST /v1/events/{eventId}/{type} ",
+		"code=200 route=POST /v1/publish ",
+		"code=405 route=/v1/publish ",
+		"code=404 route=/v1/ ",
+	} {
 		if counts[want] != 1 {
 			t.Fatalf("requests_total{%s}=%v, want 1 (all: %v)", want, counts[want], counts)
 		}

@@ -34,7 +34,7 @@ func FuzzAPIRequest(f *testing.F) {
 
 	_, js := newStream(f)
 	reg := prometheus.NewRegistry()
-	pub := NewPublisher(js, Options{Metrics: NewMetrics(reg), PollSecret: []byte(pollSecret)})
+	pub := NewPublisher(js, Options{Metrics: newMetrics(f, reg), PollSecret: []byte(pollSecret)})
 	api, err := NewAPI(APIConfig{Keys: []string{testKey}, Rate: 1e9, Burst: 1 << 30, PollSecret: []byte(pollSecret)},
 		APIDeps{Publisher: pub, Registerer: reg})
 	if err != nil {

@@ -177,42 +177,10 @@ func BenchmarkHTTPBatch(b *testing.B) {
 
 func benchHTTPBatch(b *testing.B, clients int) {
 	_, js := newStream(b)
-	p := NewPublisher(js, Options{})
-	api, err := NewAPI(APIConfig{Keys: []string{testKey}, Rate: 1e9, Burst: 1 << 30},
-		APIDeps{Publisher: p, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatalf("NewAPI: %v", err)
-	}
-	mux := http.NewServeMux()
-	api.Register(mux)
-	hs := httptest.NewServer(mux)
-	defer hs.Close()
-	tr := &http.Transport{MaxIdleConnsPerHost: clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-
+	post := benchAPI(b, js, clients)
 	item := `{"eventId":"e42","type":"vote.updated","data":` + string(benchData) + `}`
 	body := []byte("[" + strings.TrimSuffix(strings.Repeat(item+",", MaxBatchItems), ",") + "]")
-	post := func() error {
-		req, err := http.NewRequest(http.MethodPost, hs.URL+"/v1/publish", bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+testKey)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	}
-	if err := post(); err != nil { // warm up
+	if err := post("/v1/publish", body, http.StatusOK); err != nil { // warm up
 		b.Fatalf("warm-up POST: %v", err)
 	}
 	rawAsyncRate(b, js, 2000, 256)
@@ -224,7 +192,7 @@ func benchHTTPBatch(b *testing.B, clients int) {
 			var wg sync.WaitGroup
 			errs := make([]error, clients)
 			for c := range clients {
-				wg.Go(func() { errs[c] = post() })
+				wg.Go(func() { errs[c] = post("/v1/publish", body, http.StatusOK) })
 			}
 			wg.Wait()
 			for _, err := range errs {
@@ -239,6 +207,65 @@ func benchHTTPBatch(b *testing.B, clients int) {
 	b.ReportMetric(rate, "changes/s")
 	b.ReportMetric(raw, "raw_async_changes/s")
 	b.ReportMetric(rate/raw, "x_raw_async")
+}
+
+// BenchmarkHTTPEvent measures the hot path of the ingest API: one POST
+// /v1/events/{eventId}/{type} over loopback HTTP, stored by JetStream and
+// answered with the hand-written {"id","seq"} body.
+func BenchmarkHTTPEvent(b *testing.B) {
+	_, js := newStream(b)
+	post := benchAPI(b, js, 1)
+	if err := post("/v1/events/e42/vote.updated", benchData, http.StatusAccepted); err != nil { // warm up
+		b.Fatalf("warm-up POST: %v", err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := post("/v1/events/e42/vote.updated", benchData, http.StatusAccepted); err != nil {
+			b.Fatalf("POST /v1/events: %v", err)
+		}
+	}
+}
+
+// benchAPI serves the ingest API on js over loopback HTTP, unlimited in
+// rate, for up to clients concurrent clients, until b ends. post sends body
+// to path with the test key and returns an error unless the answer is want:
+// it is called from the clients' goroutines.
+func benchAPI(b *testing.B, js jetstream.JetStream, clients int) (post func(path string, body []byte, want int) error) {
+	b.Helper()
+	api, err := NewAPI(APIConfig{Keys: []string{testKey}, Rate: 1e9, Burst: 1 << 30},
+		APIDeps{Publisher: NewPublisher(js, Options{}), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatalf("NewAPI: %v", err)
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	hs := httptest.NewServer(mux)
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	b.Cleanup(func() {
+		tr.CloseIdleConnections()
+		hs.Close()
+	})
+	client := &http.Client{Transport: tr}
+	return func(path string, body []byte, want int) error {
+		req, err := http.NewRequest(http.MethodPost, hs.URL+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != want {
+			return fmt.Errorf("POST %s: status %d, want %d", path, resp.StatusCode, want)
+		}
+		return nil
+	}
 }
 
 // BenchmarkBatchPublishLevers measures the JetStream batch publish modes the

@@ -3,7 +3,7 @@ package producer
 import (
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 
@@ -48,73 +48,42 @@ type APIConfig struct {
 }
 
 // LoadAPIConfig reads the API's environment; every problem is reported at
-// once, each naming its variable.
+// once, each naming its variable. Unset variables leave their fields zero,
+// which means the defaults documented on APIConfig.
 //
 //	LIVE_API_KEYS               comma-separated bearer keys (required)
 //	LIVE_API_MAX_EVENT_BYTES    per-change data limit, default 64KiB
 //	LIVE_API_MAX_REQUEST_BYTES  per-request body limit, default 1MiB
 //	LIVE_API_RATE               changes per second per key, default 200
 //	LIVE_API_BURST              changes at once per key, default max(2*rate, 500)
-//	LIVE_API_PUBLISH_TIMEOUT    wait for JetStream per request, default 5s
+//	LIVE_API_PUBLISH_TIMEOUT    wait for JetStream per request, default 12s
 //	LIVE_POLL_SECRET            poll token secret (at least 16 bytes); unset turns /v1/tokens off
 func LoadAPIConfig(getenv func(string) string) (APIConfig, error) {
-	c := APIConfig{}
-	var errs []error
-	for k := range strings.SplitSeq(getenv("LIVE_API_KEYS"), ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			c.Keys = append(c.Keys, k)
+	var c APIConfig
+	r := env.NewReader(getenv)
+	if v, ok := r.Lookup("LIVE_API_KEYS"); ok {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				c.Keys = append(c.Keys, k)
+			}
 		}
 	}
-	size := func(name string, dst *int) {
-		v := getenv(name)
-		if v == "" {
-			return
-		}
-		n, err := env.ParseBytes(v)
-		if err != nil || n <= 0 || n > 1<<30 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive size up to 1GiB such as 64KiB", name, v))
-			return
-		}
-		*dst = int(n)
-	}
-	size("LIVE_API_MAX_EVENT_BYTES", &c.MaxEventBytes)
-	size("LIVE_API_MAX_REQUEST_BYTES", &c.MaxRequestBytes)
-	if v := getenv("LIVE_API_RATE"); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(r > 0) || r > 1e9 {
-			errs = append(errs, fmt.Errorf("LIVE_API_RATE=%q: want a positive number of changes per second", v))
-		} else {
-			c.Rate = r
-		}
-	}
-	if v := getenv("LIVE_API_BURST"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("LIVE_API_BURST=%q: want a positive whole number of changes", v))
-		} else {
-			c.Burst = n
-		}
-	}
-	if v := getenv("LIVE_API_PUBLISH_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("LIVE_API_PUBLISH_TIMEOUT=%q: want a positive duration such as 5s", v))
-		} else {
-			c.PublishTimeout = d
-		}
-	}
-	if v := getenv("LIVE_POLL_SECRET"); v != "" {
-		c.PollSecret = []byte(v)
-	}
-	// Fields that did not parse stayed zero, so validate sees their
+	r.IntBytes("LIVE_API_MAX_EVENT_BYTES", &c.MaxEventBytes, 1, 1<<30)
+	r.IntBytes("LIVE_API_MAX_REQUEST_BYTES", &c.MaxRequestBytes, 1, 1<<30)
+	r.Rate("LIVE_API_RATE", &c.Rate, math.SmallestNonzeroFloat64, 1e9)
+	r.Int("LIVE_API_BURST", &c.Burst, 1, 1<<30)
+	r.Duration("LIVE_API_PUBLISH_TIMEOUT", &c.PublishTimeout, time.Millisecond, time.Hour)
+	r.Secret("LIVE_POLL_SECRET", &c.PollSecret, polltoken.MinSecretLen)
+	// Fields that did not parse stayed zero, so Validate sees their
 	// defaults and reports only the remaining problems.
-	errs = append(errs, c.withDefaults().validate())
-	if err := errors.Join(errs...); err != nil {
+	r.Add(c.Validate())
+	if err := r.Err(); err != nil {
 		return APIConfig{}, err
 	}
 	return c, nil
 }
 
+// withDefaults is the one source of the defaults documented on APIConfig.
 func (c APIConfig) withDefaults() APIConfig {
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = 64 << 10
@@ -137,9 +106,10 @@ func (c APIConfig) withDefaults() APIConfig {
 	return c
 }
 
-// validate checks a configuration with defaults applied; errors name the
-// variable and the field.
-func (c APIConfig) validate() error {
+// Validate checks c, its zero fields read as their defaults; errors name
+// the variable and the field. NewAPI calls it.
+func (c APIConfig) Validate() error {
+	c = c.withDefaults()
 	var errs []error
 	if len(c.Keys) == 0 {
 		errs = append(errs, errors.New("LIVE_API_KEYS (APIConfig.Keys): at least one API key is required; the ingest API never runs without authentication"))

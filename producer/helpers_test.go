@@ -9,6 +9,7 @@ import (
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
 	"github.com/nostressplanner/liveupdates/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fixedNow is the clock of tests that compare Live-At.
@@ -46,4 +47,31 @@ func stored(t testing.TB, js jetstream.JetStream) ([]wire.Envelope, []string) {
 		sockets = append(sockets, sock)
 	}
 	return envs, sockets
+}
+
+// newMetrics builds the producer metrics on reg.
+func newMetrics(t testing.TB, reg prometheus.Registerer) *Metrics {
+	t.Helper()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatalf("NewMetrics()=%v", err)
+	}
+	return m
+}
+
+// meteredPublisher is a Publisher on js with its metrics on reg.
+func meteredPublisher(t testing.TB, js jetstream.JetStream) (p *Publisher, reg *prometheus.Registry) {
+	t.Helper()
+	reg = prometheus.NewRegistry()
+	return NewPublisher(js, Options{Metrics: newMetrics(t, reg)}), reg
+}
+
+// mustPublish publishes c with p and fails the test unless it is stored.
+func mustPublish(t testing.TB, p *Publisher, c Change) Result {
+	t.Helper()
+	res, err := p.Publish(t.Context(), c)
+	if err != nil {
+		t.Fatalf("Publish(%s %s id %q)=%v", c.EventID, c.Type, c.ID, err)
+	}
+	return res
 }

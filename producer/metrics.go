@@ -2,11 +2,16 @@ package producer
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/nostressplanner/liveupdates/ops"
 	"github.com/nostressplanner/liveupdates/wire"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// subsystem names the library's metrics: liveupdates_producer_….
+const subsystem = "producer"
 
 // Result labels of liveupdates_producer_changes_total: a closed set.
 const (
@@ -44,26 +49,29 @@ type Metrics struct {
 	batch    prometheus.Observer
 }
 
-// NewMetrics registers the producer metrics on reg. It panics if they are
-// already registered there (call it once per registry).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics returns the producer metrics (liveupdates_producer_…),
+// registered on reg (nil registers nothing). Registering them twice on one
+// registry is an error: build them once per registry.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "liveupdates_producer_changes_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "changes_total",
 			Help: "Changes published, by type (the known types, or other) and result (stored, duplicate, invalid, too_large, unavailable, conflict, error).",
 		}, []string{"type", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "liveupdates_producer_publish_duration_seconds",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "publish_duration_seconds",
 			Help:    "Time from a Publish (op=single) or PublishBatch (op=batch) call to its return, retries included.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "liveupdates_producer_retries_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "retries_total",
 			Help: "Publish attempts repeated after a transient JetStream failure (per change).",
 		}),
 		counters: map[string][]prometheus.Counter{},
 	}
-	reg.MustRegister(m.changes, m.duration, m.retries)
+	if err := ops.Register(reg, m.changes, m.duration, m.retries); err != nil {
+		return nil, fmt.Errorf("producer metrics: %w", err)
+	}
 	for _, t := range append(wire.KnownTypes(), typeOther) {
 		cs := make([]prometheus.Counter, len(results))
 		for i, r := range results {
@@ -73,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.single = m.duration.WithLabelValues(opSingle)
 	m.batch = m.duration.WithLabelValues(opBatch)
-	return m
+	return m, nil
 }
 
 func (m *Metrics) count(typ, result string, n int) {

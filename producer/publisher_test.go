@@ -77,17 +77,11 @@ func TestPublishingTheSameIDTwiceStoresOneMessageAndAnswersTheSameSeq(t *testing
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("first Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	if _, err := p.Publish(t.Context(), Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{}`), ID: "other"}); err != nil {
 		t.Fatalf("other Publish()=%v", err)
 	}
-	again, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("second Publish()=%v", err)
-	}
+	again := mustPublish(t, p, c)
 	if again.Seq != first.Seq || !again.Duplicate || first.Duplicate {
 		t.Fatalf("second Publish()=%+v, first %+v: want the first seq, flagged duplicate", again, first)
 	}
@@ -141,27 +135,6 @@ func TestPublishRejectsBadInputWithTheRightKindAndCode(t *testing.T) {
 	})
 }
 
-func TestValidateSocketIDAcceptsOnlyPusherSocketIDs(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"123.456", true}, {"1.2", true}, {"0.0", true},
-		{"", false}, {"123", false}, {".5", false}, {"5.", false}, {"1.2.3", false},
-		{"a.1", false}, {"1.a", false}, {" 1.2", false}, {"1.2\n", false}, {"-1.2", false},
-		{strings.Repeat("1", 40) + "." + strings.Repeat("2", 40), false},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%q", tt.in), func(t *testing.T) {
-			t.Parallel()
-			if got := ValidateSocketID(tt.in) == nil; got != tt.want {
-				t.Fatalf("ValidateSocketID(%q) ok=%v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestPublishWithoutAStreamIsUnavailableWithinTheDeadline(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
@@ -186,8 +159,7 @@ func TestPublishRetriesUntilTheStreamAnswers(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p, _ := meteredPublisher(t, js)
 	type outcome struct {
 		res Result
 		err error
@@ -340,8 +312,7 @@ func TestMintPollTokenSignsATokenThePollerAccepts(t *testing.T) {
 func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	t.Parallel()
 	_, js := newStream(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p, reg := meteredPublisher(t, js)
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "m1"}
 	for range 2 {
 		if _, err := p.Publish(t.Context(), c); err != nil {
@@ -365,11 +336,26 @@ func TestMetricsCountByTypeAndResultAndPassLint(t *testing.T) {
 	testutil.CollectAndLint(t, reg, "liveupdates_producer_")
 }
 
+// Registering the metrics twice on one registry is an error to return, not
+// a panic that takes a process down over its wiring.
+func TestNewMetricsTwiceOnOneRegistryIsAnError(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatalf("NewMetrics()=%v", err)
+	}
+	if m, err := NewMetrics(reg); err == nil || m != nil {
+		t.Fatalf("NewMetrics() again on the same registry=(%v, %v), want an error", m, err)
+	}
+	if _, err := NewMetrics(nil); err != nil {
+		t.Fatalf("NewMetrics(nil)=%v, want nil (registers nothing)", err)
+	}
+}
+
 func TestPublishRidesOutAShortOutageWithinItsDeadline(t *testing.T) {
 	t.Parallel()
 	srv, js := newStream(t)
-	reg := prometheus.NewRegistry()
-	p := NewPublisher(js, Options{Metrics: NewMetrics(reg)})
+	p, _ := meteredPublisher(t, js)
 	srv.Stop()
 	done := make(chan error, 1)
 	go func() {
@@ -440,10 +426,7 @@ func TestPublishTheSameIDWithOtherContentIsAConflict(t *testing.T) {
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "same"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	for _, other := range []Change{
 		{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":2}`), ID: "same"},
 		{EventID: "e1", Type: wire.TypePhaseChanged, Data: json.RawMessage(`{"n":1}`), ID: "same"},
@@ -499,10 +482,7 @@ func TestPublishADuplicateWhoseStoredCopyCannotBeReadIsUnavailable(t *testing.T)
 	_, js := newStream(t)
 	p := NewPublisher(js, Options{})
 	c := Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`{"n":1}`), ID: "gone"}
-	first, err := p.Publish(t.Context(), c)
-	if err != nil {
-		t.Fatalf("Publish()=%v", err)
-	}
+	first := mustPublish(t, p, c)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	st, err := js.Stream(ctx, wire.StreamName)
@@ -583,4 +563,95 @@ func TestPublishReadsADuplicateBackFromTheLeaderNotByDirectGet(t *testing.T) {
 	if n, _, _ := leader.Pending(); n < 1 {
 		t.Fatalf("%d STREAM.MSG.GET requests, want the read-back to ask the leader", n)
 	}
+}
+
+// A connection can stay up to a server that stores nothing: a NATS node cut
+// off from its peers (its stream leader cannot commit; after it steps down
+// nothing on its side answers), which the client never leaves by itself.
+// The publisher moves to the next server of its pool and stores the change
+// there, within the call. Two unclustered servers stand for the two sides:
+// "stuck" has no stream (no responders) or takes every message without an
+// ack (a leader that cannot commit); "healthy" has the stream.
+func TestPublishLeavesAServerThatCannotStore(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		silent bool
+	}{
+		{"no stream answers", false},
+		{"messages are taken but never acknowledged", true},
+	} {
+		for _, batch := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/batch=%v", tc.name, batch), func(t *testing.T) {
+				t.Parallel()
+				stuck := testutil.RunJetStream(t)
+				if tc.silent {
+					if _, err := stuck.Conn(t).Subscribe(wire.SubjectPrefix+">", func(*nats.Msg) {}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				healthy, hjs := newStream(t)
+				p := NewPublisher(twoServerJS(t, stuck, healthy), Options{AttemptTimeout: time.Second})
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				cs := []Change{{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "a"}}
+				if batch {
+					cs = append(cs, Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`2`), ID: "b"})
+					for i, r := range p.PublishBatch(ctx, cs) {
+						if r.Err != nil {
+							t.Fatalf("PublishBatch()[%d]=%v, want stored on the healthy server", i, r.Err)
+						}
+					}
+				} else if _, err := p.Publish(ctx, cs[0]); err != nil {
+					t.Fatalf("Publish()=%v, want stored on the healthy server", err)
+				}
+				if got := len(testutil.ReadAll(t, hjs, wire.StreamName)); got != len(cs) {
+					t.Fatalf("the healthy server stored %d changes, want %d", got, len(cs))
+				}
+			})
+		}
+	}
+}
+
+// When the connection goes away after attempts failed for a reason (no
+// stream), the error still carries that reason, not only "not connected":
+// unstick's own reconnect must not hide why nothing was stored.
+func TestPublishKeepsTheReasonAcrossADisconnect(t *testing.T) {
+	t.Parallel()
+	srv := testutil.RunJetStream(t)
+	p := NewPublisher(srv.JS(t), Options{Metrics: newMetrics(t, prometheus.NewRegistry())})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := p.Publish(ctx, Change{EventID: "e1", Type: wire.TypeVoteUpdated, Data: json.RawMessage(`1`), ID: "x1"})
+		done <- err
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return promtest.ToFloat64(p.opts.Metrics.retries) >= 2
+	}, "publish did not retry")
+	srv.Stop()
+	err := <-done
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Publish()=%v, want ErrUnavailable wrapping no stream response", err)
+	}
+}
+
+// twoServerJS connects to first, then (when it moves) second, in that order.
+func twoServerJS(t *testing.T, first, second *testutil.JetStream) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(first.URL()+","+second.URL(), nats.DontRandomize(),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if got := nc.ConnectedUrl(); got != first.URL() {
+		t.Fatalf("connected to %s, want %s first", got, first.URL())
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

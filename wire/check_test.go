@@ -20,6 +20,7 @@ func TestValidateSocketID(t *testing.T) {
 	}{
 		{"two integers joined by a dot are valid", "123.456", true},
 		{"the shortest is valid", "1.2", true},
+		{"zeros are valid", "0.0", true},
 		{"exactly MaxSocketIDLen bytes is valid", long, true},
 		{"one byte over MaxSocketIDLen is refused", long + "3", false},
 		{"an empty id is refused", "", false},
@@ -30,6 +31,7 @@ func TestValidateSocketID(t *testing.T) {
 		{"a letter is refused", "12a.456", false},
 		{"a sign is refused", "-1.2", false},
 		{"a space is refused", "1. 2", false},
+		{"a leading space is refused", " 1.2", false},
 		{"a newline is refused because the id travels in a header", "1.2\n", false},
 		{"a non-ASCII digit is refused", "١.٢", false},
 	}

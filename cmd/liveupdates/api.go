@@ -24,7 +24,10 @@ func runAPI(ctx context.Context, env *settings) error {
 // newIngest wires the producer library and its HTTP API on a role.
 func newIngest(r *role, cfg producer.APIConfig) (*producer.API, error) {
 	r = r.forRole("api") // its own NATS user in dev
-	metrics := producer.NewMetrics(r.reg)
+	metrics, err := producer.NewMetrics(r.reg)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	pub := producer.NewPublisher(r.js, producer.Options{
 		MaxDataBytes: cfg.MaxEventBytes,
 		Metrics:      metrics,
