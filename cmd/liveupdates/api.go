@@ -15,9 +15,9 @@ func runAPI(ctx context.Context, env *settings) error {
 		if err != nil {
 			return roleParts{}, err
 		}
-		// The stream is ensured in the background: the HTTP server (and
-		// /healthz) is up at once, /readyz waits for the stream.
-		return roleParts{run: r.ensure, mount: api.Register}, nil
+		// api.Run ensures the stream in the background: the HTTP server
+		// (and /healthz) is up at once, /readyz waits for the stream.
+		return roleParts{run: api.Run, mount: api.Register}, nil
 	})
 }
 
@@ -36,6 +36,7 @@ func newIngest(r *role, cfg producer.APIConfig) (*producer.API, error) {
 		Publisher:  pub,
 		Log:        r.log.WithField("component", "api"),
 		Registerer: r.reg,
+		Stream:     r.stream,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)

@@ -352,3 +352,23 @@ func TestThePartitionedRelayRunsAsTheRelayUser(t *testing.T) {
 		t.Errorf("status does not name partition 3's owner:\n%s", text)
 	}
 }
+
+// TestTheAPIEnsuresTheConfiguredStream: the api creates LIVE_EVENTS with
+// the LIVE_STREAM_* settings it was given, not stream defaults.
+func TestTheAPIEnsuresTheConfiguredStream(t *testing.T) {
+	t.Parallel()
+	ns := testutil.RunJetStream(t)
+	runRoleProcess(t, "api", map[string]string{
+		"LIVE_NATS_URL":       ns.URL(),
+		"LIVE_HTTP_ADDR":      testutil.FreeAddr(t),
+		"LIVE_API_KEYS":       "k",
+		"LIVE_STREAM_MAX_AGE": "90m",
+	})
+	st, err := ns.JS(t).Stream(t.Context(), wire.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxAge; got != 90*time.Minute {
+		t.Fatalf("the api created %s with max age %v, want LIVE_STREAM_MAX_AGE=90m", wire.StreamName, got)
+	}
+}
