@@ -273,7 +273,7 @@ func TestDLQReplayReusesTheScopedDedupID(t *testing.T) {
 	_, err := f.js.PublishMsg(t.Context(), &nats.Msg{
 		Subject: wire.DLQSubject("e9", wire.TypePhaseChanged),
 		Header: nats.Header{
-			headerLiveID:                         {"env-9"},
+			wire.HeaderID:                         {"env-9"},
 			relay.HeaderDLQID:                    {"scope-k1-e9-env-9"},
 			wire.HeaderMsgID:                     {"dlq-42"},
 			wire.HeaderDLQSeq:                    {"42"},
@@ -296,7 +296,7 @@ func TestDLQReplayReusesTheScopedDedupID(t *testing.T) {
 		t.Fatalf("dlq replay --all = %+v (%v), want it stored", res, err)
 	}
 	stored := testutil.ReadAll(t, f.js, wire.StreamName)
-	if len(stored) != 1 || stored[0].Header.Get(wire.HeaderMsgID) != "scope-k1-e9-env-9" || stored[0].Header.Get(headerLiveID) != "env-9" ||
+	if len(stored) != 1 || stored[0].Header.Get(wire.HeaderMsgID) != "scope-k1-e9-env-9" || stored[0].Header.Get(wire.HeaderID) != "env-9" ||
 		stored[0].Header.Get("Live-Dlq-Orig-Nats-Expected-Stream") != "" {
 		t.Fatalf("replayed = %+v, want Nats-Msg-Id scope-k1-e9-env-9, Live-Id env-9 and no dead-letter headers", stored)
 	}
