@@ -364,6 +364,16 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^liveupdates_dev_\w+`).Find(metrics); m != nil {
 		t.Errorf("/metrics has %s: dev must export the roles' series under the roles' names", m)
 	}
+	alerts, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\bliveupdates_[a-z0-9_]*[a-z0-9]\b`).FindAll(alerts, -1) {
+		name := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAll(m, nil)
+		if !bytes.Contains(metrics, []byte("\n# TYPE "+string(name)+" ")) {
+			t.Errorf("deploy/prometheus/alerts.yml reads %s, which dev does not export", name)
+		}
+	}
 
 	if err := d.stop(); err != nil {
 		t.Fatalf("dev stopped with %v, want nil", err)
