@@ -273,7 +273,7 @@ func TestDLQReplayReusesTheScopedDedupID(t *testing.T) {
 	_, err := f.js.PublishMsg(t.Context(), &nats.Msg{
 		Subject: wire.DLQSubject("e9", wire.TypePhaseChanged),
 		Header: nats.Header{
-			wire.HeaderID:                         {"env-9"},
+			wire.HeaderID:                        {"env-9"},
 			relay.HeaderDLQID:                    {"scope-k1-e9-env-9"},
 			wire.HeaderMsgID:                     {"dlq-42"},
 			wire.HeaderDLQSeq:                    {"42"},
