@@ -2,6 +2,8 @@ package ops
 
 import (
 	"bufio"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,14 +34,9 @@ func TestHTTPMetricsCountByPatternCodeAndHijack(t *testing.T) {
 		_, _ = w.Write([]byte("ok"))
 	})
 	m.HandleFunc(mux, "GET /v1/park", func(w http.ResponseWriter, r *http.Request) {
-		c, rw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			t.Errorf("Hijack: %v", err)
-			return
+		if err := answerHijacked(w.(http.Hijacker).Hijack()); err != nil {
+			t.Error(err)
 		}
-		defer c.Close()
-		_, _ = rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-		_ = rw.Flush()
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -55,9 +52,7 @@ func TestHTTPMetricsCountByPatternCodeAndHijack(t *testing.T) {
 		route, code string
 		want        float64
 	}{{"GET /v1/things/{id}", "200", 2}, {"GET /v1/things/{id}", "404", 1}, {"GET /v1/park", CodeHijacked, 1}} {
-		if got := testutil.MetricSum(t, reg, "liveupdates_api_http_requests_total", "route", c.route, "code", c.code); got != c.want {
-			t.Errorf("requests{route=%q,code=%s}=%v, want %v", c.route, c.code, got, c.want)
-		}
+		waitRequests(t, reg, "liveupdates_api_http_requests_total", c.route, c.code, c.want)
 	}
 	testutil.CollectAndLint(t, reg, "liveupdates_api_")
 }
@@ -89,14 +84,9 @@ func TestHTTPMetricsKeepTheResponseControllerWorking(t *testing.T) {
 		}
 	})
 	m.HandleFunc(mux, "GET /park", func(w http.ResponseWriter, r *http.Request) {
-		c, rw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			t.Errorf("Hijack: %v", err)
-			return
+		if err := answerHijacked(http.NewResponseController(w).Hijack()); err != nil {
+			t.Error(err)
 		}
-		defer c.Close()
-		_, _ = rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-		_ = rw.Flush()
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
@@ -108,8 +98,29 @@ func TestHTTPMetricsKeepTheResponseControllerWorking(t *testing.T) {
 		resp.Body.Close()
 	}
 	for _, c := range []struct{ route, code string }{{"GET /sse", "202"}, {"GET /park", CodeHijacked}} {
-		if got := testutil.MetricSum(t, reg, "liveupdates_poller_http_requests_total", "route", c.route, "code", c.code); got != 1 {
-			t.Errorf("requests{route=%q,code=%s}=%v, want 1", c.route, c.code, got)
-		}
+		waitRequests(t, reg, "liveupdates_poller_http_requests_total", c.route, c.code, 1)
 	}
+}
+
+// answerHijacked answers 204 on a hijacked connection, as the poller
+// answers a parked long-poll, and closes it.
+func answerHijacked(c net.Conn, rw *bufio.ReadWriter, err error) error {
+	if err != nil {
+		return fmt.Errorf("hijack: %w", err)
+	}
+	defer c.Close()
+	if _, err := rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"); err != nil {
+		return err
+	}
+	return rw.Flush()
+}
+
+// waitRequests waits for a request count: the middleware counts once the
+// handler has returned, which may be just after the client has its answer
+// (a hijacked connection is closed before its handler returns).
+func waitRequests(t *testing.T, reg prometheus.Gatherer, name, route, code string, want float64) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return testutil.MetricSum(t, reg, name, "route", route, "code", code) == want
+	}, "%s{route=%q,code=%s} never reached %v", name, route, code, want)
 }
