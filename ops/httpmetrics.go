@@ -83,17 +83,16 @@ func (m *HTTPMetrics) Wrap(route string, h http.Handler) http.Handler {
 	timer := m.duration.WithLabelValues(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, requests: m.requests, route: route}
 		h.ServeHTTP(sw, r)
-		code := CodeHijacked
-		if !sw.hijacked {
-			if sw.status == 0 {
-				sw.status = http.StatusOK
-			}
-			code = strconv.Itoa(sw.status)
-			timer.Observe(time.Since(start).Seconds())
+		if sw.hijacked {
+			return // counted when hijacked
 		}
-		m.requests.WithLabelValues(route, code).Inc()
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		timer.Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 	})
 }
 
@@ -104,6 +103,11 @@ type statusWriter struct {
 	http.ResponseWriter
 	status   int
 	hijacked bool
+	// A hijack is counted as it happens (the series is created then, not
+	// for every route), before the handler can answer on the connection:
+	// whoever got that answer finds it counted.
+	requests *prometheus.CounterVec
+	route    string
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -136,6 +140,7 @@ func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err == nil {
 		s.hijacked = true
+		s.requests.WithLabelValues(s.route, CodeHijacked).Inc()
 	} else if errors.Is(err, http.ErrNotSupported) {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}

@@ -84,7 +84,13 @@ func TestHTTPMetricsKeepTheResponseControllerWorking(t *testing.T) {
 		}
 	})
 	m.HandleFunc(mux, "GET /park", func(w http.ResponseWriter, r *http.Request) {
-		if err := answerHijacked(http.NewResponseController(w).Hijack()); err != nil {
+		c, rw, err := http.NewResponseController(w).Hijack()
+		// Counted already, before the answer: a client (or a test) that
+		// has it must find it counted.
+		if got := testutil.MetricSum(t, reg, "liveupdates_poller_http_requests_total", "route", "GET /park", "code", CodeHijacked); got != 1 {
+			t.Errorf("right after the hijack requests{code=%s}=%v, want 1", CodeHijacked, got)
+		}
+		if err := answerHijacked(c, rw, err); err != nil {
 			t.Error(err)
 		}
 	})
