@@ -103,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, p *Poller) (*metrics, error) {
 		gf("liveupdates_poller_index_max_event_ids", "Cap on eventIds held in memory (LIVE_POLLER_MAX_EVENTS).", func() float64 { return float64(p.cfg.MaxEvents) }),
 		gf("liveupdates_poller_index_envelopes", "Changes held in memory.", func() float64 { return float64(idx.nEnvelopes.Load()) }),
 		gf("liveupdates_poller_index_bytes", "Approximate bytes held by the index (envelopes and bookkeeping).", func() float64 { return float64(idx.nBytes.Load()) }),
-		gf("liveupdates_poller_long_polls_parked", "Waiting long-polls held as parked connections (hijacked, no goroutine); the rest of liveupdates_poller_long_polls_waiting wait on the plain net/http path.", func() float64 { return float64(idx.nParked.Load()) }),
+		gf("liveupdates_poller_long_polls_parked", "Waiting long-polls held as parked connections (hijacked, no goroutine); the rest of liveupdates_poller_long_polls_waiting wait on the plain net/http path.", func() float64 { return float64(p.waits.nParked.Load()) }),
 		gf("liveupdates_poller_applied_seq", "Stream seq of the last applied message.", func() float64 { return float64(idx.appliedSeq()) }),
 		gf("liveupdates_poller_lag_messages", "Stream messages after the last applied one (stream last seq minus applied seq).", func() float64 { return float64(p.lag.Load()) }),
 		gf("liveupdates_poller_active_clients", "Distinct clients (token or remote IP) seen in the last two poll intervals.", func() float64 {

@@ -80,7 +80,7 @@ func waiting(t *testing.T, h *harness) float64 {
 func waitParked(t *testing.T, h *harness, n int64) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n) &&
+		return h.p.waits.nParked.Load() == n && waiting(t, h) == float64(n) &&
 			testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
 	}, "%d long-polls parked", n)
 }
@@ -211,7 +211,7 @@ func TestParkedLongPollOfAGoneClientIsReleased(t *testing.T) {
 	rc.c.Close()
 	// The housekeeping tick peeks at the parked socket and finds it closed.
 	waitParked(t, h, 0)
-	if n := len(h.p.idx.parkedSnapshot(nil)); n != 0 {
+	if n := len(h.p.waits.parkedSnapshot(nil)); n != 0 {
 		t.Fatalf("wait sets still hold %d parked connections", n)
 	}
 }
@@ -357,7 +357,7 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 			got <- res
 		}()
 		testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, tc.h) == 1 }, "%s: long-poll waiting", tc.name)
-		if n := tc.h.p.idx.nParked.Load(); n != 0 {
+		if n := tc.h.p.waits.nParked.Load(); n != 0 {
 			t.Fatalf("%s: parked=%d, want the plain path", tc.name, n)
 		}
 		s := publish(t, js, tc.event, "vote.updated", `{}`)
@@ -381,12 +381,13 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 
 func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	t.Parallel()
-	x := newIndex(Config{}.withDefaults())
-	x.reset(0)
+	x, w := newWaitingIndex()
 	var woken []*parked
-	x.onWake = func(pcs []*parked) { woken = append(woken, pcs...) }
+	w.onWake = func(pcs []*parked) { woken = append(woken, pcs...) }
 	park := func(pc *parked) bool {
-		return x.read(pc.id, pc.since, pc.hasSince, true, nil, pc).wake != nil
+		o := readSince(pc.since, pc.hasSince)
+		o.wait = w.parkOn(pc)
+		return x.read(pc.id, o, nil).wake != nil
 	}
 	a := &parked{id: "e1", hasSince: true}
 	b := &parked{id: "e1", hasSince: true}
@@ -396,7 +397,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 			t.Fatalf("%s not parked on an empty read", pc.id)
 		}
 	}
-	if got := x.nParked.Load(); got != 3 {
+	if got := w.nParked.Load(); got != 3 {
 		t.Fatalf("parked=%d, want 3", got)
 	}
 
@@ -405,7 +406,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	if len(woken) != 2 || !slices.Contains(woken, a) || !slices.Contains(woken, b) {
 		t.Fatalf("woken=%v, want e1's two records", woken)
 	}
-	if x.take(a) || x.expire(b) {
+	if w.take(a) || w.expire(b) {
 		t.Fatal("a woken record was taken a second time")
 	}
 	// b's timer fired while the waker held it: it must not park again.
@@ -414,7 +415,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	}
 	// a re-parks (nothing after since=1) and its timer then takes it.
 	a.since = 1
-	if !park(a) || !x.expire(a) || x.take(a) {
+	if !park(a) || !w.expire(a) || w.take(a) {
 		t.Fatal("a re-parked record must be taken by its timer exactly once")
 	}
 	// A record whose If-None-Match no longer names the newest seq is
@@ -424,14 +425,14 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	}
 
 	// Closing parking takes what is left and refuses more.
-	left := x.closeParking()
+	left := w.closeParking()
 	if len(left) != 1 || left[0] != c {
 		t.Fatalf("closeParking()=%v, want e2's record", left)
 	}
 	if park(&parked{id: "e3"}) {
 		t.Fatal("parked after parking closed")
 	}
-	if x.nParked.Load() != 0 || len(x.waits) != 0 {
-		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", x.nParked.Load(), len(x.waits))
+	if w.nParked.Load() != 0 || len(w.sets) != 0 {
+		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", w.nParked.Load(), len(w.sets))
 	}
 }

@@ -53,9 +53,11 @@ type Poller struct {
 	now  func() time.Time
 	m    *metrics
 	idx  *index
-	lim  *limiter
-	pk   *parking
-	sse  *streams
+	// waits holds the reads waiting for a change, woken by idx.
+	waits *waiters
+	lim   *limiter
+	pk    *parking
+	sse   *streams
 
 	frames frameCache // SSE frames of recent changes, shared by streams
 	// sseBaseline encodes every SSE frame per stream and moves the write
@@ -111,6 +113,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		log:     log.WithField("component", "poller"),
 		now:     now,
 		idx:     newIndex(cfg),
+		waits:   newWaiters(),
 		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
 		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
 		deepSem: make(chan struct{}, deepConcurrency),
@@ -129,7 +132,8 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	}
 	p.m = m
 	p.pk = &parking{p: p}
-	p.idx.onWake = p.pk.wake
+	p.waits.onWake = p.pk.wake
+	p.idx.changed = p.waits.wake
 	return p, nil
 }
 
