@@ -72,7 +72,7 @@ func publishMany(t testing.TB, js jetstream.JetStream, eventID, other string, n 
 func followUpdates(t testing.TB, url string, since uint64) (got []wire.Envelope, pages int) {
 	t.Helper()
 	for {
-		r := getURL(t, fmt.Sprintf("%s?since=%d", url, since))
+		r := mustGet(t, fmt.Sprintf("%s?since=%d", url, since))
 		if r.status != http.StatusOK {
 			t.Fatalf("poll since %d=%d %s", since, r.status, r.body)
 		}
@@ -115,7 +115,7 @@ func TestDeepResumeDeliversEveryChangeInOrder(t *testing.T) {
 	if pages < 10 {
 		t.Fatalf("%d pages, want the changes paged (at most %d a page)", pages, deepPageChanges)
 	}
-	if n := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "reset"); n != 0 {
+	if n := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "reset"); n != 0 {
 		t.Fatalf("reset answers=%v, want 0", n)
 	}
 
@@ -218,11 +218,11 @@ func TestDeepResumeAnswersAnEventIDOutsideTheReplay(t *testing.T) {
 	ensureStream(t, js)
 	var want []uint64
 	for i := range 5 {
-		want = append(want, publish(t, js, "old", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
+		want = append(want, testutil.PublishChange(t, js, "old", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	var last uint64
 	for i := range 15 {
-		last = publish(t, js, "busy", "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
+		last = testutil.PublishChange(t, js, "busy", "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
 	}
 	h := startPoller(t, srv, Config{ReplayDepth: 10, Rate: -1})
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")

@@ -28,36 +28,41 @@ import (
 //
 // plus OPTIONS for CORS preflight and a JSON 405 for other methods.
 func (p *Poller) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/config", p.handleConfig)
-	mux.HandleFunc("OPTIONS /v1/config", p.handlePreflight)
-	mux.HandleFunc("POST /v1/pusher/auth", p.handleAuth)
-	mux.HandleFunc("OPTIONS /v1/pusher/auth", p.handlePreflight)
+	// Every route is counted and timed by its pattern
+	// (liveupdates_poller_http_…).
+	handle := func(pattern string, h http.HandlerFunc) { p.m.http.HandleFunc(mux, pattern, h) }
+	handle("GET /v1/config", p.handleConfig)
+	handle("OPTIONS /v1/config", p.handlePreflight)
+	handle("POST /v1/pusher/auth", p.handleAuth)
+	handle("OPTIONS /v1/pusher/auth", p.handlePreflight)
 	for path := range clientFiles {
-		mux.HandleFunc("GET "+path, p.handleAsset)
-		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
+		handle("GET "+path, p.handleAsset)
+		handle("OPTIONS "+path, p.handlePreflight)
 	}
 	routes := []struct {
-		path, route string
-		h           http.HandlerFunc
+		path string
+		h    http.HandlerFunc
 	}{
-		{"/v1/events/{eventId}/updates", routeUpdates, p.handleUpdates},
-		{"/v1/events/{eventId}/stream", routeStream, p.handleStream},
-		{"/v1/events/{eventId}/messages/{seq}", routeMessage, p.handleMessage},
+		{"/v1/events/{eventId}/updates", p.handleUpdates},
+		{"/v1/events/{eventId}/stream", p.handleStream},
+		{"/v1/events/{eventId}/messages/{seq}", p.handleMessage},
 	}
 	for _, rt := range routes {
-		mux.HandleFunc("GET "+rt.path, rt.h)
-		mux.HandleFunc("OPTIONS "+rt.path, p.handlePreflight)
+		handle("GET "+rt.path, rt.h)
+		handle("OPTIONS "+rt.path, p.handlePreflight)
 		// Methods are listed, not left open: an open pattern here would
 		// conflict with the ingest API's POST /v1/events/{eventId}/{type}
 		// when both are mounted on one mux (dev). POST is left to that
 		// route; alone, the mux answers it 405 with an Allow header.
 		for _, m := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete} {
-			mux.HandleFunc(m+" "+rt.path, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-				wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
-			})
+			handle(m+" "+rt.path, methodNotAllowed)
 		}
 	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+	wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
 }
 
 // begin runs what every read does first: path and query validation, CORS,
@@ -77,48 +82,63 @@ func (p *Poller) begin(w http.ResponseWriter, r *http.Request, route string) (id
 		p.fail(w, route, outBadRequest, http.StatusBadRequest, ie.Code, ie.Msg)
 		return "", q, false
 	}
-	client := ""
-	if !p.cfg.Open() {
-		tok := q.token
-		if tok == "" {
-			if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
-				tok = strings.TrimSpace(a[7:])
-			}
-		}
-		if tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
-			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, "a poll token is required: query token= or Authorization: Bearer")
-			return "", q, false
-		}
-		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
-			if errors.Is(err, polltoken.ErrWrongEvent) {
-				p.fail(w, route, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
-				return "", q, false
-			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
-			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
-			return "", q, false
-		}
-		client = tok
-		q.token = tok // as verified, from the query or the header
+	tok := q.token
+	if tok == "" {
+		tok = bearerToken(r)
 	}
-	if client == "" {
-		client = r.RemoteAddr
-		if h, _, err := net.SplitHostPort(client); err == nil {
-			client = h
-		}
-	}
-	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
-		p.fail(w, route, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+	if !p.admit(w, r, route, id, tok, "a poll token is required: query token= or Authorization: Bearer") {
 		return "", q, false
 	}
+	q.token = tok // as verified, from the query or the header
 	if !p.isReady() {
 		w.Header().Set("Retry-After", "1")
 		p.fail(w, route, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "the poller is still loading the stream; retry shortly")
 		return "", q, false
 	}
 	return id, q, true
+}
+
+// admit checks the poll token tok for eventId id, when reads need one,
+// and the client's rate (by token, else by address). It answers the error
+// itself and returns false when the request must stop; missing is the
+// message of a request without a token.
+func (p *Poller) admit(w http.ResponseWriter, r *http.Request, route, id, tok, missing string) bool {
+	client := tok
+	if p.cfg.Open() {
+		client = r.RemoteAddr
+		if h, _, err := net.SplitHostPort(client); err == nil {
+			client = h
+		}
+	} else {
+		if tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, missing)
+			return false
+		}
+		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
+			if errors.Is(err, polltoken.ErrWrongEvent) {
+				p.fail(w, route, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
+				return false
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
+			return false
+		}
+	}
+	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
+		p.fail(w, route, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+		return false
+	}
+	return true
+}
+
+// bearerToken returns the token of an Authorization: Bearer header.
+func bearerToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
 }
 
 func (p *Poller) fail(w http.ResponseWriter, route, outcome string, status int, code, msg string) {

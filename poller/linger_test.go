@@ -28,9 +28,9 @@ func TestWokenLongPollLingersAndFoldsTheNextChangesIntoOneAnswer(t *testing.T) {
 			testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, h) == 1 }, "the long-poll waits")
 
 			want := []uint64{
-				publish(t, js, "hot", "vote.updated", `{"n":1}`),
-				publish(t, js, "hot", "vote.updated", `{"n":2}`),
-				publish(t, js, "hot", "vote.updated", `{"n":3}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":2}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":3}`),
 			}
 			res, body := rc.recv(60 * time.Second)
 			if res.StatusCode != http.StatusOK {
@@ -63,7 +63,7 @@ func TestDrainAnswersALingeringLongPoll(t *testing.T) {
 			rc := dialRaw(t, h.url)
 			rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", cursor))
 			testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, h) == 1 }, "the long-poll waits")
-			seq := publish(t, js, "hot", "vote.updated", `{"n":1}`)
+			seq := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
 			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= seq }, "change %d applied", seq)
 			if park == ParkKeepAlive {
 				testutil.Eventually(t, 30*time.Second, func() bool {
@@ -100,14 +100,14 @@ func TestLongPollFindingAFreshChangeLingersUntilItIsTheLingerOld(t *testing.T) {
 			ensureStream(t, js)
 			h := startPoller(t, srv, Config{Park: park, Linger: 5 * time.Second})
 			cursor := h.p.idx.appliedSeq()
-			first := publish(t, js, "hot", "vote.updated", `{"n":1}`)
+			first := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
 			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= first }, "change %d applied", first)
 			rc := dialRaw(t, h.url)
 			rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", cursor))
 			want := []uint64{
 				first,
-				publish(t, js, "hot", "vote.updated", `{"n":2}`),
-				publish(t, js, "hot", "vote.updated", `{"n":3}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":2}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":3}`),
 			}
 			res, body := rc.recv(60 * time.Second)
 			if res.StatusCode != http.StatusOK {
@@ -121,7 +121,7 @@ func TestLongPollFindingAFreshChangeLingersUntilItIsTheLingerOld(t *testing.T) {
 				t.Fatalf("one answer carried seqs %v, want all three changes %v (body %s)", got, want, body)
 			}
 			// A plain poll (no wait) never lingers, even on a fresh change.
-			fourth := publish(t, js, "hot", "vote.updated", `{"n":4}`)
+			fourth := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":4}`)
 			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= fourth }, "change %d applied", fourth)
 			start := time.Now()
 			r := h.get(fmt.Sprintf("/v1/events/hot/updates?since=%d", want[2]))

@@ -103,14 +103,14 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	ensureStream(t, js)
-	first := publish(t, js, "e1", "vote.updated", `{"n":1}`)
+	first := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	h := startPoller(t, srv, Config{CORSOrigins: []string{"https://app.example"}})
 	origin := []string{"Origin", "https://app.example"}
 
 	rc := dialRaw(t, h.url)
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", first), origin...)
 	waitParked(t, h, 1)
-	s := publish(t, js, "e1", "vote.updated", `{"n":2}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
 	res, body := rc.recv(30 * time.Second)
 	if res.StatusCode != http.StatusOK || res.Close {
 		t.Fatalf("woken answer status=%d close=%v, want 200 keeping the connection", res.StatusCode, res.Close)
@@ -145,13 +145,21 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	// The same connection serves the next long-poll, which parks again.
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s), origin...)
 	waitParked(t, h, 1)
-	s2 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
 	res, body = rc.recv(30 * time.Second)
 	if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s2}) {
 		t.Fatalf("second long-poll on the kept connection: %d %s, want events [%d]", res.StatusCode, body, s2)
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "ok"); got != 3 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "ok"); got != 3 {
 		t.Fatalf("ok count=%v, want 3 (two woken, one plain)", got)
+	}
+	// The HTTP metrics count the parked requests as hijacked, also the
+	// one the inner server took back, and the plain one by its status.
+	const route = "GET /v1/events/{eventId}/updates"
+	for code, want := range map[string]float64{"hijacked": 2, "200": 1} {
+		if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_http_requests_total", "route", route, "code", code); got != want {
+			t.Fatalf("http requests %s code %s=%v, want %v", route, code, got, want)
+		}
 	}
 }
 
@@ -160,7 +168,7 @@ func TestParkedLongPollTimesOut(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	ensureStream(t, js)
-	s := publish(t, js, "e1", "vote.updated", `{}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	h := startPoller(t, srv, Config{})
 	tag := fmt.Sprintf(`"%d"`, s)
 	cases := []struct {
@@ -193,7 +201,7 @@ func TestParkedLongPollTimesOut(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
 		t.Fatalf("timeout count=%v, want 2", got)
 	}
 	if n := waiting(t, h); n != 0 {
@@ -290,7 +298,7 @@ func TestManyParkedLongPollsOfOneEventAreAllWoken(t *testing.T) {
 		conns[i].send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=30", cursor))
 	}
 	waitParked(t, h, n)
-	s := publish(t, js, "hot", "vote.updated", `{"hot":true}`)
+	s := testutil.PublishChange(t, js, "hot", "vote.updated", `{"hot":true}`)
 	for i, rc := range conns {
 		res, body := rc.recv(30 * time.Second)
 		var u updates
@@ -310,7 +318,7 @@ func TestParkCloseAnswersWithConnectionClose(t *testing.T) {
 	rc := dialRaw(t, h.url)
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
 	waitParked(t, h, 1)
-	s := publish(t, js, "e1", "vote.updated", `{}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	res, body := rc.recv(30 * time.Second)
 	var u updates
 	if err := json.Unmarshal(body, &u); err != nil || !slices.Equal(seqs(u.Events), []uint64{s}) {
@@ -360,7 +368,7 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 		if n := tc.h.p.waits.nParked.Load(); n != 0 {
 			t.Fatalf("%s: parked=%d, want the plain path", tc.name, n)
 		}
-		s := publish(t, js, tc.event, "vote.updated", `{}`)
+		s := testutil.PublishChange(t, js, tc.event, "vote.updated", `{}`)
 		var res *http.Response
 		select {
 		case res = <-got:

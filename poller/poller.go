@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/wire"
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,10 +89,10 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	if deps.JS == nil {
 		return nil, errors.New("poller: Deps.JS is required")
 	}
-	cfg = cfg.withDefaults()
-	if !cfg.Open() && len(cfg.Secret) < 16 {
-		return nil, errors.New("poller: Config.Secret must be at least 16 bytes when set")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("poller: %w", err)
 	}
+	cfg = cfg.withDefaults()
 	log := deps.Log
 	if log == nil {
 		l := logrus.New()
@@ -125,7 +126,9 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		return nil, fmt.Errorf("poller: client files: %w", err)
 	}
 	p.assets = assets
-	p.configJSON = p.buildConfigAnswer()
+	if p.configJSON, err = p.buildConfigAnswer(); err != nil {
+		return nil, fmt.Errorf("poller: %w", err)
+	}
 	m, err := newMetrics(reg, p)
 	if err != nil {
 		return nil, fmt.Errorf("poller metrics: %w", err)
@@ -183,22 +186,27 @@ func (p *Poller) isReady() bool {
 // last applied seq, so nothing is skipped. It returns nil on cancellation
 // and an error only when the stream conflicts with the configuration.
 func (p *Poller) Run(ctx context.Context) error {
+	b := retry.New(retryBase, retryMax)
 	var st jetstream.Stream
-	for attempt := 0; ; attempt++ {
+	err := retry.Do(ctx, b, p.log, "ensure stream failed", func(ctx context.Context) error {
 		s, changes, err := stream.Ensure(ctx, p.js, p.scfg)
-		if err == nil {
-			for _, c := range changes {
-				p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
-			}
-			st = s
-			break
-		}
 		if errors.Is(err, stream.ErrConflict) {
-			return fmt.Errorf("poller: %w", err)
+			return retry.Permanent(err)
 		}
-		if !p.backoff(ctx, attempt, err, "ensure stream failed") {
-			return nil
+		if err != nil {
+			return err
 		}
+		for _, c := range changes {
+			p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
+		}
+		st = s
+		return nil
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("poller: %w", err)
 	}
 	p.st.Store(&st)
 	// Last out: nothing wakes parked long-polls once the index stops
@@ -211,15 +219,20 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { p.housekeep(ctx) })
 
+	var thr retry.Throttle
+	wait := func(err error, msg string) bool {
+		d := b.Next()
+		thr.Failed(p.log, err, b.Failures(), d, msg)
+		return retry.Sleep(ctx, d) == nil
+	}
 	start := true
-	for attempt := 0; ctx.Err() == nil; {
+	for ctx.Err() == nil {
 		if start {
 			ok, err := p.replayStart(ctx, st)
 			if err != nil {
-				if !p.backoff(ctx, attempt, err, "stream info failed") {
+				if !wait(err, "stream info failed") {
 					return nil
 				}
-				attempt++
 				continue
 			}
 			start = !ok
@@ -230,16 +243,26 @@ func (p *Poller) Run(ctx context.Context) error {
 			return nil
 		}
 		p.m.consumerRestarts.Inc()
-		if !p.backoff(ctx, attempt, err, "consumer failed, resuming from applied seq") {
-			return nil
-		}
-		attempt++
 		if p.idx.appliedSeq() > 0 {
-			attempt = min(attempt, 3)
+			// Once it has changes to serve, a poller not following answers
+			// from a state that ages: it retries often rather than spare
+			// NATS.
+			b.Max = resumeRetryMax
+		}
+		if !wait(err, "consumer failed, resuming from applied seq") {
+			return nil
 		}
 	}
 	return nil
 }
+
+// The retry schedule of Run: from retryBase doubling to retryMax, or to
+// resumeRetryMax once the index holds changes.
+const (
+	retryBase      = 50 * time.Millisecond
+	retryMax       = 3 * time.Second
+	resumeRetryMax = 400 * time.Millisecond
+)
 
 // replayStart reads the stream's state and positions the index at the
 // replay start. It reports true when the replay target is known.
@@ -418,23 +441,6 @@ func (p *Poller) applyMsg(msg jetstream.Msg) {
 	p.lag.Store(md.NumPending)
 	if md.NumPending == 0 || seq >= p.replayTarget.Load() {
 		p.markReady()
-	}
-}
-
-// backoff logs err (rate-limited by attempt) and waits before a retry. It
-// returns false when ctx ended.
-func (p *Poller) backoff(ctx context.Context, attempt int, err error, msg string) bool {
-	d := min(50*time.Millisecond<<min(attempt, 6), 3*time.Second)
-	if attempt < 3 || attempt%20 == 0 {
-		p.log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "backoff": d}).Warn(msg)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -23,11 +23,11 @@ func TestPublishedChangesArePolledInOrder(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	ensureStream(t, js)
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
-	publish(t, js, "e2", "phase.changed", `{}`)
-	s3 := publish(t, js, "e1", "blocks.updated", `{"n":2}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	testutil.PublishChange(t, js, "e2", "phase.changed", `{}`)
+	s3 := testutil.PublishChange(t, js, "e1", "blocks.updated", `{"n":2}`)
 	h := startPoller(t, srv, Config{})
-	s4 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	s4 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s4 }, "poller applies seq %d", s4)
 
 	all := decodeUpdates(t, h.get("/v1/events/e1/updates"))
@@ -61,7 +61,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
 	first := h.get("/v1/events/e1/updates?since=0")
 	etag := first.header.Get("ETag")
@@ -71,16 +71,16 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	if cc := first.header.Get("Cache-Control"); !strings.Contains(cc, "private") || !strings.Contains(cc, "no-cache") {
 		t.Fatalf("Cache-Control=%q, want private, no-cache", cc)
 	}
-	other := publish(t, js, "e2", "vote.updated", `{}`)
+	other := testutil.PublishChange(t, js, "e2", "vote.updated", `{}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
 	r := h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag)
 	if r.status != http.StatusNotModified || len(r.body) != 0 || r.header.Get("ETag") != etag {
 		t.Fatalf("conditional poll=%d %q etag %q, want 304 with no body and the same ETag", r.status, r.body, r.header.Get("ETag"))
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "not_modified"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "not_modified"); got != 1 {
 		t.Fatalf("not_modified count=%v, want 1", got)
 	}
-	s3 := publish(t, js, "e1", "vote.updated", `{"x":1}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"x":1}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag))
 	if got := seqs(u.Events); !slices.Equal(got, []uint64{s3}) {
@@ -95,7 +95,7 @@ func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	h := startPoller(t, srv, Config{RingSize: 2})
 	var s []uint64
 	for i := range 4 {
-		s = append(s, publish(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
+		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[3] }, "applied")
 	// s[1] was dropped from the ring: it comes from the stream, joined
@@ -112,7 +112,7 @@ func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	if ok.Reset || !slices.Equal(seqs(ok.Events), s[2:]) {
 		t.Fatalf("since %d=%+v, want events %v", s[1], ok, s[2:])
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "deep_resume"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "deep_resume"); got != 1 {
 		t.Fatalf("deep_resume count=%v, want 1", got)
 	}
 }
@@ -123,16 +123,16 @@ func TestLongPollIsWokenByAPublish(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
 	cursor := h.p.idx.appliedSeq()
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, fmt.Sprintf("%s/v1/events/e1/updates?since=%d&wait=20", h.url, cursor)) }()
+	got := getAsync(t.Context(), fmt.Sprintf("%s/v1/events/e1/updates?since=%d&wait=20", h.url, cursor))
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
-	publish(t, js, "other", "vote.updated", `{}`) // must not wake e1's waiter
-	s := publish(t, js, "e1", "vote.updated", `{"woke":true}`)
+	testutil.PublishChange(t, js, "other", "vote.updated", `{}`) // must not wake e1's waiter
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{"woke":true}`)
 	var r reply
 	select {
-	case r = <-got:
+	case a := <-got:
+		r = a.done(t)
 	case <-time.After(30 * time.Second):
 		t.Fatal("long-poll not woken within 10s of a publish")
 	}
@@ -157,7 +157,7 @@ func TestLongPollTimesOutWithNothingNew(t *testing.T) {
 	if el := time.Since(start); el < time.Second {
 		t.Fatalf("long-poll answered after %v, want it held for wait=1s", el)
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
 		t.Fatalf("timeout count=%v, want 1", got)
 	}
 }
@@ -166,15 +166,14 @@ func TestDrainEndsLongPollsWithANormalAnswer(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	h := startPoller(t, srv, Config{})
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, h.url+"/v1/events/e1/updates?since=0&wait=30") }()
+	got := getAsync(t.Context(), h.url+"/v1/events/e1/updates?since=0&wait=30")
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
 	h.p.Drain()
 	select {
-	case r := <-got:
-		if u := decodeUpdates(t, r); u.Reset || len(u.Events) != 0 {
+	case a := <-got:
+		if u := decodeUpdates(t, a.done(t)); u.Reset || len(u.Events) != 0 {
 			t.Fatalf("drained long-poll=%+v, want a normal empty answer", u)
 		}
 	case <-time.After(30 * time.Second):
@@ -188,17 +187,16 @@ func TestCursorAheadOfTheReplicaWaitsForIt(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{BehindWait: time.Minute})
 	ahead := h.p.idx.appliedSeq() + 1
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, fmt.Sprintf("%s/v1/events/e1/updates?since=%d", h.url, ahead)) }()
+	got := getAsync(t.Context(), fmt.Sprintf("%s/v1/events/e1/updates?since=%d", h.url, ahead))
 	// The request must not be answered before the replica reaches the
 	// cursor; the publish lets it.
 	select {
-	case r := <-got:
-		t.Fatalf("answered %d %s before the replica reached the cursor", r.status, r.body)
+	case a := <-got:
+		t.Fatalf("answered %d %s (%v) before the replica reached the cursor", a.status, a.body, a.err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	s := publish(t, js, "e1", "vote.updated", `{}`)
-	u := decodeUpdates(t, <-got)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	u := decodeUpdates(t, (<-got).done(t))
 	if u.Reset || len(u.Events) != 0 || u.Cursor != strconv.FormatUint(s, 10) {
 		t.Fatalf("caught-up answer=%+v, want nothing new (the client saw %d) with cursor %d", u, s, s)
 	}
@@ -209,7 +207,7 @@ func TestCursorFromTheFutureIsResetOnceCaughtUp(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{BehindWait: 50 * time.Millisecond})
-	s := publish(t, js, "e1", "vote.updated", `{}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s }, "applied")
 	u := decodeUpdates(t, h.get("/v1/events/e1/updates?since=999999"))
 	if !u.Reset || u.Cursor != strconv.FormatUint(s, 10) {
@@ -224,7 +222,7 @@ func TestTwoPollersGiveIdenticalAnswers(t *testing.T) {
 	ensureStream(t, js)
 	var last uint64
 	for i := range 20 {
-		last = publish(t, js, fmt.Sprintf("e%d", i%3), "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
+		last = testutil.PublishChange(t, js, fmt.Sprintf("e%d", i%3), "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
 	}
 	a := startPoller(t, srv, Config{})
 	b := startPoller(t, srv, Config{})
@@ -244,13 +242,13 @@ func TestRestartedPollerKeepsCursorsValid(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	a := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
-	publish(t, js, "quiet", "vote.updated", `{}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	testutil.PublishChange(t, js, "quiet", "vote.updated", `{}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return a.p.idx.appliedSeq() >= s1+1 }, "applied")
 	e1 := decodeUpdates(t, a.get("/v1/events/e1/updates?since=0"))
 	quiet := decodeUpdates(t, a.get("/v1/events/quiet/updates?since=0"))
 	a.stop()
-	s3 := publish(t, js, "e1", "vote.updated", `{"after":"restart"}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"after":"restart"}`)
 	b := startPoller(t, srv, Config{})
 	testutil.Eventually(t, 30*time.Second, func() bool { return b.p.idx.appliedSeq() >= s3 }, "applied")
 	u := decodeUpdates(t, b.get("/v1/events/e1/updates?since="+e1.Cursor))
@@ -268,7 +266,7 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
 	srv.Stop()
 	srv.Start()
@@ -280,7 +278,7 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 		return err
 	})
 	for i := range 3 {
-		s = append(s, publish(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i+2)))
+		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i+2)))
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[2] }, "poller resumes after the outage")
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1)))
@@ -294,8 +292,8 @@ func TestServerSentEventsResumeFromLastEventID(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{Heartbeat: time.Second})
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
-	s2 := publish(t, js, "e1", "phase.changed", `{"n":2}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	s2 := testutil.PublishChange(t, js, "e1", "phase.changed", `{"n":2}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s2 }, "applied")
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -328,7 +326,7 @@ func TestServerSentEventsResumeFromLastEventID(t *testing.T) {
 		}
 	}
 	want(s2, "phase.changed")
-	s3 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
 	want(s3, "vote.updated")
 	// A heartbeat comment arrives while nothing changes.
 	select {
@@ -370,9 +368,9 @@ func TestServerSentEventsResetAnOldCursor(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{RingSize: 1})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
-	s2 := publish(t, js, "e1", "vote.updated", `{}`)
-	s3 := publish(t, js, "e1", "vote.updated", `{}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
 	// The stream no longer holds s2 (as after its age limit): only a reset
 	// is honest.
@@ -408,9 +406,9 @@ func TestMessageBySeqFromMemoryAndFromTheStream(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{RingSize: 1})
-	s1 := publish(t, js, "e1", "vote.updated", `{"big":"ref"}`)
-	s2 := publish(t, js, "e1", "vote.updated", `{"n":2}`)
-	other := publish(t, js, "secret-event", "vote.updated", `{"private":true}`)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"big":"ref"}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
+	other := testutil.PublishChange(t, js, "secret-event", "vote.updated", `{"private":true}`)
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
 	for _, tc := range []struct {
 		name   string

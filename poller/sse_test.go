@@ -124,9 +124,9 @@ func TestSSEDataWithLineBreaksArrivesWhole(t *testing.T) {
 	}
 	var want []uint64
 	for _, b := range bodies {
-		want = append(want, publish(t, js, "e1", "vote.updated", b))
+		want = append(want, testutil.PublishChange(t, js, "e1", "vote.updated", b))
 	}
-	after := publish(t, js, "e1", "phase.changed", `{"after":true}`)
+	after := testutil.PublishChange(t, js, "e1", "phase.changed", `{"after":true}`)
 	h := startPoller(t, srv, Config{})
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= after }, "applied")
 
@@ -221,7 +221,7 @@ func publishBig(t *testing.T, srv *testutil.JetStream, eventID string, n, size i
 	pad := strings.Repeat("x", size)
 	var last uint64
 	for i := range n {
-		last = publish(t, js, eventID, "vote.updated", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
+		last = testutil.PublishChange(t, js, eventID, "vote.updated", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
 	}
 	return last
 }
@@ -247,11 +247,11 @@ func TestSSEClientsThatNeverReadAreCutOffWithBoundedMemory(t *testing.T) {
 		return testutil.MetricSum(t, h.reg, name, labels...)
 	}
 	testutil.Eventually(t, 90*time.Second, func() bool {
-		return count("liveupdates_poller_requests_total", "route", "stream", "outcome", "ok") == clients &&
+		return count("liveupdates_poller_answers_total", "route", "stream", "outcome", "ok") == clients &&
 			count("liveupdates_poller_sse_slow_closed_total") == clients &&
 			count("liveupdates_poller_sse_streams") == 0
 	}, "every stuck stream is closed (opened %v, slow-closed %v, open %v)",
-		count("liveupdates_poller_requests_total", "route", "stream", "outcome", "ok"),
+		count("liveupdates_poller_answers_total", "route", "stream", "outcome", "ok"),
 		count("liveupdates_poller_sse_slow_closed_total"), count("liveupdates_poller_sse_streams"))
 	peak := stop()
 	// The ring is 3.75 MiB; a copy of it per stuck stream would be 375 MiB.
