@@ -37,6 +37,15 @@ func ensureStream(t testing.TB, js jetstream.JetStream) {
 	}
 }
 
+// runStream runs an embedded JetStream with LIVE_EVENTS created.
+func runStream(t testing.TB) (*testutil.JetStream, jetstream.JetStream) {
+	t.Helper()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	ensureStream(t, js)
+	return srv, js
+}
+
 func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func(*Deps)) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -68,6 +77,12 @@ func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func
 	// takes tens of seconds.
 	testutil.EventuallyErr(t, 60*time.Second, func() error { return p.Ready(t.Context()) })
 	return h
+}
+
+// waitApplied waits until the poller has applied seq.
+func (h *harness) waitApplied(seq uint64) {
+	h.t.Helper()
+	testutil.Eventually(h.t, 60*time.Second, func() bool { return h.p.idx.appliedSeq() >= seq }, "poller applies seq %d", seq)
 }
 
 type reply struct {

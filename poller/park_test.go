@@ -66,6 +66,20 @@ func (rc *rawConn) recv(within time.Duration) (*http.Response, []byte) {
 	return res, body
 }
 
+// recvUpdates reads one 200 answer with updates, and its body.
+func (rc *rawConn) recvUpdates(within time.Duration) (updates, []byte) {
+	rc.t.Helper()
+	res, body := rc.recv(within)
+	if res.StatusCode != http.StatusOK {
+		rc.t.Fatalf("status=%d body=%s, want 200", res.StatusCode, body)
+	}
+	var u updates
+	if err := json.Unmarshal(body, &u); err != nil {
+		rc.t.Fatalf("decode %s: %v", body, err)
+	}
+	return u, body
+}
+
 // closedByServer reports whether the server closed the connection (EOF).
 func (rc *rawConn) closedByServer() bool {
 	_ = rc.c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -100,9 +114,7 @@ func headerNames(h http.Header) []string {
 
 func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	first := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	h := startPoller(t, srv, Config{CORSOrigins: []string{"https://app.example"}})
 	origin := []string{"Origin", "https://app.example"}
@@ -165,9 +177,7 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 
 func TestParkedLongPollTimesOut(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	h := startPoller(t, srv, Config{})
 	tag := fmt.Sprintf(`"%d"`, s)

@@ -20,15 +20,13 @@ import (
 
 func TestPublishedChangesArePolledInOrder(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	testutil.PublishChange(t, js, "e2", "phase.changed", `{}`)
 	s3 := testutil.PublishChange(t, js, "e1", "blocks.updated", `{"n":2}`)
 	h := startPoller(t, srv, Config{})
 	s4 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s4 }, "poller applies seq %d", s4)
+	h.waitApplied(s4)
 
 	all := decodeUpdates(t, h.get("/v1/events/e1/updates"))
 	if got, want := seqs(all.Events), []uint64{s1, s3, s4}; !slices.Equal(got, want) {
@@ -62,7 +60,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
+	h.waitApplied(s1)
 	first := h.get("/v1/events/e1/updates?since=0")
 	etag := first.header.Get("ETag")
 	if etag != fmt.Sprintf("%q", strconv.FormatUint(s1, 10)) {
@@ -72,7 +70,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 		t.Fatalf("Cache-Control=%q, want private, no-cache", cc)
 	}
 	other := testutil.PublishChange(t, js, "e2", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
+	h.waitApplied(other)
 	r := h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag)
 	if r.status != http.StatusNotModified || len(r.body) != 0 || r.header.Get("ETag") != etag {
 		t.Fatalf("conditional poll=%d %q etag %q, want 304 with no body and the same ETag", r.status, r.body, r.header.Get("ETag"))
@@ -81,7 +79,7 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 		t.Fatalf("not_modified count=%v, want 1", got)
 	}
 	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"x":1}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
+	h.waitApplied(s3)
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag))
 	if got := seqs(u.Events); !slices.Equal(got, []uint64{s3}) {
 		t.Fatalf("after a change events=%v, want [%d]", got, s3)
@@ -97,7 +95,7 @@ func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	for i := range 4 {
 		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[3] }, "applied")
+	h.waitApplied(s[3])
 	// s[1] was dropped from the ring: it comes from the stream, joined
 	// with the ring's s[2] and s[3], and the usual cursor.
 	r := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s[0])))
@@ -208,7 +206,7 @@ func TestCursorFromTheFutureIsResetOnceCaughtUp(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{BehindWait: 50 * time.Millisecond})
 	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s }, "applied")
+	h.waitApplied(s)
 	u := decodeUpdates(t, h.get("/v1/events/e1/updates?since=999999"))
 	if !u.Reset || u.Cursor != strconv.FormatUint(s, 10) {
 		t.Fatalf("cursor from the future=%+v, want reset to %d", u, s)
@@ -217,9 +215,7 @@ func TestCursorFromTheFutureIsResetOnceCaughtUp(t *testing.T) {
 
 func TestTwoPollersGiveIdenticalAnswers(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	var last uint64
 	for i := range 20 {
 		last = testutil.PublishChange(t, js, fmt.Sprintf("e%d", i%3), "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
@@ -227,7 +223,7 @@ func TestTwoPollersGiveIdenticalAnswers(t *testing.T) {
 	a := startPoller(t, srv, Config{})
 	b := startPoller(t, srv, Config{})
 	for _, h := range []*harness{a, b} {
-		testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+		h.waitApplied(last)
 	}
 	for _, q := range []string{"", "?since=0", "?since=5", "?since=" + strconv.FormatUint(last, 10)} {
 		ra, rb := a.get("/v1/events/e1/updates"+q), b.get("/v1/events/e1/updates"+q)
@@ -244,13 +240,13 @@ func TestRestartedPollerKeepsCursorsValid(t *testing.T) {
 	a := startPoller(t, srv, Config{})
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	testutil.PublishChange(t, js, "quiet", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return a.p.idx.appliedSeq() >= s1+1 }, "applied")
+	a.waitApplied(s1 + 1)
 	e1 := decodeUpdates(t, a.get("/v1/events/e1/updates?since=0"))
 	quiet := decodeUpdates(t, a.get("/v1/events/quiet/updates?since=0"))
 	a.stop()
 	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"after":"restart"}`)
 	b := startPoller(t, srv, Config{})
-	testutil.Eventually(t, 30*time.Second, func() bool { return b.p.idx.appliedSeq() >= s3 }, "applied")
+	b.waitApplied(s3)
 	u := decodeUpdates(t, b.get("/v1/events/e1/updates?since="+e1.Cursor))
 	if u.Reset || !slices.Equal(seqs(u.Events), []uint64{s3}) {
 		t.Fatalf("after restart e1 since %s=%+v, want [%d]", e1.Cursor, u, s3)
@@ -267,7 +263,7 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
+	h.waitApplied(s1)
 	srv.Stop()
 	srv.Start()
 	var s []uint64
@@ -280,7 +276,7 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 	for i := range 3 {
 		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i+2)))
 	}
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[2] }, "poller resumes after the outage")
+	h.waitApplied(s[2])
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1)))
 	if !slices.Equal(seqs(u.Events), s) {
 		t.Fatalf("after outage events=%v, want %v", seqs(u.Events), s)
@@ -294,7 +290,7 @@ func TestServerSentEventsResumeFromLastEventID(t *testing.T) {
 	h := startPoller(t, srv, Config{Heartbeat: time.Second})
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	s2 := testutil.PublishChange(t, js, "e1", "phase.changed", `{"n":2}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s2 }, "applied")
+	h.waitApplied(s2)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -371,7 +367,7 @@ func TestServerSentEventsResetAnOldCursor(t *testing.T) {
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
+	h.waitApplied(s3)
 	// The stream no longer holds s2 (as after its age limit): only a reset
 	// is honest.
 	st, err := js.Stream(t.Context(), testStream().WithDefaults().Name)
@@ -409,7 +405,7 @@ func TestMessageBySeqFromMemoryAndFromTheStream(t *testing.T) {
 	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"big":"ref"}`)
 	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
 	other := testutil.PublishChange(t, js, "secret-event", "vote.updated", `{"private":true}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
+	h.waitApplied(other)
 	for _, tc := range []struct {
 		name   string
 		path   string
