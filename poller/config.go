@@ -294,7 +294,7 @@ func (c Config) Validate() error {
 	var errs []error
 	if !c.Open() && len(c.Secret) < polltoken.MinSecretLen {
 		// Never echo the secret itself.
-		errs = append(errs, fmt.Errorf("Secret (LIVE_POLL_SECRET): want at least %d bytes when set, got %d", polltoken.MinSecretLen, len(c.Secret)))
+		errs = append(errs, fmt.Errorf("secret (LIVE_POLL_SECRET): want at least %d bytes when set, got %d", polltoken.MinSecretLen, len(c.Secret)))
 	}
 	for _, f := range []struct {
 		name string
@@ -318,7 +318,7 @@ func (c Config) Validate() error {
 	switch c.Park {
 	case ParkKeepAlive, ParkClose, ParkOff:
 	default:
-		errs = append(errs, fmt.Errorf("Park (LIVE_POLLER_PARK): %q: want keepalive, close or off", c.Park))
+		errs = append(errs, fmt.Errorf("park mode (LIVE_POLLER_PARK) %q: want keepalive, close or off", c.Park))
 	}
 	errs = append(errs, c.Pusher.validate())
 	return errors.Join(errs...)
