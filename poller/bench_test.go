@@ -129,7 +129,7 @@ func BenchmarkPoller(b *testing.B) {
 	for k := range samples {
 		id := fmt.Sprintf("e%d", k*(ids/samples))
 		t0 := time.Now().UnixNano()
-		publish(b, js, id, "vote.updated", `{"wake":true}`)
+		testutil.PublishChange(b, js, id, "vote.updated", `{"wake":true}`)
 		published[id] = t0
 		testutil.Eventually(b, 30*time.Second, func() bool { return waiting() <= float64(ids-k-1) }, "long-poll %s woken", id)
 	}
@@ -182,7 +182,7 @@ func fanout(b *testing.B, loadgen string, js jetstream.JetStream, h *harness, ba
 	}
 	waiting := func() float64 { return promtest.ToFloat64(h.p.m.waiting) }
 	testutil.Eventually(b, 60*time.Second, func() bool { return waiting() == float64(n) }, "%d long-polls waiting on one eventId", n)
-	publish(b, js, "hot", "vote.updated", `{"hot":true}`)
+	testutil.PublishChange(b, js, "hot", "vote.updated", `{"hot":true}`)
 	t0 := time.Now().UnixNano()
 	testutil.Eventually(b, 60*time.Second, func() bool {
 		h.p.pk.mu.Lock()
@@ -329,7 +329,7 @@ func BenchmarkHotEvent(b *testing.B) {
 			}
 			wg.Go(func() {
 				t0 := time.Now().UnixNano()
-				seq := publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
+				seq := testutil.PublishChange(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
 				ack := float64(time.Now().UnixNano()-t0) / 1e6
 				mu.Lock()
 				pubs = append(pubs, pub{t0, seq, ack})
@@ -466,7 +466,7 @@ func BenchmarkSSEFanout(b *testing.B) {
 				<-tick.C
 			}
 			at := time.Now().UnixNano()
-			t0[publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
+			t0[testutil.PublishChange(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
 		}
 		tick.Stop()
 		if err := cmd.Wait(); err != nil {
