@@ -107,13 +107,13 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 	if !cfg.PusherEnabled() {
 		return nil, ErrPusherDisabled
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new relay: %w", err)
+	}
 	if deps.JS == nil {
 		return nil, errors.New("new relay: Deps.JS is required")
 	}
 	cfg = cfg.withDefaults()
-	if err := cfg.validateChannelPrefix(); err != nil {
-		return nil, fmt.Errorf("new relay: channel prefix %q: %w", cfg.ChannelPrefix, err)
-	}
 	log := deps.Log
 	if log == nil {
 		l := logrus.New()
