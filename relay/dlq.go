@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -91,28 +92,22 @@ func (r *Relay) deadLetterItem(ctx context.Context, it *item, status int, class,
 // 4xx API error, and ctx's error when ctx ends first.
 func (r *Relay) deadLetter(ctx context.Context, l letter, class string) error {
 	msg := buildLetter(l)
-	for attempt := 1; ; attempt++ {
+	log := r.log.WithField("seq", l.seq)
+	err := retry.Do(ctx, retry.New(r.cfg.BackoffBase, 5*time.Second), log, "publish dead letter", func(ctx context.Context) error {
 		_, err := r.js.PublishMsg(ctx, msg)
 		if permanent(err) {
-			return fmt.Errorf("dead-letter seq %d to %s: %w: %w", l.seq, msg.Subject, errDLQRefused, err)
+			return retry.Permanent(fmt.Errorf("%w: %w", errDLQRefused, err))
 		}
-		if err == nil {
-			r.m.deadLettered.WithLabelValues(class).Inc()
-			r.log.WithFields(logrus.Fields{
-				"seq": l.seq, "subject": l.subject, "http_status": l.status, "attempt": l.attempts, "reason": class,
-			}).Warn("change dead-lettered")
-			return nil
-		}
-		d := min(r.cfg.BackoffBase<<min(attempt, 8), 5*time.Second)
-		r.log.WithError(err).WithFields(logrus.Fields{"seq": l.seq, "backoff": d.String()}).Warn("publish dead letter")
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("dead-letter seq %d: %w", l.seq, ctx.Err())
-		case <-t.C:
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter seq %d to %s: %w", l.seq, msg.Subject, err)
 	}
+	r.m.deadLettered.WithLabelValues(class).Inc()
+	log.WithFields(logrus.Fields{
+		"subject": l.subject, "http_status": l.status, "attempt": l.attempts, "reason": class,
+	}).Warn("change dead-lettered")
+	return nil
 }
 
 // permanent reports whether a publish error is JetStream refusing the

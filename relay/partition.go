@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -158,6 +159,10 @@ type partitions struct {
 	// replicas is the last count of live replicas, listed at listed.
 	replicas int
 	listed   time.Time
+	// failedTicks counts the ticks in a row that could not announce the
+	// replica or list the others; warn throttles their warnings.
+	failedTicks int
+	warn        retry.Throttle
 }
 
 // setUpPartitions creates (or binds) the two buckets.
@@ -233,18 +238,21 @@ func (pt *partitions) tick(ctx context.Context, wg *sync.WaitGroup) {
 	octx, cancel := op()
 	_, err := pt.leases.Put(octx, memberKey(pt.id), []byte(pt.id))
 	cancel()
+	members := 0
+	if err == nil {
+		members, err = pt.members(ctx)
+	}
 	if err != nil {
+		// NATS away: every tick fails alike, so log now and then.
 		if ctx.Err() == nil {
-			pt.log.WithError(err).Warn("announce relay replica")
+			pt.failedTicks++
+			pt.warn.Failed(pt.log, err, pt.failedTicks, pt.every(), "announce relay replica")
 		}
 		return
 	}
-	members, err := pt.members(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			pt.log.WithError(err).Warn("list relay replicas")
-		}
-		return
+	if pt.failedTicks > 0 {
+		pt.failedTicks = 0
+		pt.warn.Recovered(pt.log, "relay replica announced again")
 	}
 	n := pt.r.cfg.Partitions
 	fair := (n + members - 1) / members
@@ -536,7 +544,8 @@ func (r *Relay) readPartition(ctx context.Context, ps *partState, replica string
 	rd := &reader{r: r, name: "relay-" + replica + "-p" + strconv.Itoa(ps.p)}
 	defer rd.close()
 	n := int64(r.cfg.BatchSize)
-	failures := 0
+	b := retry.New(r.cfg.BackoffBase, 5*time.Second)
+	log := r.log.WithField("partition", ps.p)
 	for {
 		if r.gate.WaitHealthy(ctx) != nil {
 			return
@@ -551,23 +560,21 @@ func (r *Relay) readPartition(ctx context.Context, ps *partState, replica string
 			}
 			err = r.readBatch(rd, ps, n)
 		}
-		if err == nil || ctx.Err() != nil {
-			failures = 0
-			if ctx.Err() != nil {
-				return
-			}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			b.Reset()
 			continue
 		}
 		rd.close()
-		failures++
-		d := min(r.cfg.BackoffBase<<min(failures, 8), 5*time.Second)
-		r.log.WithError(err).WithFields(logrus.Fields{"partition": ps.p, "backoff": d.String()}).Warn("read partition")
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		d := b.Next()
+		// One throttle for every partition: an outage of NATS fails them
+		// all at once.
+		r.warnRead.Failed(log, err, b.Failures(), d, "read partition")
+		if retry.Sleep(ctx, d) != nil {
+			return
 		}
-		t.Stop()
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/stream"
 )
 
@@ -83,8 +84,11 @@ type Relay struct {
 	letters  *letters
 	reqLim   *rate.Limiter
 	msgLim   *rate.Limiter
-	// Rate-limited logs: an outage or a refusal is logged once per interval.
-	logOutage  rate.Sometimes
+	// Throttled logs: a Pusher outage, partitions failing to read, a
+	// refusal and failed acks are logged once per interval, not once per
+	// attempt.
+	outage     retry.Throttle
+	warnRead   retry.Throttle
 	logRefusal rate.Sometimes
 	logAck     rate.Sometimes
 
@@ -155,7 +159,6 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 		letters:    newLetters(),
 		reqLim:     limiter(cfg.RequestsPerSecond, cfg.MaxInFlight),
 		msgLim:     limiter(cfg.MessagesPerSecond, pusherMaxBatch),
-		logOutage:  rate.Sometimes{First: 1, Interval: 10 * time.Second},
 		logRefusal: rate.Sometimes{First: 1, Interval: cfg.AuthRetryInterval},
 		logAck:     rate.Sometimes{First: 1, Interval: 10 * time.Second},
 	}
@@ -243,22 +246,14 @@ func (r *Relay) Run(ctx context.Context) error {
 // three-node cluster takes seconds) answers with timeouts meanwhile: a relay
 // that gave up then would leave its changes unsent until restarted.
 func (r *Relay) retrySetup(ctx context.Context, setup func(context.Context) error) error {
-	wait := 100 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err := setup(ctx)
-		if err == nil || errors.Is(err, stream.ErrConflict) || ctx.Err() != nil {
+	return retry.Do(ctx, retry.New(100*time.Millisecond, 5*time.Second), r.log, "relay setup failed, retrying",
+		func(ctx context.Context) error {
+			err := setup(ctx)
+			if errors.Is(err, stream.ErrConflict) {
+				return retry.Permanent(err)
+			}
 			return err
-		}
-		r.log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "backoff": wait.String()}).Warn("relay setup failed, retrying")
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
+		})
 }
 
 // runPartitioned is Run in partitioned mode, after the streams and the
@@ -366,7 +361,8 @@ func (r *Relay) progressed() { r.lastProgress.Store(time.Now().UnixNano()) }
 // outage it stops pulling, so no delivery attempt is spent.
 func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 	n := int64(r.cfg.BatchSize)
-	failures := 0
+	b := retry.New(r.cfg.BackoffBase, 5*time.Second)
+	var warn retry.Throttle
 	for {
 		if r.gate.WaitHealthy(ctx) != nil || r.hold.sem.Acquire(ctx, n) != nil {
 			return
@@ -379,23 +375,22 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		r.dispatch(msgs)
 		r.pulled()
 		if err == nil || ctx.Err() != nil {
-			failures = 0
+			if b.Failures() > 0 {
+				warn.Recovered(r.log, "fetching changes again")
+			}
+			b.Reset()
 			continue
 		}
-		failures++
-		d := min(r.cfg.BackoffBase<<min(failures, 8), 5*time.Second)
-		r.log.WithError(err).WithField("backoff", d.String()).Warn("fetch changes")
+		d := b.Next()
+		warn.Failed(r.log, err, b.Failures(), d, "fetch changes")
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			if c, cerr := r.ensureConsumer(ctx); cerr == nil {
 				cons = c
 			}
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
+		if retry.Sleep(ctx, d) != nil {
+			return
 		}
-		t.Stop()
 	}
 }
 

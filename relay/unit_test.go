@@ -268,12 +268,12 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestGateBackoffStaysWithinItsStep(t *testing.T) {
 	t.Parallel()
-	g := newGate(100*time.Millisecond, time.Second, time.Minute)
-	for n := 1; n <= 12; n++ {
-		ceil := min(100*time.Millisecond<<(n-1), time.Second)
-		for range 50 {
-			if d := g.backoff(n); d < 100*time.Millisecond || d > ceil {
-				t.Fatalf("backoff(%d)=%v, want within [100ms, %v]", n, d, ceil)
+	for range 50 {
+		g := newGate(100*time.Millisecond, time.Second, time.Minute)
+		for n := 1; n <= 12; n++ {
+			ceil := min(100*time.Millisecond<<(n-1), time.Second)
+			if d, _ := g.Failure(0); d < 100*time.Millisecond || d > ceil {
+				t.Fatalf("delay after %d failures=%v, want within [100ms, %v]", n, d, ceil)
 			}
 		}
 	}
