@@ -18,18 +18,6 @@ import (
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
-// HeaderDLQID carries, on a dead letter, the change id the original message
-// had in Nats-Msg-Id; the dead letter's own Nats-Msg-Id is "dlq-<seq>", so
-// replicas dead-lettering the same change store it once.
-const HeaderDLQID = "Live-Dlq-Id"
-
-// HeaderDLQOrigPrefix goes before the name of each NATS control header
-// (Nats-*) the original message carried: a dead letter keeps those values
-// under Live-Dlq-Orig-<name> instead of the name itself, because JetStream
-// would act on them (Nats-Expected-Stream: LIVE_EVENTS makes LIVE_DLQ refuse
-// the letter with err_code 10060).
-const HeaderDLQOrigPrefix = "Live-Dlq-Orig-"
-
 // maxReasonLen bounds the reason header (Pusher's answer can be long).
 const maxReasonLen = 512
 
@@ -118,7 +106,7 @@ func permanent(err error) bool {
 }
 
 // buildLetter keeps the original body and headers and adds the DLQ headers.
-// NATS control headers (Nats-*) are renamed with HeaderDLQOrigPrefix: kept
+// NATS control headers (Nats-*) are renamed with wire.HeaderDLQOrigPrefix: kept
 // as they are, JetStream would apply the original's expectations and dedup
 // id to the letter.
 func buildLetter(l letter) *nats.Msg {
@@ -129,15 +117,15 @@ func buildLetter(l letter) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range l.header {
 		if len(k) >= 5 && strings.EqualFold(k[:5], "nats-") {
-			h[HeaderDLQOrigPrefix+k] = append(h[HeaderDLQOrigPrefix+k], v...)
+			h[wire.HeaderDLQOrigPrefix+k] = append(h[wire.HeaderDLQOrigPrefix+k], v...)
 			continue
 		}
 		h[k] = append([]string(nil), v...)
 	}
 	if id := l.header.Get(wire.HeaderMsgID); id != "" {
-		h.Set(HeaderDLQID, id)
+		h.Set(wire.HeaderDLQID, id)
 	} else {
-		h.Set(HeaderDLQID, "seq-"+strconv.FormatUint(l.seq, 10))
+		h.Set(wire.HeaderDLQID, "seq-"+strconv.FormatUint(l.seq, 10))
 	}
 	h.Set(wire.HeaderMsgID, dlqID(l.seq))
 	h.Set(wire.HeaderDLQStatus, strconv.Itoa(l.status))

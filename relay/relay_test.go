@@ -207,7 +207,9 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
-	cfg.AckWait = 3 * time.Second // the default; the outage outlasts it: held changes must be kept alive
+	// Short, so the outage outlasts it within a second or two of real time:
+	// held changes must be kept alive through it.
+	cfg.AckWait = 1500 * time.Millisecond
 	run := rg.start(cfg, nil)
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.waitIDs(30*time.Second, ids)
@@ -333,7 +335,7 @@ func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 		wire.HeaderDLQStatus:   "400",
 		wire.HeaderDLQAttempts: "1",
 		wire.HeaderDLQSeq:      strconv.FormatUint(seqs[6], 10),
-		HeaderDLQID:            ids[6],
+		wire.HeaderDLQID:       ids[6],
 	}
 	for h, want := range checks {
 		if got := d.Header.Get(h); got != want {
