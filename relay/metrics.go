@@ -62,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "retries_total", Help: "Pusher requests to be sent again, by status class."}, []string{"class"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "consumer_pending_messages", Help: "Changes in the stream the relay consumer has not fetched yet (lag), sampled."}),
+			Name: "consumer_pending_messages", Help: "Changes in the stream the relay consumer has not fetched yet (lag), sampled; in partitioned mode, the changes stored after the lowest partition checkpoint."}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "consumer_ack_pending_messages", Help: "Changes fetched by any replica and not acked yet, sampled."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,

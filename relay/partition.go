@@ -163,6 +163,8 @@ type partitions struct {
 	// replica or list the others; warn throttles their warnings.
 	failedTicks int
 	warn        retry.Throttle
+	// orphans is what watch saw of partitions without an owner, for Ready.
+	orphans orphans
 }
 
 // setUpPartitions creates (or binds) the two buckets.
@@ -185,6 +187,12 @@ func (r *Relay) setUpPartitions(ctx context.Context) (*partitions, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", CheckpointBucket, err)
+	}
+	// Recorded so Leases can list the partitions no one owns. Replicas
+	// started with different counts overwrite each other: the lease
+	// keys still show what runs.
+	if _, err := cps.Put(ctx, partitionsKey, []byte(strconv.Itoa(r.cfg.Partitions))); err != nil {
+		return nil, fmt.Errorf("record partition count in %s: %w", CheckpointBucket, err)
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail

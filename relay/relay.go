@@ -181,10 +181,13 @@ func limiter(perSec float64, burst int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSec), max(burst, int(math.Ceil(perSec))))
 }
 
-// Ready reports nil while the relay can do its work: the consumer is
-// reachable, Pusher does not refuse its credentials, and the relay is not
-// stalled (see ErrStalled). A Pusher outage is not a stall: the relay holds
-// changes on purpose then.
+// Ready reports nil while the relay can do its work: the consumer (or the
+// lease bucket) is reachable, Pusher does not refuse its credentials, the
+// relay is not stalled (see ErrStalled) and, in partitioned mode, no
+// partition has been without an owner for longer than twice LeaseTTL (see
+// ErrPartitionOrphaned: every replica reports it, as any of them could take
+// the partition). A Pusher outage is not a stall: the relay holds changes
+// on purpose then.
 func (r *Relay) Ready(ctx context.Context) error {
 	if err := r.gate.Refusal(); err != nil {
 		return err
@@ -195,10 +198,14 @@ func (r *Relay) Ready(ctx context.Context) error {
 	var pending uint64
 	switch {
 	case parts != nil:
-		// Partitioned: reachable leases; a replica that owns nothing is
-		// a ready standby.
+		// Partitioned: reachable leases, and no partition left without
+		// an owner for longer than a hand-over takes; a replica that owns
+		// nothing is a ready standby.
 		if _, err := parts.leases.Status(ctx); err != nil {
 			return fmt.Errorf("relay lease bucket: %w", err)
+		}
+		if err := parts.orphans.check(2*r.cfg.LeaseTTL, time.Now()); err != nil {
+			return err
 		}
 	case cons != nil:
 		info, err := cons.Info(ctx)

@@ -108,6 +108,7 @@ func (r *Relay) runPartitioned(ctx context.Context, pt *partitions) error {
 	}
 	wg.Go(func() { r.runDeadLetters(ctx) })
 	wg.Go(func() { pt.run(ctx, &readers) })
+	wg.Go(func() { pt.watch(ctx) })
 	wg.Wait()
 	readers.Wait()
 	r.releaseAll(ctx)
