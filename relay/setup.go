@@ -79,7 +79,8 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // retrySetup runs setup until it succeeds, ctx ends, or it fails for a
-// reason retrying cannot fix (the stream conflicts with the configuration).
+// reason retrying cannot fix (the stream conflicts with the configuration,
+// or the configuration is invalid).
 // A cluster that is still electing its leaders (a fresh or recovering
 // three-node cluster takes seconds) answers with timeouts meanwhile: a relay
 // that gave up then would leave its changes unsent until restarted.
@@ -87,7 +88,7 @@ func (r *Relay) retrySetup(ctx context.Context, setup func(context.Context) erro
 	return retry.Do(ctx, retry.New(100*time.Millisecond, 5*time.Second), r.log, "relay setup failed, retrying",
 		func(ctx context.Context) error {
 			err := setup(ctx)
-			if errors.Is(err, stream.ErrConflict) {
+			if errors.Is(err, stream.ErrConflict) || errors.Is(err, stream.ErrInvalid) {
 				return retry.Permanent(err)
 			}
 			return err
