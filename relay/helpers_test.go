@@ -304,3 +304,32 @@ func (c *lagConn) Read(p []byte) (int, error) {
 	c.rest = c.rest[n:]
 	return n, nil
 }
+
+// handOverHeld runs a relay with cfg while Pusher is out until it holds
+// some changes and probes, stops it, ends the outage, and runs another
+// relay, which must deliver ids and leave nothing pending. The first
+// failure closes the gate and stops fetching, so how many the first relay
+// holds depends on timing; it holds some.
+func (r *rig) handOverHeld(cfg Config, ids []string) {
+	r.t.Helper()
+	first := r.start(cfg, nil)
+	testutil.Eventually(r.t, 20*time.Second, func() bool {
+		return r.pusher.Requests() >= 2 && r.consumerInfo().NumAckPending > 0
+	}, "first relay never held the changes")
+	first.stop()
+	r.pusher.SetOutage(false)
+	r.start(cfg, nil)
+	r.waitIDs(30*time.Second, ids)
+	r.waitSettled(20 * time.Second)
+}
+
+// waitOwned waits until run owns n partitions.
+func (r *rig) waitOwned(run *running, n float64) {
+	r.t.Helper()
+	testutil.EventuallyErr(r.t, 20*time.Second, func() error {
+		if got := testutil.MetricSum(r.t, run.reg, "liveupdates_relay_partitions_owned"); got != n {
+			return fmt.Errorf("replica owns %v partitions, want %v", got, n)
+		}
+		return nil
+	})
+}

@@ -24,9 +24,7 @@ func TestPartitionedRelaySamplesItsLag(t *testing.T) {
 	cfg := rg.partitioned()
 	cfg.LeaseTTL = 3 * time.Second // no hand-over is measured here: spare a loaded machine lost leases
 	run := rg.start(cfg, nil)
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		return testutil.MetricSum(t, run.reg, "liveupdates_relay_partitions_owned") == 8
-	}, "replica never owned every partition")
+	rg.waitOwned(run, 8)
 	pending := func() float64 { return testutil.MetricSum(t, run.reg, "liveupdates_relay_consumer_pending_messages") }
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -79,9 +77,7 @@ func TestPartitionedRelayIsNotReadyWhileAPartitionHasNoOwner(t *testing.T) {
 	cfg := rg.partitioned()
 	cfg.LeaseTTL = 3 * time.Second // no hand-over is measured here: spare a loaded machine lost leases
 	run := rg.start(cfg, nil)
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		return testutil.MetricSum(t, run.reg, "liveupdates_relay_partitions_owned") == 7
-	}, "replica never owned the seven partitions it can start")
+	rg.waitOwned(run, 7) // all but the one it cannot start
 	testutil.EventuallyErr(t, 20*time.Second, func() error {
 		if err := run.relay.Ready(ctx); !errors.Is(err, ErrPartitionOrphaned) {
 			return fmt.Errorf("Ready()=%v, want ErrPartitionOrphaned", err)
