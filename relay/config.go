@@ -224,30 +224,30 @@ func (c Config) Validate() error {
 	}
 	c = c.withDefaults()
 	if err := wire.ValidateChannelPrefix(c.ChannelPrefix, c.PrivateChannels); err != nil {
-		errs = append(errs, fmt.Errorf("ChannelPrefix (LIVE_RELAY_CHANNEL_PREFIX) %q: %w", c.ChannelPrefix, err))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX (ChannelPrefix) %q: %w", c.ChannelPrefix, err))
 	}
 	if c.MaxPayloadKB > maxPayloadKB {
-		errs = append(errs, fmt.Errorf("MaxPayloadKB (PUSHER_MAX_PAYLOAD_KB) %d: want at most %d", c.MaxPayloadKB, maxPayloadKB))
+		errs = append(errs, fmt.Errorf("PUSHER_MAX_PAYLOAD_KB (MaxPayloadKB) %d: want at most %d", c.MaxPayloadKB, maxPayloadKB))
 	}
 	if c.MaxInFlight > maxInFlight {
-		errs = append(errs, fmt.Errorf("MaxInFlight (LIVE_RELAY_MAX_IN_FLIGHT) %d: want at most %d", c.MaxInFlight, maxInFlight))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_IN_FLIGHT (MaxInFlight) %d: want at most %d", c.MaxInFlight, maxInFlight))
 	}
 	if c.Partitions < 0 || c.Partitions > maxPartitions {
-		errs = append(errs, fmt.Errorf("Partitions (LIVE_RELAY_PARTITIONS) %d: want 0 to %d", c.Partitions, maxPartitions))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_PARTITIONS (Partitions) %d: want 0 to %d", c.Partitions, maxPartitions))
 	}
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"RequestsPerSecond (LIVE_RELAY_REQUESTS_PER_SECOND)", c.RequestsPerSecond}, {"MessagesPerSecond (LIVE_RELAY_MESSAGES_PER_SECOND)", c.MessagesPerSecond}} {
+	}{{"LIVE_RELAY_REQUESTS_PER_SECOND (RequestsPerSecond)", c.RequestsPerSecond}, {"LIVE_RELAY_MESSAGES_PER_SECOND (MessagesPerSecond)", c.MessagesPerSecond}} {
 		if math.IsNaN(f.v) || f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: want a number >= 0 (0 is unlimited)", f.name, f.v))
 		}
 	}
 	if c.MaxAckPending < c.BatchSize {
-		errs = append(errs, fmt.Errorf("MaxAckPending (LIVE_RELAY_MAX_ACK_PENDING) %d: want at least BatchSize (LIVE_RELAY_BATCH_SIZE) %d", c.MaxAckPending, c.BatchSize))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_ACK_PENDING (MaxAckPending) %d: want at least LIVE_RELAY_BATCH_SIZE (BatchSize) %d", c.MaxAckPending, c.BatchSize))
 	}
 	if c.AckWait <= 2*c.BatchWindow {
-		errs = append(errs, fmt.Errorf("AckWait (LIVE_RELAY_ACK_WAIT) %v: want more than twice BatchWindow (LIVE_RELAY_BATCH_WINDOW) %v", c.AckWait, c.BatchWindow))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_ACK_WAIT (AckWait) %v: want more than twice LIVE_RELAY_BATCH_WINDOW (BatchWindow) %v", c.AckWait, c.BatchWindow))
 	}
 	return errors.Join(errs...)
 }

@@ -93,21 +93,21 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var errs []error
 	if c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage {
-		errs = append(errs, fmt.Errorf("Storage (LIVE_STREAM_STORAGE) %v: want file or memory", c.Storage))
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_STORAGE (Storage) %v: want file or memory", c.Storage))
 	}
 	if c.MaxAge < 0 {
-		errs = append(errs, fmt.Errorf("MaxAge (LIVE_STREAM_MAX_AGE) %v: want a positive duration", c.MaxAge))
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_AGE (MaxAge) %v: want a positive duration", c.MaxAge))
 	}
 	if c.MaxBytes < -1 {
-		errs = append(errs, fmt.Errorf("MaxBytes (LIVE_STREAM_MAX_BYTES) %d: want a positive size or -1 (unlimited)", c.MaxBytes))
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_BYTES (MaxBytes) %d: want a positive size or -1 (unlimited)", c.MaxBytes))
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		errs = append(errs, fmt.Errorf("Replicas (LIVE_STREAM_REPLICAS) %d: want 1 to 5", c.Replicas))
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_REPLICAS (Replicas) %d: want 1 to 5", c.Replicas))
 	}
 	// JetStream refuses a dedup window longer than the stream keeps
 	// changes, at create time: say so at start with the variables' names.
 	if c.Duplicates < 0 || c.Duplicates > c.MaxAge {
-		errs = append(errs, fmt.Errorf("Duplicates (LIVE_STREAM_DUPLICATES) %v: want a positive duration no longer than MaxAge (LIVE_STREAM_MAX_AGE) %v", c.Duplicates, c.MaxAge))
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_DUPLICATES (Duplicates) %v: want a positive duration no longer than LIVE_STREAM_MAX_AGE (MaxAge) %v", c.Duplicates, c.MaxAge))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
