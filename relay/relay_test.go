@@ -207,9 +207,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
-	// Short, so the outage outlasts it within a second or two of real time:
-	// held changes must be kept alive through it.
-	cfg.AckWait = 1500 * time.Millisecond
+	cfg.AckWait = 1500 * time.Millisecond // short, so the outage soon outlasts it: held changes must be kept alive
 	run := rg.start(cfg, nil)
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.waitIDs(30*time.Second, ids)
