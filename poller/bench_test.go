@@ -25,7 +25,7 @@ import (
 )
 
 // BenchmarkPoller measures the poller over real HTTP against a load
-// generator in a separate process (./internal/loadgen), with 10,000 distinct
+// generator in a separate process (bench/internal/load), with 10,000 distinct
 // eventIds, and reports:
 //
 //   - rps_304, rps_bare_304, x_bare_304: conditional polls per second that
@@ -46,7 +46,7 @@ import (
 func BenchmarkPoller(b *testing.B) {
 	const ids = 10_000
 	loadgen := filepath.Join(b.TempDir(), "loadgen")
-	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", loadgen, "../bench/internal/load").CombinedOutput(); err != nil {
 		b.Fatalf("build loadgen: %v\n%s", err, out)
 	}
 	srv := testutil.RunJetStream(b)
@@ -129,7 +129,7 @@ func BenchmarkPoller(b *testing.B) {
 	for k := range samples {
 		id := fmt.Sprintf("e%d", k*(ids/samples))
 		t0 := time.Now().UnixNano()
-		publish(b, js, id, "vote.updated", `{"wake":true}`)
+		testutil.PublishChange(b, js, id, "vote.updated", `{"wake":true}`)
 		published[id] = t0
 		testutil.Eventually(b, 30*time.Second, func() bool { return waiting() <= float64(ids-k-1) }, "long-poll %s woken", id)
 	}
@@ -182,7 +182,7 @@ func fanout(b *testing.B, loadgen string, js jetstream.JetStream, h *harness, ba
 	}
 	waiting := func() float64 { return promtest.ToFloat64(h.p.m.waiting) }
 	testutil.Eventually(b, 60*time.Second, func() bool { return waiting() == float64(n) }, "%d long-polls waiting on one eventId", n)
-	publish(b, js, "hot", "vote.updated", `{"hot":true}`)
+	testutil.PublishChange(b, js, "hot", "vote.updated", `{"hot":true}`)
 	t0 := time.Now().UnixNano()
 	testutil.Eventually(b, 60*time.Second, func() bool {
 		h.p.pk.mu.Lock()
@@ -260,7 +260,7 @@ func memInUse() int64 {
 
 // BenchmarkHotEvent measures a hot eventId: hotClients long-polls on one
 // eventId, each re-polling at once with its new cursor (a separate process,
-// ./internal/loadgen -mode repoll), while 10 changes/s are published to it
+// bench/internal/load -mode repoll), while 10 changes/s are published to it
 // for 5 s (one goroutine per publish, so a slow ack does not slow the rate).
 // It runs with Config.Linger off, at its default (_on), 500ms and 1s on
 // fresh pollers in the same run and reports, for each (suffix _off, _on,
@@ -285,7 +285,7 @@ func BenchmarkHotEvent(b *testing.B) {
 		tail       = 6 * time.Second
 	)
 	loadgen := filepath.Join(b.TempDir(), "loadgen")
-	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", loadgen, "../bench/internal/load").CombinedOutput(); err != nil {
 		b.Fatalf("build loadgen: %v\n%s", err, out)
 	}
 	srv := testutil.RunJetStream(b)
@@ -329,7 +329,7 @@ func BenchmarkHotEvent(b *testing.B) {
 			}
 			wg.Go(func() {
 				t0 := time.Now().UnixNano()
-				seq := publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
+				seq := testutil.PublishChange(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d}`, k))
 				ack := float64(time.Now().UnixNano()-t0) / 1e6
 				mu.Lock()
 				pubs = append(pubs, pub{t0, seq, ack})
@@ -417,7 +417,7 @@ func BenchmarkHotEvent(b *testing.B) {
 }
 
 // BenchmarkSSEFanout measures sseStreams Server-Sent Event streams on one
-// eventId (a separate process, ./internal/loadgen -mode sse) receiving 20
+// eventId (a separate process, bench/internal/load -mode sse-arrivals) receiving 20
 // changes published 250 ms apart, with each change's frame encoded once and
 // shared by every stream and the write deadline moved at most every tenth of
 // its span (_shared) and, as the baseline, encoded per stream with the
@@ -435,7 +435,7 @@ func BenchmarkSSEFanout(b *testing.B) {
 		changes    = 20
 	)
 	loadgen := filepath.Join(b.TempDir(), "loadgen")
-	if out, err := exec.Command("go", "build", "-o", loadgen, "./internal/loadgen").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", loadgen, "../bench/internal/load").CombinedOutput(); err != nil {
 		b.Fatalf("build loadgen: %v\n%s", err, out)
 	}
 	srv := testutil.RunJetStream(b)
@@ -450,7 +450,7 @@ func BenchmarkSSEFanout(b *testing.B) {
 		h.p.Register(m)
 		base := serve(b, m)
 		cursor := h.p.idx.appliedSeq()
-		cmd := exec.Command(loadgen, "-mode", "sse", "-base", base, "-ids", fmt.Sprint(sseStreams), "-since", fmt.Sprint(cursor),
+		cmd := exec.Command(loadgen, "-mode", "sse-arrivals", "-base", base, "-ids", fmt.Sprint(sseStreams), "-since", fmt.Sprint(cursor),
 			"-event", "hot", "-duration", "120s", "-until", fmt.Sprint(cursor+changes))
 		var out bytes.Buffer
 		cmd.Stdout = &out
@@ -466,7 +466,7 @@ func BenchmarkSSEFanout(b *testing.B) {
 				<-tick.C
 			}
 			at := time.Now().UnixNano()
-			t0[publish(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
+			t0[testutil.PublishChange(b, js, "hot", "vote.updated", fmt.Sprintf(`{"n":%d,"pad":"%0200d"}`, k, k))] = at
 		}
 		tick.Stop()
 		if err := cmd.Wait(); err != nil {

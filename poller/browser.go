@@ -5,17 +5,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
-	"github.com/nostressplanner/liveupdates/polltoken"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -62,7 +60,7 @@ type configURLs struct {
 	Messages string `json:"messages"`
 }
 
-func (p *Poller) buildConfigAnswer() []byte {
+func (p *Poller) buildConfigAnswer() ([]byte, error) {
 	a := configAnswer{
 		TokenRequired: !p.cfg.Open(),
 		URLs: configURLs{
@@ -90,9 +88,9 @@ func (p *Poller) buildConfigAnswer() []byte {
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
-		panic("poller: marshal config answer: " + err.Error()) // plain strings and numbers: cannot fail
+		return nil, fmt.Errorf("marshal config answer: %w", err)
 	}
-	return append(b, '\n')
+	return append(b, '\n'), nil
 }
 
 func (p *Poller) handleConfig(w http.ResponseWriter, r *http.Request) {
@@ -152,36 +150,10 @@ func (p *Poller) handleAuth(w http.ResponseWriter, r *http.Request) {
 	if tok == "" {
 		tok = r.URL.Query().Get("token")
 	}
-	if a := r.Header.Get("Authorization"); tok == "" && len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
-		tok = strings.TrimSpace(a[7:])
+	if tok == "" {
+		tok = bearerToken(r)
 	}
-	client := ""
-	if !p.cfg.Open() {
-		if tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
-			p.fail(w, routeAuth, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, "a poll token is required: Authorization: Bearer, query token= or a token field")
-			return
-		}
-		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
-			if errors.Is(err, polltoken.ErrWrongEvent) {
-				p.fail(w, routeAuth, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
-				return
-			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
-			p.fail(w, routeAuth, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
-			return
-		}
-		client = tok
-	}
-	if client == "" {
-		client = r.RemoteAddr
-		if h, _, err := net.SplitHostPort(client); err == nil {
-			client = h
-		}
-	}
-	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
-		p.fail(w, routeAuth, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+	if !p.admit(w, r, routeAuth, id, tok, "a poll token is required: Authorization: Bearer, query token= or a token field") {
 		return
 	}
 	b := make([]byte, 0, 128)

@@ -3,14 +3,13 @@ package poller
 import (
 	"errors"
 	"fmt"
-	"net/url"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/polltoken"
-	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // Config is the poller's configuration. Every zero value means the default
@@ -85,45 +84,6 @@ type Config struct {
 	// Linger. It delays the first answer after a quiet spell by Linger.
 	// Zero means 250ms; negative means off (answer at once).
 	Linger time.Duration
-}
-
-// Pusher is the browser's side of the Pusher settings. The relay reads the
-// same variables for the server side; only the WebSocket address differs,
-// because browsers may reach a self-hosted server by another name than the
-// relay's REST calls do.
-type Pusher struct {
-	// Key is the app key (PUSHER_KEY). Zero means Pusher is off.
-	Key string
-	// Secret signs private-channel subscriptions (PUSHER_SECRET). It is
-	// never logged nor served. Zero means the auth route answers 404.
-	Secret string
-	// Cluster is Pusher's cluster, such as eu (PUSHER_CLUSTER).
-	Cluster string
-	// WSHost, WSPort, WSPath and ForceTLS are the browser-facing WebSocket
-	// address of a self-hosted Pusher-compatible server
-	// (LIVE_POLLER_PUSHER_WS_URL, else PUSHER_HOST and PUSHER_SECURE).
-	// Zero WSHost means Pusher's own, by Cluster.
-	WSHost   string
-	WSPort   int
-	WSPath   string
-	ForceTLS bool
-	// ChannelPrefix goes before the eventId (LIVE_RELAY_CHANNEL_PREFIX).
-	// Zero means "event-".
-	ChannelPrefix string
-	// Private means the relay sends to private-<prefix><eventId>
-	// (LIVE_RELAY_PRIVATE_CHANNELS), which browsers subscribe to through
-	// POST /v1/pusher/auth.
-	Private bool
-}
-
-// Enabled reports whether Pusher is configured.
-func (p Pusher) Enabled() bool { return p.Key != "" }
-
-func (p Pusher) prefix() string {
-	if p.ChannelPrefix == "" {
-		return "event-"
-	}
-	return p.ChannelPrefix
 }
 
 // Open reports whether reads need no token (no LIVE_POLL_SECRET).
@@ -232,7 +192,8 @@ func defaults() Config {
 	}
 }
 
-// LoadConfig reads the poller's variables; every problem is reported at once.
+// LoadConfig reads the poller's variables, starting from the defaults;
+// every problem is reported at once.
 //
 //	LIVE_POLL_SECRET          token secret (>= 16 bytes); empty means open reads
 //	LIVE_POLLER_RING_SIZE     changes held per eventId, default 64
@@ -249,6 +210,7 @@ func defaults() Config {
 //	LIVE_POLLER_HEARTBEAT     SSE heartbeat, default 15s
 //	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
 //	LIVE_POLLER_PARK          keepalive (default), close or off: see Config.Park
+//	LIVE_POLLER_LINGER        hold of a woken long-poll's answer, default 250ms; 0 or "off" disables
 //	LIVE_POLLER_SSE_WRITE_TIMEOUT  bound of one SSE write, default 10s
 //	LIVE_POLLER_SSE_MAX_PER_TOKEN  open SSE streams per poll token, default 16
 //	LIVE_POLLER_SSE_MAX_PER_ADDR   open SSE streams per remote address, default 64
@@ -258,192 +220,113 @@ func defaults() Config {
 //	LIVE_RELAY_CHANNEL_PREFIX, LIVE_RELAY_PRIVATE_CHANNELS  the channel names the relay sends to
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := defaults()
-	var errs []error
-	if v := getenv("LIVE_POLL_SECRET"); v != "" {
-		if len(v) < polltoken.MinSecretLen {
-			// Never echo the secret itself.
-			errs = append(errs, fmt.Errorf("LIVE_POLL_SECRET: want at least %d bytes, got %d", polltoken.MinSecretLen, len(v)))
-		}
-		c.Secret = []byte(v)
-	}
-	posInt := func(name string, min, max int, dst *int) {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < min || n > max {
-				errs = append(errs, fmt.Errorf("%s=%q: want an integer from %d to %d", name, v, min, max))
-				return
-			}
-			*dst = n
-		}
-	}
-	dur := func(name string, min, max time.Duration, dst *time.Duration) {
-		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < min || d > max {
-				errs = append(errs, fmt.Errorf("%s=%q: want a duration from %s to %s", name, v, min, max))
-				return
-			}
-			*dst = d
-		}
-	}
-	posInt("LIVE_POLLER_RING_SIZE", 1, 1<<16, &c.RingSize)
-	dur("LIVE_POLLER_RING_AGE", time.Second, 7*24*time.Hour, &c.RingAge)
-	posInt("LIVE_POLLER_MAX_EVENTS", 1, 1<<26, &c.MaxEvents)
-	if v := getenv("LIVE_POLLER_MAX_BYTES"); v != "" {
-		n, err := env.ParseBytes(v)
-		if err != nil || n < 1<<10 {
-			errs = append(errs, fmt.Errorf("LIVE_POLLER_MAX_BYTES=%q: want a size of at least 1KiB such as 256MiB", v))
-		} else {
-			c.MaxBytes = n
-		}
-	}
-	if v := getenv("LIVE_POLLER_REPLAY_DEPTH"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || n == 0 {
-			errs = append(errs, fmt.Errorf("LIVE_POLLER_REPLAY_DEPTH=%q: want a positive integer", v))
-		} else {
-			c.ReplayDepth = n
-		}
-	}
-	dur("LIVE_POLLER_MAX_WAIT", time.Second, 5*time.Minute, &c.MaxWait)
-	dur("LIVE_POLLER_BEHIND_WAIT", time.Millisecond, time.Minute, &c.BehindWait)
-	if v := getenv("LIVE_POLLER_CORS_ORIGINS"); v != "" {
+	r := env.NewReader(getenv)
+	r.Secret("LIVE_POLL_SECRET", &c.Secret, polltoken.MinSecretLen)
+	r.Int("LIVE_POLLER_RING_SIZE", &c.RingSize, 1, 1<<16)
+	r.Duration("LIVE_POLLER_RING_AGE", &c.RingAge, time.Second, 7*24*time.Hour)
+	r.Int("LIVE_POLLER_MAX_EVENTS", &c.MaxEvents, 1, 1<<26)
+	r.Bytes("LIVE_POLLER_MAX_BYTES", &c.MaxBytes, 1<<10, 1<<40)
+	r.Uint64("LIVE_POLLER_REPLAY_DEPTH", &c.ReplayDepth, 1, math.MaxUint64)
+	r.Duration("LIVE_POLLER_MAX_WAIT", &c.MaxWait, time.Second, 5*time.Minute)
+	r.Duration("LIVE_POLLER_BEHIND_WAIT", &c.BehindWait, time.Millisecond, time.Minute)
+	if v, ok := r.Lookup("LIVE_POLLER_CORS_ORIGINS"); ok {
 		c.CORSOrigins = nil
 		for o := range strings.SplitSeq(v, ",") {
-			o = strings.TrimSpace(o)
+			o = strings.TrimSuffix(strings.TrimSpace(o), "/")
 			if o == "" {
 				continue
 			}
-			if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-				errs = append(errs, fmt.Errorf("LIVE_POLLER_CORS_ORIGINS: origin %q: want \"*\" or an http(s)://host[:port] origin", o))
+			if err := validateOrigin(o); err != nil {
+				r.Add(fmt.Errorf("LIVE_POLLER_CORS_ORIGINS: %w", err))
 				continue
 			}
-			c.CORSOrigins = append(c.CORSOrigins, strings.TrimSuffix(o, "/"))
+			c.CORSOrigins = append(c.CORSOrigins, o)
 		}
 	}
-	if v := getenv("LIVE_POLLER_RATE"); v != "" {
-		if strings.EqualFold(v, "off") {
+	if v, ok := r.Lookup("LIVE_POLLER_RATE"); ok {
+		if f, err := strconv.ParseFloat(v, 64); strings.EqualFold(v, "off") {
 			c.Rate = -1
-		} else if f, err := strconv.ParseFloat(v, 64); err != nil || !(f > 0) || f > 1e9 {
-			errs = append(errs, fmt.Errorf("LIVE_POLLER_RATE=%q: want a positive number of requests per second, or off", v))
+		} else if err != nil || !(f > 0) || f > 1e9 {
+			r.Fail("LIVE_POLLER_RATE", v, "a positive number of requests per second up to 1e9, or off")
 		} else {
 			c.Rate = f
 		}
 	}
-	posInt("LIVE_POLLER_BURST", 1, 1<<20, &c.Burst)
-	posInt("LIVE_POLLER_MAX_CLIENTS", 1, 1<<24, &c.MaxClients)
-	dur("LIVE_POLLER_HEARTBEAT", time.Second, 10*time.Minute, &c.Heartbeat)
-	dur("LIVE_POLLER_POLL_INTERVAL", 100*time.Millisecond, time.Minute, &c.PollInterval)
-	dur("LIVE_POLLER_SSE_WRITE_TIMEOUT", 100*time.Millisecond, 10*time.Minute, &c.SSEWriteTimeout)
-	posInt("LIVE_POLLER_SSE_MAX_PER_TOKEN", 1, 1<<20, &c.SSEMaxPerToken)
-	posInt("LIVE_POLLER_SSE_MAX_PER_ADDR", 1, 1<<20, &c.SSEMaxPerAddr)
-	pc, err := loadPusher(getenv)
-	if err != nil {
-		errs = append(errs, err)
+	r.Int("LIVE_POLLER_BURST", &c.Burst, 1, 1<<20)
+	r.Int("LIVE_POLLER_MAX_CLIENTS", &c.MaxClients, 1, 1<<24)
+	r.Duration("LIVE_POLLER_HEARTBEAT", &c.Heartbeat, time.Second, 10*time.Minute)
+	r.Duration("LIVE_POLLER_POLL_INTERVAL", &c.PollInterval, 100*time.Millisecond, time.Minute)
+	r.Duration("LIVE_POLLER_SSE_WRITE_TIMEOUT", &c.SSEWriteTimeout, 100*time.Millisecond, 10*time.Minute)
+	r.Int("LIVE_POLLER_SSE_MAX_PER_TOKEN", &c.SSEMaxPerToken, 1, 1<<20)
+	r.Int("LIVE_POLLER_SSE_MAX_PER_ADDR", &c.SSEMaxPerAddr, 1, 1<<20)
+	if v, ok := r.Lookup("LIVE_POLLER_PARK"); ok {
+		switch v = strings.ToLower(v); v {
+		case ParkKeepAlive, ParkClose, ParkOff:
+			c.Park = v
+		default:
+			r.Fail("LIVE_POLLER_PARK", v, "keepalive, close or off")
+		}
 	}
-	c.Pusher = pc
-	switch v := strings.ToLower(getenv("LIVE_POLLER_PARK")); v {
-	case "":
-	case ParkKeepAlive, ParkClose, ParkOff:
-		c.Park = v
-	default:
-		errs = append(errs, fmt.Errorf("LIVE_POLLER_PARK=%q: want keepalive, close or off", v))
-	}
-	if v := getenv("LIVE_POLLER_LINGER"); v != "" {
+	if v, ok := r.Lookup("LIVE_POLLER_LINGER"); ok {
 		if d, err := time.ParseDuration(v); strings.EqualFold(v, "off") || (err == nil && d == 0) {
 			c.Linger = -1
 		} else if err != nil || d < 0 || d > 5*time.Second {
-			errs = append(errs, fmt.Errorf("LIVE_POLLER_LINGER=%q: want a duration from 0 (off) to 5s", v))
+			r.Fail("LIVE_POLLER_LINGER", v, "a duration from 0 (off) to 5s")
 		} else {
 			c.Linger = d
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	loadPusher(r, &c.Pusher)
+	// The reader kept every bad value out, so Validate adds only the rules
+	// across settings (the Pusher channel names), reported with the rest.
+	r.Add(c.Validate())
+	if err := r.Err(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
-// loadPusher reads the browser's side of the Pusher settings.
-func loadPusher(getenv func(string) string) (Pusher, error) {
+// Validate reports every setting New cannot work with; zero values mean
+// their defaults and are valid. LoadConfig's ranges are narrower: these are
+// the bounds of what works at all.
+func (c Config) Validate() error {
+	c = c.withDefaults()
 	var errs []error
-	p := Pusher{
-		Key:           strings.TrimSpace(getenv("PUSHER_KEY")),
-		Secret:        strings.TrimSpace(getenv("PUSHER_SECRET")),
-		Cluster:       strings.TrimSpace(getenv("PUSHER_CLUSTER")),
-		ChannelPrefix: getenv("LIVE_RELAY_CHANNEL_PREFIX"),
+	if !c.Open() && len(c.Secret) < polltoken.MinSecretLen {
+		// Never echo the secret itself.
+		errs = append(errs, fmt.Errorf("secret (LIVE_POLL_SECRET): want at least %d bytes when set, got %d", polltoken.MinSecretLen, len(c.Secret)))
 	}
-	boolVar := func(name string, def bool) bool {
-		v := getenv(name)
-		if v == "" {
-			return def
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"RingSize", int64(c.RingSize)}, {"RingAge", int64(c.RingAge)}, {"MaxEvents", int64(c.MaxEvents)},
+		{"MaxBytes", c.MaxBytes}, {"MaxWait", int64(c.MaxWait)}, {"BehindWait", int64(c.BehindWait)},
+		{"Burst", int64(c.Burst)}, {"MaxClients", int64(c.MaxClients)}, {"Heartbeat", int64(c.Heartbeat)},
+		{"SSEWriteTimeout", int64(c.SSEWriteTimeout)}, {"SSEMaxPerToken", int64(c.SSEMaxPerToken)},
+		{"SSEMaxPerAddr", int64(c.SSEMaxPerAddr)}, {"PollInterval", int64(c.PollInterval)},
+	} {
+		if f.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive value or zero (the default), got %d", f.name, f.v))
 		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
-			return def
+	}
+	for _, o := range c.CORSOrigins {
+		if err := validateOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("CORSOrigins: %w", err))
 		}
-		return b
 	}
-	p.Private = boolVar("LIVE_RELAY_PRIVATE_CHANNELS", false)
-	secure := boolVar("PUSHER_SECURE", true)
-	if err := wire.ValidateChannelPrefix(p.prefix(), p.Private); err != nil {
-		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", p.ChannelPrefix, err))
+	switch c.Park {
+	case ParkKeepAlive, ParkClose, ParkOff:
+	default:
+		errs = append(errs, fmt.Errorf("park mode (LIVE_POLLER_PARK) %q: want keepalive, close or off", c.Park))
 	}
-	if v := strings.TrimSpace(getenv("LIVE_POLLER_PUSHER_WS_URL")); v != "" {
-		host, port, path, tls, err := parseWSURL(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("LIVE_POLLER_PUSHER_WS_URL=%q: %w", v, err))
-		}
-		p.WSHost, p.WSPort, p.WSPath, p.ForceTLS = host, port, path, tls
-	} else if v := strings.TrimSpace(getenv("PUSHER_HOST")); v != "" {
-		// A self-hosted server (soketi, pushercompat) serves the WebSocket
-		// and REST on one address; browsers use it unless told otherwise.
-		scheme := "ws://"
-		if secure {
-			scheme = "wss://"
-		}
-		host, port, path, tls, err := parseWSURL(scheme + v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("PUSHER_HOST=%q: want host[:port]: %w", v, err))
-		}
-		p.WSHost, p.WSPort, p.WSPath, p.ForceTLS = host, port, path, tls
-	}
-	if p.Key == "" && p.Private {
-		// Nothing to do: with Pusher off, browsers poll, and the poller's
-		// reads are guarded by poll tokens, not channels.
-		p.Private = false
-	}
-	if p.Private && p.Secret == "" {
-		errs = append(errs, errors.New("PUSHER_SECRET is empty while LIVE_RELAY_PRIVATE_CHANNELS=true: the poller signs browsers' private-channel subscriptions with it"))
-	}
-	return p, errors.Join(errs...)
+	errs = append(errs, c.Pusher.validate())
+	return errors.Join(errs...)
 }
 
-// parseWSURL reads ws(s)://host[:port][/path] as pusher-js takes it: wsHost,
-// wsPort (the scheme's default when absent), wsPath and forceTLS.
-func parseWSURL(v string) (host string, port int, path string, tls bool, err error) {
-	u, err := url.Parse(v)
-	if err != nil {
-		return "", 0, "", false, errors.New("want ws://host[:port][/path] or wss://…")
+func validateOrigin(o string) error {
+	if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+		return fmt.Errorf("origin %q: want \"*\" or an http(s)://host[:port] origin", o)
 	}
-	switch u.Scheme {
-	case "ws":
-		port = 80
-	case "wss":
-		port, tls = 443, true
-	default:
-		return "", 0, "", false, errors.New("want the scheme ws or wss")
-	}
-	if u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", 0, "", false, errors.New("want ws://host[:port][/path] or wss://… with no user, query or fragment")
-	}
-	if ps := u.Port(); ps != "" {
-		n, err := strconv.Atoi(ps)
-		if err != nil || n < 1 || n > 65535 {
-			return "", 0, "", false, errors.New("want a port from 1 to 65535")
-		}
-		port = n
-	}
-	return u.Hostname(), port, strings.TrimSuffix(u.Path, "/"), tls, nil
+	return nil
 }

@@ -162,3 +162,37 @@ func TestRateLimiterRefillsAndStaysBounded(t *testing.T) {
 		t.Fatalf("tracked clients=%d, want at most about 64", total)
 	}
 }
+
+func TestValidateRefusesWhatNewCannotWorkWith(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string // "" means valid
+	}{
+		{"the zero Config is valid: zero means the default", Config{}, ""},
+		{"a secret of polltoken.MinSecretLen bytes is valid", Config{Secret: []byte("0123456789abcdef")}, ""},
+		{"a shorter secret is refused", Config{Secret: []byte("0123456789abcde")}, "LIVE_POLL_SECRET"},
+		{"a negative size is refused", Config{RingSize: -1}, "RingSize"},
+		{"an origin without a scheme is refused", Config{CORSOrigins: []string{"app.example"}}, "CORSOrigins"},
+		{"an unknown park mode is refused", Config{Park: "sometimes"}, "LIVE_POLLER_PARK"},
+		{"private channels need the Pusher secret", Config{Pusher: Pusher{Key: "k", Private: true}}, "PUSHER_SECRET"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cfg.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate()=%v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Validate()=%v, want an error naming %s", err, tc.wantErr)
+			}
+			if _, err := New(tc.cfg, Deps{JS: noJS{}}); err == nil {
+				t.Fatal("New() accepted a Config that Validate refuses")
+			}
+		})
+	}
+}

@@ -194,7 +194,7 @@ func (p *Poller) answerDeep(w http.ResponseWriter, r *http.Request, id string, s
 		// is caught up in one answer (unless the floor moved meanwhile; the
 		// next poll then pages on from floor).
 		var buf [16]item
-		if rv := p.idx.read(id, floor, true, false, buf[:0], nil); !rv.reset && !rv.behind {
+		if rv := p.idx.read(id, readSince(floor, true), buf[:0]); !rv.reset && !rv.behind {
 			v.items = append(v.items, rv.items...)
 			v.applied = rv.applied
 			v.deep, v.newest = false, rv.newest

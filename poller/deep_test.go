@@ -72,7 +72,7 @@ func publishMany(t testing.TB, js jetstream.JetStream, eventID, other string, n 
 func followUpdates(t testing.TB, url string, since uint64) (got []wire.Envelope, pages int) {
 	t.Helper()
 	for {
-		r := getURL(t, fmt.Sprintf("%s?since=%d", url, since))
+		r := mustGet(t, fmt.Sprintf("%s?since=%d", url, since))
 		if r.status != http.StatusOK {
 			t.Fatalf("poll since %d=%d %s", since, r.status, r.body)
 		}
@@ -101,12 +101,10 @@ func followUpdates(t testing.TB, url string, since uint64) (got []wire.Envelope,
 
 func TestDeepResumeDeliversEveryChangeInOrder(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	want := publishMany(t, js, "e1", "e2", 10_000)
 	h := startPoller(t, srv, Config{RingSize: 64, Rate: -1})
-	testutil.Eventually(t, 60*time.Second, func() bool { return h.p.idx.appliedSeq() >= want[len(want)-1] }, "applied")
+	h.waitApplied(want[len(want)-1])
 
 	got, pages := followUpdates(t, h.url+"/v1/events/e1/updates", 0)
 	if !slices.Equal(seqs(got), want) {
@@ -115,7 +113,7 @@ func TestDeepResumeDeliversEveryChangeInOrder(t *testing.T) {
 	if pages < 10 {
 		t.Fatalf("%d pages, want the changes paged (at most %d a page)", pages, deepPageChanges)
 	}
-	if n := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "reset"); n != 0 {
+	if n := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "reset"); n != 0 {
 		t.Fatalf("reset answers=%v, want 0", n)
 	}
 
@@ -147,12 +145,10 @@ func TestDeepResumeDeliversEveryChangeInOrder(t *testing.T) {
 
 func TestDeepResumeResetsWhenTheStreamNoLongerHoldsTheChanges(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	want := publishMany(t, js, "e1", "e2", 100)
 	h := startPoller(t, srv, Config{RingSize: 8, Rate: -1})
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= want[len(want)-1] }, "applied")
+	h.waitApplied(want[len(want)-1])
 	st, err := js.Stream(t.Context(), testStream().WithDefaults().Name)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +189,7 @@ func BenchmarkDeepResume(b *testing.B) {
 	ensureStream(b, js)
 	want := publishMany(b, js, "e1", "e2", 10_000)
 	h := startPoller(b, srv, Config{RingSize: 64, Rate: -1})
-	testutil.Eventually(b, 60*time.Second, func() bool { return h.p.idx.appliedSeq() >= want[len(want)-1] }, "applied")
+	h.waitApplied(want[len(want)-1])
 	url := h.url + "/v1/events/e1/updates"
 	b.ResetTimer()
 	start := time.Now()
@@ -213,19 +209,17 @@ func BenchmarkDeepResume(b *testing.B) {
 // which the leader confirms holds nothing more of it.
 func TestDeepResumeAnswersAnEventIDOutsideTheReplay(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	var want []uint64
 	for i := range 5 {
-		want = append(want, publish(t, js, "old", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
+		want = append(want, testutil.PublishChange(t, js, "old", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
 	var last uint64
 	for i := range 15 {
-		last = publish(t, js, "busy", "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
+		last = testutil.PublishChange(t, js, "busy", "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
 	}
 	h := startPoller(t, srv, Config{ReplayDepth: 10, Rate: -1})
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+	h.waitApplied(last)
 	r := decodeUpdates(t, h.get("/v1/events/old/updates?since=0"))
 	if r.Reset || !slices.Equal(seqs(r.Events), want) || r.Cursor != strconv.FormatUint(last, 10) {
 		t.Fatalf("since 0 on an eventId outside the replay=%+v, want %v and cursor %d", r, want, last)

@@ -3,13 +3,13 @@ package poller
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/stream"
 	"github.com/nostressplanner/liveupdates/testutil"
@@ -37,6 +37,15 @@ func ensureStream(t testing.TB, js jetstream.JetStream) {
 	}
 }
 
+// runStream runs an embedded JetStream with LIVE_EVENTS created.
+func runStream(t testing.TB) (*testutil.JetStream, jetstream.JetStream) {
+	t.Helper()
+	srv := testutil.RunJetStream(t)
+	js := srv.JS(t)
+	ensureStream(t, js)
+	return srv, js
+}
+
 func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func(*Deps)) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -48,9 +57,7 @@ func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func
 	if err != nil {
 		t.Fatalf("New()=%v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stopRun := testutil.RunUntilCancelled(t, "poller", p.Run)
 	mux := http.NewServeMux()
 	p.Register(mux)
 	hs := httptest.NewServer(mux)
@@ -63,10 +70,7 @@ func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func
 		stopped = true
 		p.Drain()
 		hs.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run()=%v, want nil on cancellation", err)
-		}
+		stopRun()
 	}
 	t.Cleanup(h.stop)
 	// Generous: a replay of thousands of changes on a loaded 2-core machine
@@ -75,18 +79,10 @@ func startPoller(t testing.TB, srv *testutil.JetStream, cfg Config, opts ...func
 	return h
 }
 
-// publish stores one change in the stored-message contract and returns its seq.
-func publish(t testing.TB, js jetstream.JetStream, eventID, typ, data string) uint64 {
-	t.Helper()
-	m := nats.NewMsg(wire.Subject(eventID, typ))
-	m.Header.Set(wire.HeaderMsgID, wire.NewID(time.Now()))
-	m.Header.Set(wire.HeaderAt, wire.FormatAt(time.Now()))
-	m.Data = []byte(data)
-	ack, err := js.PublishMsg(t.Context(), m)
-	if err != nil {
-		t.Fatalf("PublishMsg(%s)=%v", m.Subject, err)
-	}
-	return ack.Sequence
+// waitApplied waits until the poller has applied seq.
+func (h *harness) waitApplied(seq uint64) {
+	h.t.Helper()
+	testutil.Eventually(h.t, 60*time.Second, func() bool { return h.p.idx.appliedSeq() >= seq }, "poller applies seq %d", seq)
 }
 
 type reply struct {
@@ -97,28 +93,64 @@ type reply struct {
 
 func (h *harness) get(path string, hdr ...string) reply {
 	h.t.Helper()
-	return getURL(h.t, h.url+path, hdr...)
+	return mustGet(h.t, h.url+path, hdr...)
 }
 
-func getURL(t testing.TB, url string, hdr ...string) reply {
+// mustGet GETs url and fails the test on a transport error; call it from
+// the test's goroutine.
+func mustGet(t testing.TB, url string, hdr ...string) reply {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	r, err := getURL(t.Context(), url, hdr...)
 	if err != nil {
-		t.Fatalf("request %s: %v", url, err)
+		t.Fatal(err)
+	}
+	return r
+}
+
+// getURL GETs url. It never fails the test, so any goroutine may call it.
+func getURL(ctx context.Context, url string, hdr ...string) (reply, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return reply{}, fmt.Errorf("request %s: %w", url, err)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return reply{}, fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatalf("read %s: %v", url, err)
+		return reply{}, fmt.Errorf("read %s: %w", url, err)
 	}
-	return reply{res.StatusCode, res.Header, b}
+	return reply{res.StatusCode, res.Header, b}, nil
+}
+
+// asyncReply is the outcome of getAsync.
+type asyncReply struct {
+	reply
+	err error
+}
+
+// getAsync GETs url in a goroutine; the outcome comes on the channel.
+func getAsync(ctx context.Context, url string, hdr ...string) <-chan asyncReply {
+	out := make(chan asyncReply, 1)
+	go func() {
+		r, err := getURL(ctx, url, hdr...)
+		out <- asyncReply{r, err}
+	}()
+	return out
+}
+
+// done returns the reply, failing the test on a transport error.
+func (a asyncReply) done(t testing.TB) reply {
+	t.Helper()
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	return a.reply
 }
 
 type updates struct {

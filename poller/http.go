@@ -28,36 +28,41 @@ import (
 //
 // plus OPTIONS for CORS preflight and a JSON 405 for other methods.
 func (p *Poller) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/config", p.handleConfig)
-	mux.HandleFunc("OPTIONS /v1/config", p.handlePreflight)
-	mux.HandleFunc("POST /v1/pusher/auth", p.handleAuth)
-	mux.HandleFunc("OPTIONS /v1/pusher/auth", p.handlePreflight)
+	// Every route is counted and timed by its pattern
+	// (liveupdates_poller_http_…).
+	handle := func(pattern string, h http.HandlerFunc) { p.m.http.HandleFunc(mux, pattern, h) }
+	handle("GET /v1/config", p.handleConfig)
+	handle("OPTIONS /v1/config", p.handlePreflight)
+	handle("POST /v1/pusher/auth", p.handleAuth)
+	handle("OPTIONS /v1/pusher/auth", p.handlePreflight)
 	for path := range clientFiles {
-		mux.HandleFunc("GET "+path, p.handleAsset)
-		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
+		handle("GET "+path, p.handleAsset)
+		handle("OPTIONS "+path, p.handlePreflight)
 	}
 	routes := []struct {
-		path, route string
-		h           http.HandlerFunc
+		path string
+		h    http.HandlerFunc
 	}{
-		{"/v1/events/{eventId}/updates", routeUpdates, p.handleUpdates},
-		{"/v1/events/{eventId}/stream", routeStream, p.handleStream},
-		{"/v1/events/{eventId}/messages/{seq}", routeMessage, p.handleMessage},
+		{"/v1/events/{eventId}/updates", p.handleUpdates},
+		{"/v1/events/{eventId}/stream", p.handleStream},
+		{"/v1/events/{eventId}/messages/{seq}", p.handleMessage},
 	}
 	for _, rt := range routes {
-		mux.HandleFunc("GET "+rt.path, rt.h)
-		mux.HandleFunc("OPTIONS "+rt.path, p.handlePreflight)
+		handle("GET "+rt.path, rt.h)
+		handle("OPTIONS "+rt.path, p.handlePreflight)
 		// Methods are listed, not left open: an open pattern here would
 		// conflict with the ingest API's POST /v1/events/{eventId}/{type}
 		// when both are mounted on one mux (dev). POST is left to that
 		// route; alone, the mux answers it 405 with an Allow header.
 		for _, m := range []string{http.MethodPut, http.MethodPatch, http.MethodDelete} {
-			mux.HandleFunc(m+" "+rt.path, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-				wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
-			})
+			handle(m+" "+rt.path, methodNotAllowed)
 		}
 	}
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+	wire.WriteError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, r.Method+" is not allowed here; use GET")
 }
 
 // begin runs what every read does first: path and query validation, CORS,
@@ -77,48 +82,63 @@ func (p *Poller) begin(w http.ResponseWriter, r *http.Request, route string) (id
 		p.fail(w, route, outBadRequest, http.StatusBadRequest, ie.Code, ie.Msg)
 		return "", q, false
 	}
-	client := ""
-	if !p.cfg.Open() {
-		tok := q.token
-		if tok == "" {
-			if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
-				tok = strings.TrimSpace(a[7:])
-			}
-		}
-		if tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
-			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, "a poll token is required: query token= or Authorization: Bearer")
-			return "", q, false
-		}
-		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
-			if errors.Is(err, polltoken.ErrWrongEvent) {
-				p.fail(w, route, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
-				return "", q, false
-			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
-			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
-			return "", q, false
-		}
-		client = tok
-		q.token = tok // as verified, from the query or the header
+	tok := q.token
+	if tok == "" {
+		tok = bearerToken(r)
 	}
-	if client == "" {
-		client = r.RemoteAddr
-		if h, _, err := net.SplitHostPort(client); err == nil {
-			client = h
-		}
-	}
-	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
-		p.fail(w, route, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+	if !p.admit(w, r, route, id, tok, "a poll token is required: query token= or Authorization: Bearer") {
 		return "", q, false
 	}
+	q.token = tok // as verified, from the query or the header
 	if !p.isReady() {
 		w.Header().Set("Retry-After", "1")
 		p.fail(w, route, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "the poller is still loading the stream; retry shortly")
 		return "", q, false
 	}
 	return id, q, true
+}
+
+// admit checks the poll token tok for eventId id, when reads need one,
+// and the client's rate (by token, else by address). It answers the error
+// itself and returns false when the request must stop; missing is the
+// message of a request without a token.
+func (p *Poller) admit(w http.ResponseWriter, r *http.Request, route, id, tok, missing string) bool {
+	client := tok
+	if p.cfg.Open() {
+		client = r.RemoteAddr
+		if h, _, err := net.SplitHostPort(client); err == nil {
+			client = h
+		}
+	} else {
+		if tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, missing)
+			return false
+		}
+		if err := polltoken.Verify(p.cfg.Secret, tok, id, p.now()); err != nil {
+			if errors.Is(err, polltoken.ErrWrongEvent) {
+				p.fail(w, route, outForbidden, http.StatusForbidden, wire.CodeForbidden, "the poll token is for another event")
+				return false
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="liveupdates", error="invalid_token"`)
+			p.fail(w, route, outUnauth, http.StatusUnauthorized, wire.CodeUnauthorized, err.Error())
+			return false
+		}
+	}
+	if allowed, retry := p.lim.allow(client, p.now().UnixNano()); !allowed {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry))))
+		p.fail(w, route, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests from this client; retry after the Retry-After seconds")
+		return false
+	}
+	return true
+}
+
+// bearerToken returns the token of an Authorization: Bearer header.
+func bearerToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
 }
 
 func (p *Poller) fail(w http.ResponseWriter, route, outcome string, status int, code, msg string) {
@@ -133,232 +153,6 @@ func (p *Poller) draining() bool {
 	default:
 		return false
 	}
-}
-
-// handleUpdates answers a poll or a long-poll. See the index for what the
-// cursor and "reset" mean.
-func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
-	id, q, ok := p.begin(w, r, routeUpdates)
-	if !ok {
-		return
-	}
-	inm := r.Header.Get("If-None-Match")
-	waiting := q.wait > 0 && !p.draining()
-	// The cheap path: the client's copy names this eventId's newest seq,
-	// so nothing changed for it; no cursor arithmetic is needed.
-	if inm != "" && !waiting {
-		if newest := p.idx.newestOf(id); etagMatch(inm, newest) {
-			p.writeNotModified(w, newest, outNotModified)
-			return
-		}
-	}
-	var (
-		buf      [2]item
-		timer    *time.Timer
-		behindT  *time.Timer
-		timedOut bool
-		lingered bool
-	)
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-			p.m.waiting.Dec()
-		}
-		if behindT != nil {
-			behindT.Stop()
-		}
-	}()
-	for {
-		v := p.idx.read(id, q.since, q.hasSince, waiting, buf[:0], nil)
-		if v.behind {
-			// This replica has not applied the client's cursor yet: wait
-			// for it rather than answer from an older state.
-			if behindT == nil {
-				behindT = time.NewTimer(p.cfg.BehindWait)
-			}
-			select {
-			case <-v.advanced:
-				continue
-			case <-behindT.C:
-			case <-r.Context().Done():
-				return
-			}
-			if p.lag.Load() == 0 && p.following.Load() && p.cursorBeyondStream(r.Context(), q.since) {
-				// Caught up with the stream and still behind the cursor,
-				// which the stream's leader does not hold either: the
-				// cursor is not from this stream (recreated, or made up).
-				// Only a full refetch is safe.
-				p.writeReset(w, p.idx.appliedSeq())
-				return
-			}
-			w.Header().Set("Retry-After", "1")
-			p.fail(w, routeUpdates, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "this poller replica is behind your cursor; retry shortly")
-			return
-		}
-		if v.reset {
-			if !p.answerDeep(w, r, id, q.since, v.floor) {
-				p.writeReset(w, v.applied)
-			}
-			return
-		}
-		matched := inm != "" && etagMatch(inm, v.newest)
-		if !waiting || len(v.items) > 0 || (inm != "" && !matched) {
-			if d := p.lingerFor(v); waiting && !lingered && d > 0 {
-				// v.wake is nil: read registers none when it has changes.
-				// The handler waits itself: handing the connection to the
-				// parking workers would cost a hijack and a hand-back per
-				// answer, which on a hot eventId is nearly every answer.
-				lingered = true
-				if !p.linger(r.Context(), d) {
-					return
-				}
-				continue
-			}
-			if v.wake != nil {
-				p.idx.unwait(id, v.wake)
-			}
-			outcome := outOK
-			if timedOut && len(v.items) == 0 {
-				outcome = outTimeout
-			}
-			if matched && len(v.items) == 0 {
-				if !timedOut {
-					outcome = outNotModified
-				}
-				p.writeNotModified(w, v.newest, outcome)
-				return
-			}
-			p.writeUpdates(w, v, outcome)
-			return
-		}
-		if timer == nil && p.tryPark(w, r, id, q, inm, v.wake) {
-			return // the parked connection is answered from elsewhere
-		}
-		if timer == nil {
-			timer = time.NewTimer(q.wait)
-			p.m.waiting.Inc()
-		}
-		select {
-		case <-v.wake.ch:
-		case <-timer.C:
-			waiting, timedOut = false, true
-		case <-p.drain:
-			waiting, timedOut = false, true
-		case <-r.Context().Done():
-			p.idx.unwait(id, v.wake)
-			return
-		}
-		p.idx.unwait(id, v.wake)
-	}
-}
-
-// lingerFor is how long a long-poll's answer v waits before it is sent:
-// until its oldest change is Config.Linger old, so the changes that follow
-// within that time ride in the same answer. A browser re-polls at once
-// after each answer, so on a hot eventId this holds each browser to about
-// one answer (and one request) per linger instead of one per change, and
-// a woken long-poll waits the linger from its wake. Zero means answer now:
-// the linger is off, nothing new is in v, or the change is old enough.
-func (p *Poller) lingerFor(v view) time.Duration {
-	if p.cfg.Linger <= 0 || len(v.items) == 0 || v.deep || v.reset || v.behind {
-		return 0
-	}
-	age := time.Duration(time.Now().UnixNano() - v.items[0].applied)
-	if age >= p.cfg.Linger {
-		return 0
-	}
-	return min(p.cfg.Linger-age, p.cfg.Linger)
-}
-
-// linger waits d on the plain path; Drain cuts it short. It reports false
-// when the client left.
-func (p *Poller) linger(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-p.drain:
-	case <-ctx.Done():
-		return false
-	}
-	return true
-}
-
-func (p *Poller) setReadHeaders(w http.ResponseWriter, newest uint64) {
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	// private: no shared proxy may store a token-gated answer; no-cache: the
-	// browser may keep it but must revalidate (cheaply, with the ETag).
-	h["Cache-Control"] = []string{"private, no-cache"}
-	var b [24]byte
-	h["Etag"] = []string{string(appendETag(b[:0], newest))}
-}
-
-func (p *Poller) writeNotModified(w http.ResponseWriter, newest uint64, outcome string) {
-	h := w.Header()
-	h["Cache-Control"] = []string{"private, no-cache"}
-	var b [24]byte
-	h["Etag"] = []string{string(appendETag(b[:0], newest))}
-	w.WriteHeader(http.StatusNotModified)
-	p.m.count(routeUpdates, outcome)
-}
-
-func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	h["Cache-Control"] = []string{"no-store"}
-	b := make([]byte, 0, 64)
-	b = append(b, `{"reset":true,"cursor":"`...)
-	b = formatSeq(b, applied)
-	b = append(b, "\"}\n"...)
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b) // a failed write means the client left
-	p.m.count(routeUpdates, outReset)
-}
-
-// writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
-// envelopes' stored JSON.
-func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
-	if v.deep {
-		// A page of a deep resume: the client is not caught up, so it must
-		// not get the newest seq's ETag (its next conditional poll would
-		// be a 304 and it would stop paging).
-		h := w.Header()
-		h["Content-Type"] = []string{"application/json"}
-		h["Cache-Control"] = []string{"no-store"}
-	} else {
-		p.setReadHeaders(w, v.newest)
-	}
-	var head [64]byte
-	hb := append(head[:0], `{"cursor":"`...)
-	hb = formatSeq(hb, v.applied)
-	hb = append(hb, `","events":[`...)
-	n := len(hb) + 3
-	for i, it := range v.items {
-		if i > 0 {
-			n++
-		}
-		n += len(it.json)
-	}
-	w.Header()["Content-Length"] = []string{strconv.Itoa(n)}
-	w.WriteHeader(http.StatusOK)
-	p.m.count(routeUpdates, outcome)
-	// Write errors mean the client left; there is nobody to tell.
-	if _, err := w.Write(hb); err != nil {
-		return
-	}
-	for i, it := range v.items {
-		if i > 0 {
-			if _, err := w.Write([]byte{','}); err != nil {
-				return
-			}
-		}
-		if _, err := w.Write(it.json); err != nil {
-			return
-		}
-	}
-	_, _ = w.Write([]byte("]}\n"))
 }
 
 // handleMessage answers one change by seq: from memory when held, else by a

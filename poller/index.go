@@ -49,15 +49,9 @@ type index struct {
 	// advanced is closed (and replaced) whenever applied moves, for requests
 	// whose cursor is ahead of this replica.
 	advanced chan struct{}
-
-	wmu   sync.Mutex
-	waits map[string]*waitSet
-	// onWake takes over parked connections whose eventId changed (or was
-	// evicted); it is called under wmu and must not block.
-	onWake func([]*parked)
-	// parkClosed refuses new parked connections (Drain, Run's end).
-	parkClosed bool
-	nParked    atomic.Int64
+	// changed is called with every eventId that changes or is evicted,
+	// under mu held for writing (waiters.wake); nil is nobody.
+	changed func(id string)
 
 	// Sizes, readable without the lock (metrics).
 	nEntries   atomic.Int64
@@ -105,14 +99,6 @@ type tomb struct {
 	seq uint64
 }
 
-type waitSet struct {
-	ch chan struct{}
-	n  int // channel waiters (handlers and streams)
-	// parked is the list of hijacked long-poll connections waiting here,
-	// linked through parked.prev/next; see park.go.
-	parked *parked
-}
-
 // entryOverhead approximates the bytes an entry costs beyond its envelopes
 // (struct, map slot, ring slots), for the bytes bound.
 const entryOverhead = 160
@@ -128,7 +114,6 @@ func newIndex(c Config) *index {
 		entries:   make(map[string]*entry),
 		tombs:     make(map[string]uint64),
 		advanced:  make(chan struct{}),
-		waits:     make(map[string]*waitSet),
 	}
 }
 
@@ -199,7 +184,7 @@ func (x *index) apply(env wire.Envelope, stored time.Time) {
 	x.nEnvelopes.Add(1)
 	x.nBytes.Add(sz)
 	x.advance(env.Seq)
-	x.wakeLocked(env.EventID)
+	x.changedLocked(env.EventID)
 	x.trimAge(e, stored.Add(-x.ringAge).UnixNano())
 	for len(x.entries) > x.maxEvents && x.tail != nil && x.tail != e {
 		x.evict(x.tail, evictEventCap)
@@ -270,7 +255,7 @@ func (x *index) evict(e *entry, why evictReason) {
 		x.tombQ = q
 	}
 	// Waiters of an evicted eventId re-read and see its floor.
-	x.wakeLocked(e.id)
+	x.changedLocked(e.id)
 }
 
 func (x *index) pushFront(e *entry) {
@@ -308,19 +293,12 @@ func (x *index) sweepAge(now time.Time) {
 	}
 }
 
-// wakeLocked wakes the long-polls and streams of eventID. The caller holds
-// x.mu for writing, which orders it against waiters registering under the
-// read lock.
-func (x *index) wakeLocked(id string) {
-	x.wmu.Lock()
-	if ws := x.waits[id]; ws != nil {
-		close(ws.ch)
-		delete(x.waits, id)
-		if ws.parked != nil {
-			x.onWake(x.takeParkedLocked(ws, nil))
-		}
+// changedLocked tells the waiters of eventId id. The caller holds x.mu for
+// writing, which orders it against waiters registering under the read lock.
+func (x *index) changedLocked(id string) {
+	if x.changed != nil {
+		x.changed(id)
 	}
-	x.wmu.Unlock()
 }
 
 // view is one read of an eventId.
@@ -332,22 +310,36 @@ type view struct {
 	deep    bool   // read from the stream below the floor: no ETag
 	behind  bool   // since is ahead of what this replica applied
 	items   []item // changes after since, in order
-	// wake, when asked for, is closed on the eventId's next change.
+	// wake, when readOpts.wait registered a waiter, is closed on the
+	// eventId's next change.
 	wake *waitSet
 	// advanced is closed when applied next moves.
 	advanced <-chan struct{}
 }
 
-// read answers "what changed for id after since". With hasSince false it
-// returns the held changes. wantWake registers a waiter in the same critical
-// section, so no change can slip between the read and the wait; the caller
-// must release it with unwait.
-//
-// With pc set (a parked connection), the waiter registered is pc itself
-// instead of a channel waiter, and only when pc has not expired, parking is
-// open and pc's If-None-Match still names the newest seq; v.wake is then
-// non-nil and pc belongs to the wait set.
-func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []item, pc *parked) view {
+// readOpts is what a read asks for.
+type readOpts struct {
+	// since is the client's cursor when hasSince; without one a read
+	// returns the held changes.
+	since    uint64
+	hasSince bool
+	// wait, when set, is called when the read has nothing to answer (no
+	// change after since, no reset, not behind) with the eventId and its
+	// newest seq, under the read lock: changes are applied under the write
+	// lock, so the waiter it registers cannot miss one. What it returns
+	// (nil: not waiting) is the view's wake. See waiters.add and
+	// waiters.parkOn.
+	wait func(id string, newest uint64) *waitSet
+}
+
+// readSince reads the changes after since: the readOpts of a plain read.
+func readSince(since uint64, hasSince bool) readOpts {
+	return readOpts{since: since, hasSince: hasSince}
+}
+
+// read answers "what changed for id after o.since", appending the changes
+// to buf.
+func (x *index) read(id string, o readOpts, buf []item) view {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	v := view{applied: x.applied, advanced: x.advanced, items: buf[:0]}
@@ -357,59 +349,37 @@ func (x *index) read(id string, since uint64, hasSince, wantWake bool, buf []ite
 		e.polls.Add(1)
 	}
 	switch {
-	case hasSince && since > x.applied:
+	case o.hasSince && o.since > x.applied:
 		v.behind = true
 	case e == nil:
 		v.floor = x.floorOfAbsent(id)
-		v.reset = hasSince && since < v.floor
-	case hasSince && since < e.floor:
+		v.reset = o.hasSince && o.since < v.floor
+	case o.hasSince && o.since < e.floor:
 		v.reset, v.floor = true, e.floor
 	default:
 		i := 0
-		if hasSince {
-			i, _ = slices.BinarySearchFunc(e.items, since+1, func(it item, s uint64) int {
-				if it.seq < s {
-					return -1
-				}
-				if it.seq > s {
-					return 1
-				}
-				return 0
-			})
+		if o.hasSince {
+			i, _ = slices.BinarySearchFunc(e.items, o.since+1, cmpSeq)
 		}
 		v.items = append(v.items, e.items[i:]...)
 	}
-	if wantWake && !v.reset && !v.behind && len(v.items) == 0 {
-		x.wmu.Lock()
-		if pc == nil || (!pc.expired && !x.parkClosed && (pc.inm == "" || etagMatch(pc.inm, v.newest))) {
-			ws := x.waits[id]
-			if ws == nil {
-				ws = &waitSet{ch: make(chan struct{})}
-				x.waits[id] = ws
-			}
-			if pc == nil {
-				ws.n++
-			} else {
-				x.linkLocked(ws, pc)
-			}
-			v.wake = ws
-		}
-		x.wmu.Unlock()
+	if o.wait != nil && !v.reset && !v.behind && len(v.items) == 0 {
+		v.wake = o.wait(id, v.newest)
 	}
 	return v
 }
 
-// unwait releases a waiter registered by read.
-func (x *index) unwait(id string, ws *waitSet) {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	ws.n--
-	if ws.n == 0 && ws.parked == nil && x.waits[id] == ws {
-		delete(x.waits, id)
+func cmpSeq(it item, s uint64) int {
+	switch {
+	case it.seq < s:
+		return -1
+	case it.seq > s:
+		return 1
 	}
+	return 0
 }
 
-// etagOf returns the eventId's newest seq, for the cheap 304 path.
+// newestOf returns the eventId's newest seq, for the cheap 304 path.
 func (x *index) newestOf(id string) uint64 {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -428,15 +398,7 @@ func (x *index) get(id string, seq uint64) ([]byte, bool) {
 	if e == nil {
 		return nil, false
 	}
-	i, ok := slices.BinarySearchFunc(e.items, seq, func(it item, s uint64) int {
-		if it.seq < s {
-			return -1
-		}
-		if it.seq > s {
-			return 1
-		}
-		return 0
-	})
+	i, ok := slices.BinarySearchFunc(e.items, seq, cmpSeq)
 	if !ok {
 		return nil, false
 	}

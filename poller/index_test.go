@@ -61,7 +61,7 @@ func TestIndexReadsAgainstFloors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			x := newIdx()
-			v := x.read(tc.id, tc.since, tc.hasSince, false, nil, nil)
+			v := x.read(tc.id, readSince(tc.since, tc.hasSince), nil)
 			if v.reset != tc.reset || v.behind != tc.behind || !slices.Equal(itemSeqs(v.items), tc.want) && len(tc.want)+len(v.items) > 0 {
 				t.Fatalf("read(%s, %d)=reset %v behind %v items %v, want reset %v behind %v items %v", tc.id, tc.since, v.reset, v.behind, itemSeqs(v.items), tc.reset, tc.behind, tc.want)
 			}
@@ -83,24 +83,23 @@ func TestEvictedEventIdsKeepTheirCursorsThroughTombstones(t *testing.T) {
 	if _, held := x.entries["a"]; held {
 		t.Fatal("a still held over MaxEvents=2")
 	}
-	if v := x.read("a", 1, true, false, nil, nil); v.reset {
+	if v := x.read("a", readSince(1, true), nil); v.reset {
 		t.Fatal("a client that saw a's newest change is reset after a's eviction")
 	}
-	if v := x.read("a", 0, true, false, nil, nil); !v.reset {
+	if v := x.read("a", readSince(0, true), nil); !v.reset {
 		t.Fatal("a client that missed a's evicted change is not reset")
 	}
 	// a comes back: its floor is its tombstone, so the new change is served.
 	x.apply(change(4, "a"), now)
-	if v := x.read("a", 1, true, false, nil, nil); v.reset || !slices.Equal(itemSeqs(v.items), []uint64{4}) {
+	if v := x.read("a", readSince(1, true), nil); v.reset || !slices.Equal(itemSeqs(v.items), []uint64{4}) {
 		t.Fatalf("a since 1 after it came back=%+v, want [4]", v)
 	}
 }
 
 func TestLongPollWaiterIsWokenByItsEventOnly(t *testing.T) {
 	t.Parallel()
-	x := newIndex(Config{}.withDefaults())
-	x.reset(0)
-	v := x.read("e1", 0, true, true, nil, nil)
+	x, ws := newWaitingIndex()
+	v := x.read("e1", readOpts{hasSince: true, wait: ws.add}, nil)
 	if v.wake == nil {
 		t.Fatal("no waiter registered for an empty read")
 	}
@@ -116,11 +115,11 @@ func TestLongPollWaiterIsWokenByItsEventOnly(t *testing.T) {
 	default:
 		t.Fatal("not woken by its eventId's change")
 	}
-	x.unwait("e1", v.wake)
-	w := x.read("e2", 2, true, true, nil, nil)
-	x.unwait("e2", w.wake)
-	if len(x.waits) != 0 {
-		t.Fatalf("waits=%d after every waiter left, want 0", len(x.waits))
+	ws.release("e1", v.wake)
+	w := x.read("e2", readOpts{since: 2, hasSince: true, wait: ws.add}, nil)
+	ws.release("e2", w.wake)
+	if len(ws.sets) != 0 {
+		t.Fatalf("wait sets=%d after every waiter left, want 0", len(ws.sets))
 	}
 }
 
@@ -132,11 +131,11 @@ func TestAgeSweepDropsOldChanges(t *testing.T) {
 	x.apply(change(1, "e1"), t0)
 	x.apply(change(2, "e1"), t0.Add(30*time.Second))
 	x.sweepAge(t0.Add(70 * time.Second))
-	v := x.read("e1", 0, true, false, nil, nil)
+	v := x.read("e1", readSince(0, true), nil)
 	if !v.reset {
 		t.Fatal("since 0 after change 1 aged out is not reset")
 	}
-	if v := x.read("e1", 1, true, false, nil, nil); v.reset || !slices.Equal(itemSeqs(v.items), []uint64{2}) {
+	if v := x.read("e1", readSince(1, true), nil); v.reset || !slices.Equal(itemSeqs(v.items), []uint64{2}) {
 		t.Fatalf("since 1=%+v, want [2]", itemSeqs(v.items))
 	}
 }
@@ -172,11 +171,11 @@ func TestEvictionKeepsMemoryBoundedWith100000EventIds(t *testing.T) {
 	}
 	// The oldest eventIds are gone for good: their clients are reset only
 	// if they missed the evicted change.
-	if v := x.read("event-0", 0, true, false, nil, nil); !v.reset {
+	if v := x.read("event-0", readSince(0, true), nil); !v.reset {
 		t.Fatal("client of a long-evicted eventId that missed its change is not reset")
 	}
 	// A client of the newest eventId whose cursor is recent gets its change.
-	if v := x.read("event-99999", n-100, true, false, nil, nil); v.reset || len(v.items) != 1 {
+	if v := x.read("event-99999", readSince(n-100, true), nil); v.reset || len(v.items) != 1 {
 		t.Fatalf("newest eventId=%+v, want its change", v)
 	}
 	if ev := x.evictions[evictEventCap].Load(); ev != n-maxEvents {
@@ -197,4 +196,14 @@ func TestByteCapEvictsLeastRecentlyChanged(t *testing.T) {
 	if _, ok := x.entries["e99"]; !ok {
 		t.Fatal("the newest eventId was evicted")
 	}
+}
+
+// newWaitingIndex returns an empty index whose changes wake the waiters,
+// as New wires them.
+func newWaitingIndex() (*index, *waiters) {
+	x := newIndex(Config{}.withDefaults())
+	x.reset(0)
+	w := newWaiters()
+	x.changed = w.wake
+	return x, w
 }

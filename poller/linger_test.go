@@ -1,12 +1,11 @@
 package poller
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nostressplanner/liveupdates/testutil"
 )
 
@@ -16,30 +15,16 @@ import (
 func TestWokenLongPollLingersAndFoldsTheNextChangesIntoOneAnswer(t *testing.T) {
 	for _, park := range []string{ParkKeepAlive, ParkOff} {
 		t.Run(park, func(t *testing.T) {
-			srv := testutil.RunJetStream(t)
-			js := srv.JS(t)
-			ensureStream(t, js)
 			// Long enough for two more acknowledged publishes on a loaded
 			// machine; without the linger the answer leaves after the first.
-			h := startPoller(t, srv, Config{Park: park, Linger: 5 * time.Second})
-			cursor := h.p.idx.appliedSeq()
-			rc := dialRaw(t, h.url)
-			rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", cursor))
-			testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, h) == 1 }, "the long-poll waits")
+			_, js, rc := waitingLongPoll(t, Config{Park: park, Linger: 5 * time.Second})
 
 			want := []uint64{
-				publish(t, js, "hot", "vote.updated", `{"n":1}`),
-				publish(t, js, "hot", "vote.updated", `{"n":2}`),
-				publish(t, js, "hot", "vote.updated", `{"n":3}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":2}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":3}`),
 			}
-			res, body := rc.recv(60 * time.Second)
-			if res.StatusCode != http.StatusOK {
-				t.Fatalf("status=%d body=%s, want 200", res.StatusCode, body)
-			}
-			var u updates
-			if err := json.Unmarshal(body, &u); err != nil {
-				t.Fatalf("decode %s: %v", body, err)
-			}
+			u, body := rc.recvUpdates(60 * time.Second)
 			if got := seqs(u.Events); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("one answer carried seqs %v, want all three changes %v (body %s)", got, want, body)
 			}
@@ -55,16 +40,9 @@ func TestWokenLongPollLingersAndFoldsTheNextChangesIntoOneAnswer(t *testing.T) {
 func TestDrainAnswersALingeringLongPoll(t *testing.T) {
 	for _, park := range []string{ParkKeepAlive, ParkOff} {
 		t.Run(park, func(t *testing.T) {
-			srv := testutil.RunJetStream(t)
-			js := srv.JS(t)
-			ensureStream(t, js)
-			h := startPoller(t, srv, Config{Park: park, Linger: 10 * time.Minute})
-			cursor := h.p.idx.appliedSeq()
-			rc := dialRaw(t, h.url)
-			rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", cursor))
-			testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, h) == 1 }, "the long-poll waits")
-			seq := publish(t, js, "hot", "vote.updated", `{"n":1}`)
-			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= seq }, "change %d applied", seq)
+			h, js, rc := waitingLongPoll(t, Config{Park: park, Linger: 10 * time.Minute})
+			seq := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
+			h.waitApplied(seq)
 			if park == ParkKeepAlive {
 				testutil.Eventually(t, 30*time.Second, func() bool {
 					h.p.pk.mu.Lock()
@@ -73,14 +51,7 @@ func TestDrainAnswersALingeringLongPoll(t *testing.T) {
 				}, "the woken long-poll lingers")
 			}
 			h.p.Drain()
-			res, body := rc.recv(60 * time.Second)
-			if res.StatusCode != http.StatusOK {
-				t.Fatalf("status=%d body=%s, want 200", res.StatusCode, body)
-			}
-			var u updates
-			if err := json.Unmarshal(body, &u); err != nil {
-				t.Fatalf("decode %s: %v", body, err)
-			}
+			u, _ := rc.recvUpdates(60 * time.Second)
 			if got := seqs(u.Events); len(got) != 1 || got[0] != seq {
 				t.Fatalf("drained answer carried seqs %v, want [%d]", got, seq)
 			}
@@ -95,34 +66,25 @@ func TestDrainAnswersALingeringLongPoll(t *testing.T) {
 func TestLongPollFindingAFreshChangeLingersUntilItIsTheLingerOld(t *testing.T) {
 	for _, park := range []string{ParkKeepAlive, ParkOff} {
 		t.Run(park, func(t *testing.T) {
-			srv := testutil.RunJetStream(t)
-			js := srv.JS(t)
-			ensureStream(t, js)
+			srv, js := runStream(t)
 			h := startPoller(t, srv, Config{Park: park, Linger: 5 * time.Second})
 			cursor := h.p.idx.appliedSeq()
-			first := publish(t, js, "hot", "vote.updated", `{"n":1}`)
-			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= first }, "change %d applied", first)
+			first := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
+			h.waitApplied(first)
 			rc := dialRaw(t, h.url)
 			rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", cursor))
 			want := []uint64{
 				first,
-				publish(t, js, "hot", "vote.updated", `{"n":2}`),
-				publish(t, js, "hot", "vote.updated", `{"n":3}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":2}`),
+				testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":3}`),
 			}
-			res, body := rc.recv(60 * time.Second)
-			if res.StatusCode != http.StatusOK {
-				t.Fatalf("status=%d body=%s, want 200", res.StatusCode, body)
-			}
-			var u updates
-			if err := json.Unmarshal(body, &u); err != nil {
-				t.Fatalf("decode %s: %v", body, err)
-			}
+			u, body := rc.recvUpdates(60 * time.Second)
 			if got := seqs(u.Events); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("one answer carried seqs %v, want all three changes %v (body %s)", got, want, body)
 			}
 			// A plain poll (no wait) never lingers, even on a fresh change.
-			fourth := publish(t, js, "hot", "vote.updated", `{"n":4}`)
-			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= fourth }, "change %d applied", fourth)
+			fourth := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":4}`)
+			h.waitApplied(fourth)
 			start := time.Now()
 			r := h.get(fmt.Sprintf("/v1/events/hot/updates?since=%d", want[2]))
 			if got := seqs(decodeUpdates(t, r).Events); len(got) != 1 || got[0] != fourth {
@@ -133,4 +95,16 @@ func TestLongPollFindingAFreshChangeLingersUntilItIsTheLingerOld(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitingLongPoll starts a poller with cfg and, on a raw connection, a
+// long-poll of eventId hot from the applied seq, and waits until it waits.
+func waitingLongPoll(t *testing.T, cfg Config) (*harness, jetstream.JetStream, *rawConn) {
+	t.Helper()
+	srv, js := runStream(t)
+	h := startPoller(t, srv, cfg)
+	rc := dialRaw(t, h.url)
+	rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=60", h.p.idx.appliedSeq()))
+	testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, h) == 1 }, "the long-poll waits")
+	return h, js, rc
 }

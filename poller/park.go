@@ -3,15 +3,11 @@ package poller
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // Parking. A long-poll that must wait costs, on the plain net/http path, two
@@ -22,7 +18,7 @@ import (
 // buffers. The parked record sits in the eventId's wait set with one timer.
 // Whoever ends the wait (a change of the eventId, the timer, Drain, or the
 // reaper finding the client gone) first takes the record out of the wait
-// set under index.wmu, so exactly one party answers it. Answers to woken
+// set under waiters.mu, so exactly one party answers it. Answers to woken
 // records are written by a small on-demand worker pool, never on the
 // publisher's (the index's) path. After the answer the connection is handed
 // to an inner http.Server with the outer server's handler and timeouts, so
@@ -68,104 +64,10 @@ type parked struct {
 	// held at most once. Owned by whoever owns the record.
 	lingered bool
 
-	// Guarded by index.wmu.
+	// Guarded by waiters.mu.
 	ws         *waitSet
 	prev, next *parked
 	expired    bool
-}
-
-// linkLocked adds pc to ws. The caller holds wmu.
-func (x *index) linkLocked(ws *waitSet, pc *parked) {
-	pc.ws, pc.prev, pc.next = ws, nil, ws.parked
-	if ws.parked != nil {
-		ws.parked.prev = pc
-	}
-	ws.parked = pc
-	x.nParked.Add(1)
-}
-
-// unlinkLocked takes pc out of its wait set. The caller holds wmu.
-func (x *index) unlinkLocked(pc *parked) {
-	ws := pc.ws
-	if pc.prev != nil {
-		pc.prev.next = pc.next
-	} else {
-		ws.parked = pc.next
-	}
-	if pc.next != nil {
-		pc.next.prev = pc.prev
-	}
-	pc.ws, pc.prev, pc.next = nil, nil, nil
-	x.nParked.Add(-1)
-	if ws.n == 0 && ws.parked == nil && x.waits[pc.id] == ws {
-		delete(x.waits, pc.id)
-	}
-}
-
-// takeParkedLocked empties ws's parked list into dst.
-func (x *index) takeParkedLocked(ws *waitSet, dst []*parked) []*parked {
-	for pc := ws.parked; pc != nil; {
-		next := pc.next
-		pc.ws, pc.prev, pc.next = nil, nil, nil
-		x.nParked.Add(-1)
-		dst = append(dst, pc)
-		pc = next
-	}
-	ws.parked = nil
-	return dst
-}
-
-// expire marks pc as past its wait and takes it when it is parked. Marking
-// under wmu keeps a record being answered concurrently from parking again.
-func (x *index) expire(pc *parked) bool {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	pc.expired = true
-	if pc.ws == nil {
-		return false
-	}
-	x.unlinkLocked(pc)
-	return true
-}
-
-// take takes pc when it is still parked.
-func (x *index) take(pc *parked) bool {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	if pc.ws == nil {
-		return false
-	}
-	x.unlinkLocked(pc)
-	return true
-}
-
-// closeParking refuses further parking and takes every parked record.
-func (x *index) closeParking() []*parked {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	x.parkClosed = true
-	var out []*parked
-	for id, ws := range x.waits {
-		if ws.parked != nil {
-			out = x.takeParkedLocked(ws, out)
-			if ws.n == 0 {
-				delete(x.waits, id)
-			}
-		}
-	}
-	return out
-}
-
-// parkedSnapshot lists the parked records (for the reaper).
-func (x *index) parkedSnapshot(dst []*parked) []*parked {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	for _, ws := range x.waits {
-		for pc := ws.parked; pc != nil; pc = pc.next {
-			dst = append(dst, pc)
-		}
-	}
-	return dst
 }
 
 // parking owns the answer workers and the inner servers that take
@@ -267,40 +169,6 @@ func (k *parking) work() {
 	}
 }
 
-// serverFor returns the inner server serving connections handed back from
-// outer's requests, starting it on first use. It returns nil once parking
-// is closed.
-func (k *parking) serverFor(outer *http.Server) *innerServer {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed || outer.Handler == nil {
-		return nil
-	}
-	if is := k.servers[outer]; is != nil {
-		return is
-	}
-	is := &innerServer{
-		l: &handoff{ch: make(chan net.Conn, 256), done: make(chan struct{})},
-		srv: &http.Server{
-			Handler:           outer.Handler,
-			ReadTimeout:       outer.ReadTimeout,
-			ReadHeaderTimeout: outer.ReadHeaderTimeout,
-			WriteTimeout:      outer.WriteTimeout,
-			IdleTimeout:       outer.IdleTimeout,
-			MaxHeaderBytes:    outer.MaxHeaderBytes,
-			ErrorLog:          outer.ErrorLog,
-		},
-	}
-	if k.servers == nil {
-		k.servers = make(map[*http.Server]*innerServer)
-	}
-	// Requests re-served by the inner server park and come back to it.
-	k.servers[outer] = is
-	k.servers[is.srv] = is
-	k.wg.Go(func() { _ = is.srv.Serve(is.l) }) // ErrServerClosed at shutdown
-	return is
-}
-
 // drainParked stops parking and answers every parked connection now, with
 // Connection: close, before it returns.
 func (k *parking) drainParked() {
@@ -310,8 +178,8 @@ func (k *parking) drainParked() {
 		is.srv.SetKeepAlivesEnabled(false)
 	}
 	k.mu.Unlock()
-	pcs := k.p.idx.closeParking()
-	// Every wake that took records did so under wmu before closeParking
+	pcs := k.p.waits.closeParking()
+	// Every wake that took records did so under waiters.mu before closeParking
 	// and registered its batch then, so none is missed here.
 	k.mu.Lock()
 	for lb := range k.lingering {
@@ -357,60 +225,15 @@ func (k *parking) shutdown() {
 	k.wg.Wait()
 }
 
-type innerServer struct {
-	srv *http.Server
-	l   *handoff
-}
-
-// handoff is a net.Listener whose connections are the ones handed back
-// after a parked answer.
-type handoff struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (h *handoff) Accept() (net.Conn, error) {
-	select {
-	case c := <-h.ch:
-		return c, nil
-	case <-h.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (h *handoff) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return nil
-}
-
-func (h *handoff) Addr() net.Addr { return handoffAddr{} }
-
-func (h *handoff) give(c net.Conn) bool {
-	select {
-	case h.ch <- c:
-		return true
-	case <-h.done:
-		return false
-	}
-}
-
-type handoffAddr struct{}
-
-func (handoffAddr) Network() string { return "handoff" }
-func (handoffAddr) String() string  { return "poller-handoff" }
-
 // tryPark hijacks an HTTP/1.1 long-poll that must wait and parks it. It
 // reports false, with nothing changed, when the request cannot be parked
 // (HTTP/2, HTTP/1.0, a writer without Hijack, parking off or stopping);
-// the caller then waits on the plain path. ws is the channel waiter the
-// caller registered; it is released once the connection is taken.
-func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q query, inm string, ws *waitSet) bool {
+// the caller then waits on the plain path.
+func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q query, inm string) bool {
 	pc := p.hijack(w, r, id, q, inm)
 	if pc == nil {
 		return false
 	}
-	p.idx.unwait(id, ws)
 	p.settle(pc)
 	return true
 }
@@ -443,7 +266,7 @@ func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q que
 	}
 	p.m.waiting.Inc()
 	pc.timer = time.AfterFunc(q.wait, func() {
-		if p.idx.expire(pc) {
+		if p.waits.expire(pc) {
 			p.pk.enqueue([]*parked{pc})
 		}
 	})
@@ -455,7 +278,9 @@ func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q que
 // the linger, else answers it. The caller owns pc (it is not parked).
 func (p *Poller) settle(pc *parked) {
 	var buf [2]item
-	v := p.idx.read(pc.id, pc.since, pc.hasSince, true, buf[:0], pc)
+	o := readSince(pc.since, pc.hasSince)
+	o.wait = p.waits.parkOn(pc)
+	v := p.idx.read(pc.id, o, buf[:0])
 	if v.wake != nil {
 		return // parked; pc now belongs to the wait set
 	}
@@ -474,8 +299,8 @@ func (p *Poller) settle(pc *parked) {
 // reapParked closes parked connections whose client has gone, so they stop
 // counting as waiting long-polls before their timer ends.
 func (p *Poller) reapParked() {
-	for _, pc := range p.idx.parkedSnapshot(nil) {
-		if !peerGone(pc.conn) || !p.idx.take(pc) {
+	for _, pc := range p.waits.parkedSnapshot(nil) {
+		if !peerGone(pc.conn) || !p.waits.take(pc) {
 			continue
 		}
 		pc.timer.Stop()
@@ -488,80 +313,26 @@ func (p *Poller) reapParked() {
 // the wait, then hands the connection back or closes it.
 func (p *Poller) answerParked(pc *parked, v view) {
 	closing := pc.close || p.pk.stopping.Load()
-	b := make([]byte, 0, 512)
-	var body []byte
-	status, outcome, ctype, cache, etag := http.StatusOK, outTimeout, "application/json", "private, no-cache", true
+	w := &connResponse{pre: pc.hdr}
 	switch {
 	case v.behind:
 		// Not reachable while the index only moves forward; answered as
 		// the plain path answers a cursor this replica cannot serve.
-		status, outcome, cache, etag = http.StatusServiceUnavailable, outUnavailable, "no-store", false
-		body, _ = json.Marshal(wire.ErrorBody{Error: wire.ErrorDetail{Code: wire.CodeUnavailable, Message: "this poller replica is behind your cursor; retry shortly"}})
-		body = append(body, '\n')
+		p.writeBehind(w)
 	case v.reset:
 		// A burst pushed the cursor below the ring while the client
 		// waited. The stream still holds the changes, but a worker must
 		// not wait on JetStream: answer "nothing yet" at the client's own
-		// cursor, without an ETag, and its next poll pages through the
-		// stream on the plain path (which answers reset if it must).
-		cache, etag = "no-store", false
-		body = append(body, `{"cursor":"`...)
-		body = formatSeq(body, pc.since)
-		body = append(body, `","events":[]}`+"\n"...)
-	case len(v.items) == 0 && pc.inm != "" && etagMatch(pc.inm, v.newest):
-		status, ctype = http.StatusNotModified, ""
+		// cursor, without an ETag (as a deep page), and its next poll
+		// pages through the stream on the plain path (which answers reset
+		// if it must).
+		p.writeUpdates(w, view{applied: pc.since, deep: true}, outTimeout)
 	default:
-		if len(v.items) > 0 {
-			outcome = outOK
-		}
-		body = append(body, `{"cursor":"`...)
-		body = formatSeq(body, v.applied)
-		body = append(body, `","events":[`...)
-		for i, it := range v.items {
-			if i > 0 {
-				body = append(body, ',')
-			}
-			body = append(body, it.json...)
-		}
-		body = append(body, "]}\n"...)
+		// Woken by a change, an eviction, its timer or Drain: what has no
+		// change for the client counts as a timeout.
+		p.writeAnswer(w, v, pc.inm != "" && etagMatch(pc.inm, v.newest), true)
 	}
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(status)...)
-	b = append(b, "\r\n"...)
-	b = append(b, pc.hdr...)
-	if status == http.StatusServiceUnavailable {
-		b = append(b, "Retry-After: 1\r\nX-Content-Type-Options: nosniff\r\n"...)
-	}
-	b = append(b, "Cache-Control: "...)
-	b = append(b, cache...)
-	b = append(b, "\r\n"...)
-	if ctype != "" {
-		b = append(b, "Content-Type: "...)
-		b = append(b, ctype...)
-		b = append(b, "\r\n"...)
-	}
-	if etag {
-		b = append(b, "Etag: "...)
-		b = appendETag(b, v.newest)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "Date: "...)
-	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-	b = append(b, "\r\n"...)
-	if status != http.StatusNotModified {
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, int64(len(body)), 10)
-		b = append(b, "\r\n"...)
-	}
-	if closing {
-		b = append(b, "Connection: close\r\n"...)
-	}
-	b = append(b, "\r\n"...)
-	b = append(b, body...)
-	p.m.count(routeUpdates, outcome)
-
+	b := w.frame(closing)
 	_ = pc.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
 	_, err := pc.conn.Write(b)
 	if err != nil || closing || pc.conn.SetWriteDeadline(time.Time{}) != nil || !pc.srv.l.give(pc.conn) {

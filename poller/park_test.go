@@ -66,6 +66,20 @@ func (rc *rawConn) recv(within time.Duration) (*http.Response, []byte) {
 	return res, body
 }
 
+// recvUpdates reads one 200 answer with updates, and its body.
+func (rc *rawConn) recvUpdates(within time.Duration) (updates, []byte) {
+	rc.t.Helper()
+	res, body := rc.recv(within)
+	if res.StatusCode != http.StatusOK {
+		rc.t.Fatalf("status=%d body=%s, want 200", res.StatusCode, body)
+	}
+	var u updates
+	if err := json.Unmarshal(body, &u); err != nil {
+		rc.t.Fatalf("decode %s: %v", body, err)
+	}
+	return u, body
+}
+
 // closedByServer reports whether the server closed the connection (EOF).
 func (rc *rawConn) closedByServer() bool {
 	_ = rc.c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -80,7 +94,7 @@ func waiting(t *testing.T, h *harness) float64 {
 func waitParked(t *testing.T, h *harness, n int64) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		return h.p.idx.nParked.Load() == n && waiting(t, h) == float64(n) &&
+		return h.p.waits.nParked.Load() == n && waiting(t, h) == float64(n) &&
 			testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_parked") == float64(n)
 	}, "%d long-polls parked", n)
 }
@@ -100,17 +114,15 @@ func headerNames(h http.Header) []string {
 
 func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
-	first := publish(t, js, "e1", "vote.updated", `{"n":1}`)
+	srv, js := runStream(t)
+	first := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
 	h := startPoller(t, srv, Config{CORSOrigins: []string{"https://app.example"}})
 	origin := []string{"Origin", "https://app.example"}
 
 	rc := dialRaw(t, h.url)
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", first), origin...)
 	waitParked(t, h, 1)
-	s := publish(t, js, "e1", "vote.updated", `{"n":2}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
 	res, body := rc.recv(30 * time.Second)
 	if res.StatusCode != http.StatusOK || res.Close {
 		t.Fatalf("woken answer status=%d close=%v, want 200 keeping the connection", res.StatusCode, res.Close)
@@ -145,22 +157,28 @@ func TestParkedLongPollIsWokenWithTheHeadersOfThePlainPathAndKeepsItsConnection(
 	// The same connection serves the next long-poll, which parks again.
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s), origin...)
 	waitParked(t, h, 1)
-	s2 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
 	res, body = rc.recv(30 * time.Second)
 	if err := json.Unmarshal(body, &u); err != nil || res.StatusCode != http.StatusOK || !slices.Equal(seqs(u.Events), []uint64{s2}) {
 		t.Fatalf("second long-poll on the kept connection: %d %s, want events [%d]", res.StatusCode, body, s2)
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "ok"); got != 3 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "ok"); got != 3 {
 		t.Fatalf("ok count=%v, want 3 (two woken, one plain)", got)
+	}
+	// The HTTP metrics count the parked requests as hijacked, also the
+	// one the inner server took back, and the plain one by its status.
+	const route = "GET /v1/events/{eventId}/updates"
+	for code, want := range map[string]float64{"hijacked": 2, "200": 1} {
+		if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_http_requests_total", "route", route, "code", code); got != want {
+			t.Fatalf("http requests %s code %s=%v, want %v", route, code, got, want)
+		}
 	}
 }
 
 func TestParkedLongPollTimesOut(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
-	s := publish(t, js, "e1", "vote.updated", `{}`)
+	srv, js := runStream(t)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	h := startPoller(t, srv, Config{})
 	tag := fmt.Sprintf(`"%d"`, s)
 	cases := []struct {
@@ -193,7 +211,7 @@ func TestParkedLongPollTimesOut(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "long_poll_timeout"); got != 2 {
 		t.Fatalf("timeout count=%v, want 2", got)
 	}
 	if n := waiting(t, h); n != 0 {
@@ -211,7 +229,7 @@ func TestParkedLongPollOfAGoneClientIsReleased(t *testing.T) {
 	rc.c.Close()
 	// The housekeeping tick peeks at the parked socket and finds it closed.
 	waitParked(t, h, 0)
-	if n := len(h.p.idx.parkedSnapshot(nil)); n != 0 {
+	if n := len(h.p.waits.parkedSnapshot(nil)); n != 0 {
 		t.Fatalf("wait sets still hold %d parked connections", n)
 	}
 }
@@ -290,7 +308,7 @@ func TestManyParkedLongPollsOfOneEventAreAllWoken(t *testing.T) {
 		conns[i].send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=30", cursor))
 	}
 	waitParked(t, h, n)
-	s := publish(t, js, "hot", "vote.updated", `{"hot":true}`)
+	s := testutil.PublishChange(t, js, "hot", "vote.updated", `{"hot":true}`)
 	for i, rc := range conns {
 		res, body := rc.recv(30 * time.Second)
 		var u updates
@@ -310,7 +328,7 @@ func TestParkCloseAnswersWithConnectionClose(t *testing.T) {
 	rc := dialRaw(t, h.url)
 	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
 	waitParked(t, h, 1)
-	s := publish(t, js, "e1", "vote.updated", `{}`)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	res, body := rc.recv(30 * time.Second)
 	var u updates
 	if err := json.Unmarshal(body, &u); err != nil || !slices.Equal(seqs(u.Events), []uint64{s}) {
@@ -357,10 +375,10 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 			got <- res
 		}()
 		testutil.Eventually(t, 30*time.Second, func() bool { return waiting(t, tc.h) == 1 }, "%s: long-poll waiting", tc.name)
-		if n := tc.h.p.idx.nParked.Load(); n != 0 {
+		if n := tc.h.p.waits.nParked.Load(); n != 0 {
 			t.Fatalf("%s: parked=%d, want the plain path", tc.name, n)
 		}
-		s := publish(t, js, tc.event, "vote.updated", `{}`)
+		s := testutil.PublishChange(t, js, tc.event, "vote.updated", `{}`)
 		var res *http.Response
 		select {
 		case res = <-got:
@@ -381,12 +399,13 @@ func TestLongPollsThatCannotParkWaitOnThePlainPath(t *testing.T) {
 
 func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	t.Parallel()
-	x := newIndex(Config{}.withDefaults())
-	x.reset(0)
+	x, w := newWaitingIndex()
 	var woken []*parked
-	x.onWake = func(pcs []*parked) { woken = append(woken, pcs...) }
+	w.onWake = func(pcs []*parked) { woken = append(woken, pcs...) }
 	park := func(pc *parked) bool {
-		return x.read(pc.id, pc.since, pc.hasSince, true, nil, pc).wake != nil
+		o := readSince(pc.since, pc.hasSince)
+		o.wait = w.parkOn(pc)
+		return x.read(pc.id, o, nil).wake != nil
 	}
 	a := &parked{id: "e1", hasSince: true}
 	b := &parked{id: "e1", hasSince: true}
@@ -396,7 +415,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 			t.Fatalf("%s not parked on an empty read", pc.id)
 		}
 	}
-	if got := x.nParked.Load(); got != 3 {
+	if got := w.nParked.Load(); got != 3 {
 		t.Fatalf("parked=%d, want 3", got)
 	}
 
@@ -405,7 +424,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	if len(woken) != 2 || !slices.Contains(woken, a) || !slices.Contains(woken, b) {
 		t.Fatalf("woken=%v, want e1's two records", woken)
 	}
-	if x.take(a) || x.expire(b) {
+	if w.take(a) || w.expire(b) {
 		t.Fatal("a woken record was taken a second time")
 	}
 	// b's timer fired while the waker held it: it must not park again.
@@ -414,7 +433,7 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	}
 	// a re-parks (nothing after since=1) and its timer then takes it.
 	a.since = 1
-	if !park(a) || !x.expire(a) || x.take(a) {
+	if !park(a) || !w.expire(a) || w.take(a) {
 		t.Fatal("a re-parked record must be taken by its timer exactly once")
 	}
 	// A record whose If-None-Match no longer names the newest seq is
@@ -424,14 +443,14 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 	}
 
 	// Closing parking takes what is left and refuses more.
-	left := x.closeParking()
+	left := w.closeParking()
 	if len(left) != 1 || left[0] != c {
 		t.Fatalf("closeParking()=%v, want e2's record", left)
 	}
 	if park(&parked{id: "e3"}) {
 		t.Fatal("parked after parking closed")
 	}
-	if x.nParked.Load() != 0 || len(x.waits) != 0 {
-		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", x.nParked.Load(), len(x.waits))
+	if w.nParked.Load() != 0 || len(w.sets) != 0 {
+		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", w.nParked.Load(), len(w.sets))
 	}
 }

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/stream"
-	"github.com/nostressplanner/liveupdates/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 )
@@ -53,9 +53,11 @@ type Poller struct {
 	now  func() time.Time
 	m    *metrics
 	idx  *index
-	lim  *limiter
-	pk   *parking
-	sse  *streams
+	// waits holds the reads waiting for a change, woken by idx.
+	waits *waiters
+	lim   *limiter
+	pk    *parking
+	sse   *streams
 
 	frames frameCache // SSE frames of recent changes, shared by streams
 	// sseBaseline encodes every SSE frame per stream and moves the write
@@ -86,10 +88,10 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	if deps.JS == nil {
 		return nil, errors.New("poller: Deps.JS is required")
 	}
-	cfg = cfg.withDefaults()
-	if !cfg.Open() && len(cfg.Secret) < 16 {
-		return nil, errors.New("poller: Config.Secret must be at least 16 bytes when set")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("poller: %w", err)
 	}
+	cfg = cfg.withDefaults()
 	log := deps.Log
 	if log == nil {
 		l := logrus.New()
@@ -111,6 +113,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		log:     log.WithField("component", "poller"),
 		now:     now,
 		idx:     newIndex(cfg),
+		waits:   newWaiters(),
 		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
 		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
 		deepSem: make(chan struct{}, deepConcurrency),
@@ -122,14 +125,17 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		return nil, fmt.Errorf("poller: client files: %w", err)
 	}
 	p.assets = assets
-	p.configJSON = p.buildConfigAnswer()
+	if p.configJSON, err = p.buildConfigAnswer(); err != nil {
+		return nil, fmt.Errorf("poller: %w", err)
+	}
 	m, err := newMetrics(reg, p)
 	if err != nil {
 		return nil, fmt.Errorf("poller metrics: %w", err)
 	}
 	p.m = m
 	p.pk = &parking{p: p}
-	p.idx.onWake = p.pk.wake
+	p.waits.onWake = p.pk.wake
+	p.idx.changed = p.waits.wake
 	return p, nil
 }
 
@@ -179,22 +185,27 @@ func (p *Poller) isReady() bool {
 // last applied seq, so nothing is skipped. It returns nil on cancellation
 // and an error only when the stream conflicts with the configuration.
 func (p *Poller) Run(ctx context.Context) error {
+	b := retry.New(retryBase, retryMax)
 	var st jetstream.Stream
-	for attempt := 0; ; attempt++ {
+	err := retry.Do(ctx, b, p.log, "ensure stream failed", func(ctx context.Context) error {
 		s, changes, err := stream.Ensure(ctx, p.js, p.scfg)
-		if err == nil {
-			for _, c := range changes {
-				p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
-			}
-			st = s
-			break
-		}
 		if errors.Is(err, stream.ErrConflict) {
-			return fmt.Errorf("poller: %w", err)
+			return retry.Permanent(err)
 		}
-		if !p.backoff(ctx, attempt, err, "ensure stream failed") {
-			return nil
+		if err != nil {
+			return err
 		}
+		for _, c := range changes {
+			p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
+		}
+		st = s
+		return nil
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("poller: %w", err)
 	}
 	p.st.Store(&st)
 	// Last out: nothing wakes parked long-polls once the index stops
@@ -207,15 +218,20 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { p.housekeep(ctx) })
 
+	var thr retry.Throttle
+	wait := func(err error, msg string) bool {
+		d := b.Next()
+		thr.Failed(p.log, err, b.Failures(), d, msg)
+		return retry.Sleep(ctx, d) == nil
+	}
 	start := true
-	for attempt := 0; ctx.Err() == nil; {
+	for ctx.Err() == nil {
 		if start {
 			ok, err := p.replayStart(ctx, st)
 			if err != nil {
-				if !p.backoff(ctx, attempt, err, "stream info failed") {
+				if !wait(err, "stream info failed") {
 					return nil
 				}
-				attempt++
 				continue
 			}
 			start = !ok
@@ -226,213 +242,26 @@ func (p *Poller) Run(ctx context.Context) error {
 			return nil
 		}
 		p.m.consumerRestarts.Inc()
-		if !p.backoff(ctx, attempt, err, "consumer failed, resuming from applied seq") {
-			return nil
-		}
-		attempt++
 		if p.idx.appliedSeq() > 0 {
-			attempt = min(attempt, 3)
+			// Once it has changes to serve, a poller not following answers
+			// from a state that ages: it retries often rather than spare
+			// NATS.
+			b.Max = resumeRetryMax
+		}
+		if !wait(err, "consumer failed, resuming from applied seq") {
+			return nil
 		}
 	}
 	return nil
 }
 
-// replayStart reads the stream's state and positions the index at the
-// replay start. It reports true when the replay target is known.
-func (p *Poller) replayStart(ctx context.Context, st jetstream.Stream) (bool, error) {
-	info, err := st.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("info %s: %w", p.scfg.Name, err)
-	}
-	s := info.State
-	first := s.FirstSeq
-	if s.LastSeq >= p.cfg.ReplayDepth && s.LastSeq-p.cfg.ReplayDepth+1 > first {
-		first = s.LastSeq - p.cfg.ReplayDepth + 1
-	}
-	if s.Msgs == 0 {
-		first = s.LastSeq + 1
-	}
-	if first == 0 {
-		first = 1
-	}
-	p.idx.reset(first - 1)
-	p.replayTarget.Store(s.LastSeq)
-	p.log.WithFields(logrus.Fields{"first_seq": first, "last_seq": s.LastSeq}).Info("replaying stream")
-	if s.LastSeq < first {
-		p.markReady()
-	}
-	return true, nil
-}
-
-func (p *Poller) markReady() {
-	p.readyOnce.Do(func() {
-		p.log.WithField("seq", p.idx.appliedSeq()).Info("replay done, ready")
-		close(p.ready)
-	})
-}
-
-// follow consumes from the applied seq on until the consumer fails or ctx
-// is done.
-func (p *Poller) follow(ctx context.Context, st jetstream.Stream) error {
-	from := p.idx.appliedSeq() + 1
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
-	})
-	if err != nil {
-		return fmt.Errorf("ordered consumer on %s from seq %d: %w", p.scfg.Name, from, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return fmt.Errorf("messages of %s from seq %d: %w", p.scfg.Name, from, err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	p.following.Store(true)
-	p.log.WithField("seq", from).Debug("following stream")
-	stalled := make(chan uint64, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { p.watchStall(wctx, st, it, stalled) })
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			select {
-			case last := <-stalled:
-				return fmt.Errorf("consumer of %s stalled at seq %d while the stream holds seq %d", p.scfg.Name, p.idx.appliedSeq(), last)
-			default:
-			}
-			return fmt.Errorf("next message of %s after seq %d: %w", p.scfg.Name, p.idx.appliedSeq(), err)
-		}
-		p.applyMsg(msg)
-	}
-}
-
-// stallCheck is how often follow compares what it applied with the stream.
-const stallCheck = 5 * time.Second
-
-// watchStall stops it when the stream holds changes past the applied seq
-// and two checks in a row saw no progress: after a NATS node is lost an
-// ordered consumer was seen to stay silent for good (the cluster suite: a
-// replica at applied seq 0 for 45 s), and the lag taken from the last
-// message it delivered then said 0. follow then re-creates the consumer
-// from the applied seq. Each check also refreshes the lag from the
-// stream's own last seq.
-func (p *Poller) watchStall(ctx context.Context, st jetstream.Stream, it jetstream.MessagesContext, stalled chan<- uint64) {
-	t := time.NewTicker(stallCheck)
-	defer t.Stop()
-	prev, idle := p.idx.appliedSeq(), 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ictx, cancel := context.WithTimeout(ctx, stallCheck)
-		info, err := st.Info(ictx)
-		cancel()
-		if err != nil {
-			continue // NATS itself is unreachable: the consumer reports that
-		}
-		applied := p.idx.appliedSeq()
-		last := info.State.LastSeq
-		if last > applied {
-			p.lag.Store(last - applied)
-		}
-		if last > applied && applied == prev {
-			idle++
-		} else {
-			idle = 0
-		}
-		prev = applied
-		if idle >= 2 {
-			stalled <- last
-			it.Stop()
-			return
-		}
-	}
-}
-
-// cursorBeyondStream reports whether the stream's leader holds no change
-// up to since: only then is a cursor this replica has not reached made up
-// (or from a stream since recreated). A replica's own view can be stale;
-// when the leader cannot be asked, the answer is no (retry, never reset).
-func (p *Poller) cursorBeyondStream(ctx context.Context, since uint64) bool {
-	stp := p.st.Load()
-	if stp == nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	info, err := (*stp).Info(ctx)
-	if err != nil {
-		return false
-	}
-	// A leader cut off from its peers still answers, from a state that
-	// stopped: trust it only while a majority of the replicas is current
-	// (the cluster suite's partition: a replica on the cut-off node reset
-	// 110 valid cursors).
-	if c := info.Cluster; c != nil && len(c.Replicas) > 0 {
-		if c.Leader == "" {
-			return false
-		}
-		current := 1 // the leader
-		for _, r := range c.Replicas {
-			if r != nil && r.Current && !r.Offline {
-				current++
-			}
-		}
-		if 2*current <= len(c.Replicas)+1 {
-			return false
-		}
-	}
-	return info.State.LastSeq < since
-}
-
-func (p *Poller) applyMsg(msg jetstream.Msg) {
-	md, err := msg.Metadata()
-	if err != nil {
-		p.m.invalid.Inc()
-		p.log.WithError(err).Warn("message without metadata skipped")
-		return
-	}
-	seq := md.Sequence.Stream
-	env, _, err := wire.DecodeMessage(msg.Subject(), msg.Headers(), msg.Data(), seq, md.Timestamp)
-	if err != nil {
-		p.m.invalid.Inc()
-		p.log.WithError(err).WithField("seq", seq).Warn("invalid change skipped")
-		p.idx.skip(seq)
-	} else {
-		p.idx.apply(env, md.Timestamp)
-	}
-	p.lag.Store(md.NumPending)
-	if md.NumPending == 0 || seq >= p.replayTarget.Load() {
-		p.markReady()
-	}
-}
-
-// backoff logs err (rate-limited by attempt) and waits before a retry. It
-// returns false when ctx ended.
-func (p *Poller) backoff(ctx context.Context, attempt int, err error, msg string) bool {
-	d := min(50*time.Millisecond<<min(attempt, 6), 3*time.Second)
-	if attempt < 3 || attempt%20 == 0 {
-		p.log.WithError(err).WithFields(logrus.Fields{"attempt": attempt, "backoff": d}).Warn(msg)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
+// The retry schedule of Run: from retryBase doubling to retryMax, or to
+// resumeRetryMax once the index holds changes.
+const (
+	retryBase      = 50 * time.Millisecond
+	retryMax       = 3 * time.Second
+	resumeRetryMax = 400 * time.Millisecond
+)
 
 // housekeep ages out held changes and refreshes the busiest-events gauge.
 func (p *Poller) housekeep(ctx context.Context) {

@@ -20,15 +20,13 @@ import (
 
 func TestPublishedChangesArePolledInOrder(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
-	publish(t, js, "e2", "phase.changed", `{}`)
-	s3 := publish(t, js, "e1", "blocks.updated", `{"n":2}`)
+	srv, js := runStream(t)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	testutil.PublishChange(t, js, "e2", "phase.changed", `{}`)
+	s3 := testutil.PublishChange(t, js, "e1", "blocks.updated", `{"n":2}`)
 	h := startPoller(t, srv, Config{})
-	s4 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s4 }, "poller applies seq %d", s4)
+	s4 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
+	h.waitApplied(s4)
 
 	all := decodeUpdates(t, h.get("/v1/events/e1/updates"))
 	if got, want := seqs(all.Events), []uint64{s1, s3, s4}; !slices.Equal(got, want) {
@@ -61,8 +59,8 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	h.waitApplied(s1)
 	first := h.get("/v1/events/e1/updates?since=0")
 	etag := first.header.Get("ETag")
 	if etag != fmt.Sprintf("%q", strconv.FormatUint(s1, 10)) {
@@ -71,17 +69,17 @@ func TestMatchingETagGets304UntilTheEventChanges(t *testing.T) {
 	if cc := first.header.Get("Cache-Control"); !strings.Contains(cc, "private") || !strings.Contains(cc, "no-cache") {
 		t.Fatalf("Cache-Control=%q, want private, no-cache", cc)
 	}
-	other := publish(t, js, "e2", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
+	other := testutil.PublishChange(t, js, "e2", "vote.updated", `{}`)
+	h.waitApplied(other)
 	r := h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag)
 	if r.status != http.StatusNotModified || len(r.body) != 0 || r.header.Get("ETag") != etag {
 		t.Fatalf("conditional poll=%d %q etag %q, want 304 with no body and the same ETag", r.status, r.body, r.header.Get("ETag"))
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "not_modified"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "not_modified"); got != 1 {
 		t.Fatalf("not_modified count=%v, want 1", got)
 	}
-	s3 := publish(t, js, "e1", "vote.updated", `{"x":1}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"x":1}`)
+	h.waitApplied(s3)
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1), "If-None-Match", etag))
 	if got := seqs(u.Events); !slices.Equal(got, []uint64{s3}) {
 		t.Fatalf("after a change events=%v, want [%d]", got, s3)
@@ -95,9 +93,9 @@ func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	h := startPoller(t, srv, Config{RingSize: 2})
 	var s []uint64
 	for i := range 4 {
-		s = append(s, publish(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
+		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d}`, i)))
 	}
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[3] }, "applied")
+	h.waitApplied(s[3])
 	// s[1] was dropped from the ring: it comes from the stream, joined
 	// with the ring's s[2] and s[3], and the usual cursor.
 	r := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s[0])))
@@ -112,7 +110,7 @@ func TestCursorOlderThanTheRingIsAnsweredFromTheStream(t *testing.T) {
 	if ok.Reset || !slices.Equal(seqs(ok.Events), s[2:]) {
 		t.Fatalf("since %d=%+v, want events %v", s[1], ok, s[2:])
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "deep_resume"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "deep_resume"); got != 1 {
 		t.Fatalf("deep_resume count=%v, want 1", got)
 	}
 }
@@ -123,16 +121,16 @@ func TestLongPollIsWokenByAPublish(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
 	cursor := h.p.idx.appliedSeq()
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, fmt.Sprintf("%s/v1/events/e1/updates?since=%d&wait=20", h.url, cursor)) }()
+	got := getAsync(t.Context(), fmt.Sprintf("%s/v1/events/e1/updates?since=%d&wait=20", h.url, cursor))
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
-	publish(t, js, "other", "vote.updated", `{}`) // must not wake e1's waiter
-	s := publish(t, js, "e1", "vote.updated", `{"woke":true}`)
+	testutil.PublishChange(t, js, "other", "vote.updated", `{}`) // must not wake e1's waiter
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{"woke":true}`)
 	var r reply
 	select {
-	case r = <-got:
+	case a := <-got:
+		r = a.done(t)
 	case <-time.After(30 * time.Second):
 		t.Fatal("long-poll not woken within 10s of a publish")
 	}
@@ -157,7 +155,7 @@ func TestLongPollTimesOutWithNothingNew(t *testing.T) {
 	if el := time.Since(start); el < time.Second {
 		t.Fatalf("long-poll answered after %v, want it held for wait=1s", el)
 	}
-	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_requests_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "long_poll_timeout"); got != 1 {
 		t.Fatalf("timeout count=%v, want 1", got)
 	}
 }
@@ -166,15 +164,14 @@ func TestDrainEndsLongPollsWithANormalAnswer(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)
 	h := startPoller(t, srv, Config{})
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, h.url+"/v1/events/e1/updates?since=0&wait=30") }()
+	got := getAsync(t.Context(), h.url+"/v1/events/e1/updates?since=0&wait=30")
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		return testutil.MetricSum(t, h.reg, "liveupdates_poller_long_polls_waiting") == 1
 	}, "long-poll waiting")
 	h.p.Drain()
 	select {
-	case r := <-got:
-		if u := decodeUpdates(t, r); u.Reset || len(u.Events) != 0 {
+	case a := <-got:
+		if u := decodeUpdates(t, a.done(t)); u.Reset || len(u.Events) != 0 {
 			t.Fatalf("drained long-poll=%+v, want a normal empty answer", u)
 		}
 	case <-time.After(30 * time.Second):
@@ -188,17 +185,16 @@ func TestCursorAheadOfTheReplicaWaitsForIt(t *testing.T) {
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{BehindWait: time.Minute})
 	ahead := h.p.idx.appliedSeq() + 1
-	got := make(chan reply, 1)
-	go func() { got <- getURL(t, fmt.Sprintf("%s/v1/events/e1/updates?since=%d", h.url, ahead)) }()
+	got := getAsync(t.Context(), fmt.Sprintf("%s/v1/events/e1/updates?since=%d", h.url, ahead))
 	// The request must not be answered before the replica reaches the
 	// cursor; the publish lets it.
 	select {
-	case r := <-got:
-		t.Fatalf("answered %d %s before the replica reached the cursor", r.status, r.body)
+	case a := <-got:
+		t.Fatalf("answered %d %s (%v) before the replica reached the cursor", a.status, a.body, a.err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	s := publish(t, js, "e1", "vote.updated", `{}`)
-	u := decodeUpdates(t, <-got)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	u := decodeUpdates(t, (<-got).done(t))
 	if u.Reset || len(u.Events) != 0 || u.Cursor != strconv.FormatUint(s, 10) {
 		t.Fatalf("caught-up answer=%+v, want nothing new (the client saw %d) with cursor %d", u, s, s)
 	}
@@ -209,8 +205,8 @@ func TestCursorFromTheFutureIsResetOnceCaughtUp(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{BehindWait: 50 * time.Millisecond})
-	s := publish(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s }, "applied")
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	h.waitApplied(s)
 	u := decodeUpdates(t, h.get("/v1/events/e1/updates?since=999999"))
 	if !u.Reset || u.Cursor != strconv.FormatUint(s, 10) {
 		t.Fatalf("cursor from the future=%+v, want reset to %d", u, s)
@@ -219,17 +215,15 @@ func TestCursorFromTheFutureIsResetOnceCaughtUp(t *testing.T) {
 
 func TestTwoPollersGiveIdenticalAnswers(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	var last uint64
 	for i := range 20 {
-		last = publish(t, js, fmt.Sprintf("e%d", i%3), "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
+		last = testutil.PublishChange(t, js, fmt.Sprintf("e%d", i%3), "vote.updated", fmt.Sprintf(`{"i":%d}`, i))
 	}
 	a := startPoller(t, srv, Config{})
 	b := startPoller(t, srv, Config{})
 	for _, h := range []*harness{a, b} {
-		testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+		h.waitApplied(last)
 	}
 	for _, q := range []string{"", "?since=0", "?since=5", "?since=" + strconv.FormatUint(last, 10)} {
 		ra, rb := a.get("/v1/events/e1/updates"+q), b.get("/v1/events/e1/updates"+q)
@@ -244,15 +238,15 @@ func TestRestartedPollerKeepsCursorsValid(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	a := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
-	publish(t, js, "quiet", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return a.p.idx.appliedSeq() >= s1+1 }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	testutil.PublishChange(t, js, "quiet", "vote.updated", `{}`)
+	a.waitApplied(s1 + 1)
 	e1 := decodeUpdates(t, a.get("/v1/events/e1/updates?since=0"))
 	quiet := decodeUpdates(t, a.get("/v1/events/quiet/updates?since=0"))
 	a.stop()
-	s3 := publish(t, js, "e1", "vote.updated", `{"after":"restart"}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"after":"restart"}`)
 	b := startPoller(t, srv, Config{})
-	testutil.Eventually(t, 30*time.Second, func() bool { return b.p.idx.appliedSeq() >= s3 }, "applied")
+	b.waitApplied(s3)
 	u := decodeUpdates(t, b.get("/v1/events/e1/updates?since="+e1.Cursor))
 	if u.Reset || !slices.Equal(seqs(u.Events), []uint64{s3}) {
 		t.Fatalf("after restart e1 since %s=%+v, want [%d]", e1.Cursor, u, s3)
@@ -268,8 +262,8 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{})
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s1 }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	h.waitApplied(s1)
 	srv.Stop()
 	srv.Start()
 	var s []uint64
@@ -280,9 +274,9 @@ func TestConsumerResumesWithoutAGapAfterAnOutage(t *testing.T) {
 		return err
 	})
 	for i := range 3 {
-		s = append(s, publish(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i+2)))
+		s = append(s, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i+2)))
 	}
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s[2] }, "poller resumes after the outage")
+	h.waitApplied(s[2])
 	u := decodeUpdates(t, h.get(fmt.Sprintf("/v1/events/e1/updates?since=%d", s1)))
 	if !slices.Equal(seqs(u.Events), s) {
 		t.Fatalf("after outage events=%v, want %v", seqs(u.Events), s)
@@ -294,9 +288,9 @@ func TestServerSentEventsResumeFromLastEventID(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{Heartbeat: time.Second})
-	s1 := publish(t, js, "e1", "vote.updated", `{"n":1}`)
-	s2 := publish(t, js, "e1", "phase.changed", `{"n":2}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s2 }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	s2 := testutil.PublishChange(t, js, "e1", "phase.changed", `{"n":2}`)
+	h.waitApplied(s2)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -328,7 +322,7 @@ func TestServerSentEventsResumeFromLastEventID(t *testing.T) {
 		}
 	}
 	want(s2, "phase.changed")
-	s3 := publish(t, js, "e1", "vote.updated", `{"n":3}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
 	want(s3, "vote.updated")
 	// A heartbeat comment arrives while nothing changes.
 	select {
@@ -370,10 +364,10 @@ func TestServerSentEventsResetAnOldCursor(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{RingSize: 1})
-	s1 := publish(t, js, "e1", "vote.updated", `{}`)
-	s2 := publish(t, js, "e1", "vote.updated", `{}`)
-	s3 := publish(t, js, "e1", "vote.updated", `{}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= s3 }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	h.waitApplied(s3)
 	// The stream no longer holds s2 (as after its age limit): only a reset
 	// is honest.
 	st, err := js.Stream(t.Context(), testStream().WithDefaults().Name)
@@ -408,10 +402,10 @@ func TestMessageBySeqFromMemoryAndFromTheStream(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	js := srv.JS(t)
 	h := startPoller(t, srv, Config{RingSize: 1})
-	s1 := publish(t, js, "e1", "vote.updated", `{"big":"ref"}`)
-	s2 := publish(t, js, "e1", "vote.updated", `{"n":2}`)
-	other := publish(t, js, "secret-event", "vote.updated", `{"private":true}`)
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= other }, "applied")
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"big":"ref"}`)
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
+	other := testutil.PublishChange(t, js, "secret-event", "vote.updated", `{"private":true}`)
+	h.waitApplied(other)
 	for _, tc := range []struct {
 		name   string
 		path   string

@@ -113,9 +113,7 @@ func openSSE(t *testing.T, url string, hdr ...string) (*http.Response, <-chan ss
 
 func TestSSEDataWithLineBreaksArrivesWhole(t *testing.T) {
 	t.Parallel()
-	srv := testutil.RunJetStream(t)
-	js := srv.JS(t)
-	ensureStream(t, js)
+	srv, js := runStream(t)
 	// Pretty-printed JSON, a blank line inside it, and CR and CRLF breaks:
 	// all valid JSON whitespace that a raw message can carry.
 	bodies := []string{
@@ -124,11 +122,11 @@ func TestSSEDataWithLineBreaksArrivesWhole(t *testing.T) {
 	}
 	var want []uint64
 	for _, b := range bodies {
-		want = append(want, publish(t, js, "e1", "vote.updated", b))
+		want = append(want, testutil.PublishChange(t, js, "e1", "vote.updated", b))
 	}
-	after := publish(t, js, "e1", "phase.changed", `{"after":true}`)
+	after := testutil.PublishChange(t, js, "e1", "phase.changed", `{"after":true}`)
 	h := startPoller(t, srv, Config{})
-	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.idx.appliedSeq() >= after }, "applied")
+	h.waitApplied(after)
 
 	_, events := openSSE(t, h.url+"/v1/events/e1/stream?since=0")
 	for i, seq := range append(want, after) {
@@ -221,7 +219,7 @@ func publishBig(t *testing.T, srv *testutil.JetStream, eventID string, n, size i
 	pad := strings.Repeat("x", size)
 	var last uint64
 	for i := range n {
-		last = publish(t, js, eventID, "vote.updated", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
+		last = testutil.PublishChange(t, js, eventID, "vote.updated", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
 	}
 	return last
 }
@@ -231,7 +229,7 @@ func TestSSEClientsThatNeverReadAreCutOffWithBoundedMemory(t *testing.T) {
 	srv := testutil.RunJetStream(t)
 	last := publishBig(t, srv, "e1", 64, 60<<10)
 	h := startPoller(t, srv, Config{SSEWriteTimeout: 2 * time.Second, SSEMaxPerAddr: 1000, Rate: -1})
-	testutil.Eventually(t, 20*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+	h.waitApplied(last)
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -247,11 +245,11 @@ func TestSSEClientsThatNeverReadAreCutOffWithBoundedMemory(t *testing.T) {
 		return testutil.MetricSum(t, h.reg, name, labels...)
 	}
 	testutil.Eventually(t, 90*time.Second, func() bool {
-		return count("liveupdates_poller_requests_total", "route", "stream", "outcome", "ok") == clients &&
+		return count("liveupdates_poller_answers_total", "route", "stream", "outcome", "ok") == clients &&
 			count("liveupdates_poller_sse_slow_closed_total") == clients &&
 			count("liveupdates_poller_sse_streams") == 0
 	}, "every stuck stream is closed (opened %v, slow-closed %v, open %v)",
-		count("liveupdates_poller_requests_total", "route", "stream", "outcome", "ok"),
+		count("liveupdates_poller_answers_total", "route", "stream", "outcome", "ok"),
 		count("liveupdates_poller_sse_slow_closed_total"), count("liveupdates_poller_sse_streams"))
 	peak := stop()
 	// The ring is 3.75 MiB; a copy of it per stuck stream would be 375 MiB.
@@ -268,7 +266,7 @@ func TestDrainDoesNotWaitOnStuckSSEWriters(t *testing.T) {
 	last := publishBig(t, srv, "e1", 64, 60<<10)
 	// A write timeout far beyond the test: only Drain can end the writes.
 	h := startPoller(t, srv, Config{SSEWriteTimeout: 10 * time.Minute, SSEMaxPerAddr: 1000, Rate: -1})
-	testutil.Eventually(t, 20*time.Second, func() bool { return h.p.idx.appliedSeq() >= last }, "applied")
+	h.waitApplied(last)
 	// A server of its own, to shut it down as SIGTERM does.
 	mux := http.NewServeMux()
 	h.p.Register(mux)

@@ -3,15 +3,17 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
 // Config is the relay's configuration. LoadConfig fills it from the
-// environment; New fills any zero field with the default documented on it.
+// environment; New fills any zero field with the default documented on it
+// (from Defaults) and checks it with Validate.
 type Config struct {
 	// AppID, Key and Secret are the Pusher app's credentials. All three
 	// empty means Pusher is off (PusherEnabled reports false).
@@ -106,9 +108,39 @@ type Config struct {
 // Consumer is the durable pull consumer every relay replica shares.
 const Consumer = "relay"
 
-// LoadConfig reads the relay's environment; every problem is reported at
-// once, each naming its variable. Missing Pusher credentials are not an
-// error (PusherEnabled reports false); partial credentials are.
+// Defaults is the relay's one set of defaults: LoadConfig starts from it,
+// and New fills every zero field whose comment names a default from it.
+// Secure and CoalesceTypes are the exceptions: their zero values mean
+// plain http and no coalescing to New, so only LoadConfig takes their
+// defaults (https, the known types).
+func Defaults() Config {
+	return Config{
+		Secure:        true,
+		MaxPayloadKB:  10,
+		BatchWindow:   20 * time.Millisecond,
+		BatchSize:     500,
+		MaxInFlight:   4,
+		AckWait:       3 * time.Second,
+		MaxDeliver:    10,
+		MaxAckPending: 5000,
+		CoalesceTypes: wire.KnownTypes(),
+		ChannelPrefix: "event-",
+		Timeout:       5 * time.Second,
+		LeaseTTL:      2 * time.Second,
+
+		BackoffBase:        100 * time.Millisecond,
+		BackoffMax:         time.Second,
+		AuthRetryInterval:  30 * time.Second,
+		IdleWait:           time.Second,
+		LagInterval:        10 * time.Second,
+		CheckpointInterval: 100 * time.Millisecond,
+		StallAfter:         time.Minute,
+	}
+}
+
+// LoadConfig reads the relay's environment over Defaults; every problem is
+// reported at once, each naming its variable. Missing Pusher credentials
+// are not an error (PusherEnabled reports false); partial credentials are.
 //
 //	PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET  credentials (all or none)
 //	PUSHER_CLUSTER, PUSHER_HOST               where Pusher is
@@ -129,26 +161,60 @@ const Consumer = "relay"
 //	LIVE_RELAY_PARTITIONS                     0..1024, default 0 (off)
 //	LIVE_RELAY_LEASE_TTL                      duration >= 500ms, default 2s
 func LoadConfig(getenv func(string) string) (Config, error) {
-	c := Config{
-		Secure:        true,
-		MaxPayloadKB:  10,
-		BatchWindow:   20 * time.Millisecond,
-		BatchSize:     500,
-		MaxInFlight:   4,
-		AckWait:       3 * time.Second,
-		MaxDeliver:    10,
-		MaxAckPending: 5000,
-		CoalesceTypes: wire.KnownTypes(),
-		ChannelPrefix: "event-",
-		Timeout:       5 * time.Second,
-		LeaseTTL:      2 * time.Second,
+	c := Defaults()
+	r := env.NewReader(getenv)
+	r.String("PUSHER_APP_ID", &c.AppID)
+	r.String("PUSHER_KEY", &c.Key)
+	r.String("PUSHER_SECRET", &c.Secret)
+	r.String("PUSHER_CLUSTER", &c.Cluster)
+	r.String("PUSHER_HOST", &c.Host)
+	r.Bool("PUSHER_SECURE", &c.Secure)
+	r.Int("PUSHER_MAX_PAYLOAD_KB", &c.MaxPayloadKB, 1, maxPayloadKB)
+	r.Duration("LIVE_RELAY_BATCH_WINDOW", &c.BatchWindow, time.Millisecond, forever)
+	r.Int("LIVE_RELAY_BATCH_SIZE", &c.BatchSize, 1, 10000)
+	r.Int("LIVE_RELAY_MAX_IN_FLIGHT", &c.MaxInFlight, 1, maxInFlight)
+	r.Duration("LIVE_RELAY_ACK_WAIT", &c.AckWait, time.Second, forever)
+	r.Int("LIVE_RELAY_MAX_DELIVER", &c.MaxDeliver, 1, 1000)
+	r.Int("LIVE_RELAY_MAX_ACK_PENDING", &c.MaxAckPending, 1, 1_000_000)
+	if v, ok := r.Lookup("LIVE_RELAY_COALESCE"); ok {
+		types, err := parseCoalesce(v)
+		if err != nil {
+			r.Add(fmt.Errorf("LIVE_RELAY_COALESCE=%q: %w", v, err))
+		} else {
+			c.CoalesceTypes = types
+		}
 	}
+	r.String("LIVE_RELAY_CHANNEL_PREFIX", &c.ChannelPrefix)
+	r.Bool("LIVE_RELAY_PRIVATE_CHANNELS", &c.PrivateChannels)
+	r.Rate("LIVE_RELAY_REQUESTS_PER_SECOND", &c.RequestsPerSecond, 0, math.MaxFloat64)
+	r.Rate("LIVE_RELAY_MESSAGES_PER_SECOND", &c.MessagesPerSecond, 0, math.MaxFloat64)
+	r.Duration("LIVE_RELAY_TIMEOUT", &c.Timeout, time.Millisecond, forever)
+	r.Int("LIVE_RELAY_PARTITIONS", &c.Partitions, 0, maxPartitions)
+	r.Duration("LIVE_RELAY_LEASE_TTL", &c.LeaseTTL, 500*time.Millisecond, forever)
+	// A bad value above left its default in place, so the checks across
+	// fields still read sensible values.
+	r.Add(c.Validate())
+	if err := r.Err(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Bounds shared by LoadConfig and Validate.
+const (
+	maxPayloadKB  = 10240
+	maxInFlight   = 64
+	maxPartitions = 1024
+	// forever is the upper bound of durations that have none.
+	forever = time.Duration(math.MaxInt64)
+)
+
+// Validate reports every problem of the configuration New would run with
+// (zero fields read as their defaults), each naming the field and its
+// variable. Missing credentials are not its business (New returns
+// ErrPusherDisabled); partial ones are.
+func (c Config) Validate() error {
 	var errs []error
-	c.AppID = strings.TrimSpace(getenv("PUSHER_APP_ID"))
-	c.Key = strings.TrimSpace(getenv("PUSHER_KEY"))
-	c.Secret = strings.TrimSpace(getenv("PUSHER_SECRET"))
-	c.Cluster = strings.TrimSpace(getenv("PUSHER_CLUSTER"))
-	c.Host = strings.TrimSpace(getenv("PUSHER_HOST"))
 	if set := c.AppID != "" || c.Key != "" || c.Secret != ""; set && !c.PusherEnabled() {
 		for _, kv := range [][2]string{{"PUSHER_APP_ID", c.AppID}, {"PUSHER_KEY", c.Key}, {"PUSHER_SECRET", c.Secret}} {
 			if kv[1] == "" {
@@ -156,80 +222,34 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
-	boolVar := func(name string, dst *bool) {
-		if v := getenv(name); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
-			}
-			*dst = b
+	c = c.withDefaults()
+	if err := wire.ValidateChannelPrefix(c.ChannelPrefix, c.PrivateChannels); err != nil {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX (ChannelPrefix) %q: %w", c.ChannelPrefix, err))
+	}
+	if c.MaxPayloadKB > maxPayloadKB {
+		errs = append(errs, fmt.Errorf("PUSHER_MAX_PAYLOAD_KB (MaxPayloadKB) %d: want at most %d", c.MaxPayloadKB, maxPayloadKB))
+	}
+	if c.MaxInFlight > maxInFlight {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_IN_FLIGHT (MaxInFlight) %d: want at most %d", c.MaxInFlight, maxInFlight))
+	}
+	if c.Partitions < 0 || c.Partitions > maxPartitions {
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_PARTITIONS (Partitions) %d: want 0 to %d", c.Partitions, maxPartitions))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"LIVE_RELAY_REQUESTS_PER_SECOND (RequestsPerSecond)", c.RequestsPerSecond}, {"LIVE_RELAY_MESSAGES_PER_SECOND (MessagesPerSecond)", c.MessagesPerSecond}} {
+		if math.IsNaN(f.v) || f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: want a number >= 0 (0 is unlimited)", f.name, f.v))
 		}
-	}
-	intVar := func(name string, dst *int, lo, hi int) {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < lo || n > hi {
-				errs = append(errs, fmt.Errorf("%s=%q: want an integer from %d to %d", name, v, lo, hi))
-			}
-			*dst = n
-		}
-	}
-	durVar := func(name string, dst *time.Duration, lo time.Duration) {
-		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < lo {
-				errs = append(errs, fmt.Errorf("%s=%q: want a duration of at least %v", name, v, lo))
-			}
-			*dst = d
-		}
-	}
-	rateVar := func(name string, dst *float64) {
-		if v := getenv(name); v != "" {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f != f {
-				errs = append(errs, fmt.Errorf("%s=%q: want a number >= 0 (0 is unlimited)", name, v))
-			}
-			*dst = f
-		}
-	}
-	boolVar("PUSHER_SECURE", &c.Secure)
-	intVar("PUSHER_MAX_PAYLOAD_KB", &c.MaxPayloadKB, 1, 10240)
-	durVar("LIVE_RELAY_BATCH_WINDOW", &c.BatchWindow, time.Millisecond)
-	intVar("LIVE_RELAY_BATCH_SIZE", &c.BatchSize, 1, 10000)
-	intVar("LIVE_RELAY_MAX_IN_FLIGHT", &c.MaxInFlight, 1, 64)
-	durVar("LIVE_RELAY_ACK_WAIT", &c.AckWait, time.Second)
-	intVar("LIVE_RELAY_MAX_DELIVER", &c.MaxDeliver, 1, 1000)
-	intVar("LIVE_RELAY_MAX_ACK_PENDING", &c.MaxAckPending, 1, 1_000_000)
-	if v := getenv("LIVE_RELAY_COALESCE"); v != "" {
-		types, err := parseCoalesce(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("LIVE_RELAY_COALESCE=%q: %w", v, err))
-		}
-		c.CoalesceTypes = types
-	}
-	if v := getenv("LIVE_RELAY_CHANNEL_PREFIX"); v != "" {
-		c.ChannelPrefix = v
-	}
-	boolVar("LIVE_RELAY_PRIVATE_CHANNELS", &c.PrivateChannels)
-	rateVar("LIVE_RELAY_REQUESTS_PER_SECOND", &c.RequestsPerSecond)
-	rateVar("LIVE_RELAY_MESSAGES_PER_SECOND", &c.MessagesPerSecond)
-	durVar("LIVE_RELAY_TIMEOUT", &c.Timeout, time.Millisecond)
-	intVar("LIVE_RELAY_PARTITIONS", &c.Partitions, 0, 1024)
-	durVar("LIVE_RELAY_LEASE_TTL", &c.LeaseTTL, 500*time.Millisecond)
-
-	if err := c.validateChannelPrefix(); err != nil {
-		errs = append(errs, fmt.Errorf("LIVE_RELAY_CHANNEL_PREFIX=%q: %w", c.ChannelPrefix, err))
 	}
 	if c.MaxAckPending < c.BatchSize {
-		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_ACK_PENDING=%d: want at least LIVE_RELAY_BATCH_SIZE (%d)", c.MaxAckPending, c.BatchSize))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_MAX_ACK_PENDING (MaxAckPending) %d: want at least LIVE_RELAY_BATCH_SIZE (BatchSize) %d", c.MaxAckPending, c.BatchSize))
 	}
 	if c.AckWait <= 2*c.BatchWindow {
-		errs = append(errs, fmt.Errorf("LIVE_RELAY_ACK_WAIT=%v: want more than twice LIVE_RELAY_BATCH_WINDOW (%v)", c.AckWait, c.BatchWindow))
+		errs = append(errs, fmt.Errorf("LIVE_RELAY_ACK_WAIT (AckWait) %v: want more than twice LIVE_RELAY_BATCH_WINDOW (BatchWindow) %v", c.AckWait, c.BatchWindow))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
-	return c, nil
+	return errors.Join(errs...)
 }
 
 func parseCoalesce(v string) ([]string, error) {
@@ -253,15 +273,6 @@ func parseCoalesce(v string) ([]string, error) {
 		errs = append(errs, errors.New(`want "off" or a comma list of change types`))
 	}
 	return types, errors.Join(errs...)
-}
-
-// validateChannelPrefix keeps every channel name within Pusher's rules.
-func (c Config) validateChannelPrefix() error {
-	p := c.ChannelPrefix
-	if p == "" {
-		p = "event-"
-	}
-	return wire.ValidateChannelPrefix(p, c.PrivateChannels)
 }
 
 // PusherEnabled reports whether all Pusher credentials are set.
@@ -302,41 +313,38 @@ func (c Config) Redacted() map[string]any {
 	}
 }
 
-// withDefaults fills zero fields with their documented defaults.
+// withDefaults fills the zero fields whose comments name a default from
+// Defaults.
 func (c Config) withDefaults() Config {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	defInt := func(n *int, v int) {
-		if *n <= 0 {
-			*n = v
-		}
-	}
-	defInt(&c.MaxPayloadKB, 10)
-	def(&c.BatchWindow, 20*time.Millisecond)
-	defInt(&c.BatchSize, 500)
-	defInt(&c.MaxInFlight, 4)
-	def(&c.AckWait, 3*time.Second)
-	defInt(&c.MaxDeliver, 10)
-	defInt(&c.MaxAckPending, 5000)
-	if c.ChannelPrefix == "" {
-		c.ChannelPrefix = "event-"
-	}
-	def(&c.Timeout, 5*time.Second)
-	def(&c.BackoffBase, 100*time.Millisecond)
-	def(&c.BackoffMax, time.Second)
-	def(&c.AuthRetryInterval, 30*time.Second)
-	def(&c.IdleWait, time.Second)
-	def(&c.LagInterval, 10*time.Second)
-	def(&c.StallAfter, time.Minute)
-	def(&c.LeaseTTL, 2*time.Second)
-	def(&c.CheckpointInterval, 100*time.Millisecond)
-	if c.BackoffMax < c.BackoffBase {
-		c.BackoffMax = c.BackoffBase
-	}
+	d := Defaults()
+	fill(&c.MaxPayloadKB, d.MaxPayloadKB)
+	fill(&c.BatchWindow, d.BatchWindow)
+	fill(&c.BatchSize, d.BatchSize)
+	fill(&c.MaxInFlight, d.MaxInFlight)
+	fill(&c.AckWait, d.AckWait)
+	fill(&c.MaxDeliver, d.MaxDeliver)
+	fill(&c.MaxAckPending, d.MaxAckPending)
+	fill(&c.ChannelPrefix, d.ChannelPrefix)
+	fill(&c.Timeout, d.Timeout)
+	fill(&c.LeaseTTL, d.LeaseTTL)
+	fill(&c.BackoffBase, d.BackoffBase)
+	fill(&c.BackoffMax, d.BackoffMax)
+	fill(&c.AuthRetryInterval, d.AuthRetryInterval)
+	fill(&c.IdleWait, d.IdleWait)
+	fill(&c.LagInterval, d.LagInterval)
+	fill(&c.CheckpointInterval, d.CheckpointInterval)
+	fill(&c.StallAfter, d.StallAfter)
+	c.BackoffMax = max(c.BackoffMax, c.BackoffBase)
 	return c
+}
+
+// fill sets *v to d when *v is zero (or negative: no field here means
+// anything below zero).
+func fill[T int | time.Duration | string](v *T, d T) {
+	var zero T
+	if *v <= zero {
+		*v = d
+	}
 }
 
 // channel returns the Pusher channel of an eventId.

@@ -14,20 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/wire"
 )
-
-// HeaderDLQID carries, on a dead letter, the change id the original message
-// had in Nats-Msg-Id; the dead letter's own Nats-Msg-Id is "dlq-<seq>", so
-// replicas dead-lettering the same change store it once.
-const HeaderDLQID = "Live-Dlq-Id"
-
-// HeaderDLQOrigPrefix goes before the name of each NATS control header
-// (Nats-*) the original message carried: a dead letter keeps those values
-// under Live-Dlq-Orig-<name> instead of the name itself, because JetStream
-// would act on them (Nats-Expected-Stream: LIVE_EVENTS makes LIVE_DLQ refuse
-// the letter with err_code 10060).
-const HeaderDLQOrigPrefix = "Live-Dlq-Orig-"
 
 // maxReasonLen bounds the reason header (Pusher's answer can be long).
 const maxReasonLen = 512
@@ -91,28 +80,22 @@ func (r *Relay) deadLetterItem(ctx context.Context, it *item, status int, class,
 // 4xx API error, and ctx's error when ctx ends first.
 func (r *Relay) deadLetter(ctx context.Context, l letter, class string) error {
 	msg := buildLetter(l)
-	for attempt := 1; ; attempt++ {
+	log := r.log.WithField("seq", l.seq)
+	err := retry.Do(ctx, retry.New(r.cfg.BackoffBase, 5*time.Second), log, "publish dead letter", func(ctx context.Context) error {
 		_, err := r.js.PublishMsg(ctx, msg)
 		if permanent(err) {
-			return fmt.Errorf("dead-letter seq %d to %s: %w: %w", l.seq, msg.Subject, errDLQRefused, err)
+			return retry.Permanent(fmt.Errorf("%w: %w", errDLQRefused, err))
 		}
-		if err == nil {
-			r.m.deadLettered.WithLabelValues(class).Inc()
-			r.log.WithFields(logrus.Fields{
-				"seq": l.seq, "subject": l.subject, "http_status": l.status, "attempt": l.attempts, "reason": class,
-			}).Warn("change dead-lettered")
-			return nil
-		}
-		d := min(r.cfg.BackoffBase<<min(attempt, 8), 5*time.Second)
-		r.log.WithError(err).WithFields(logrus.Fields{"seq": l.seq, "backoff": d.String()}).Warn("publish dead letter")
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("dead-letter seq %d: %w", l.seq, ctx.Err())
-		case <-t.C:
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter seq %d to %s: %w", l.seq, msg.Subject, err)
 	}
+	r.m.deadLettered.WithLabelValues(class).Inc()
+	log.WithFields(logrus.Fields{
+		"subject": l.subject, "http_status": l.status, "attempt": l.attempts, "reason": class,
+	}).Warn("change dead-lettered")
+	return nil
 }
 
 // permanent reports whether a publish error is JetStream refusing the
@@ -123,7 +106,7 @@ func permanent(err error) bool {
 }
 
 // buildLetter keeps the original body and headers and adds the DLQ headers.
-// NATS control headers (Nats-*) are renamed with HeaderDLQOrigPrefix: kept
+// NATS control headers (Nats-*) are renamed with wire.HeaderDLQOrigPrefix: kept
 // as they are, JetStream would apply the original's expectations and dedup
 // id to the letter.
 func buildLetter(l letter) *nats.Msg {
@@ -134,15 +117,15 @@ func buildLetter(l letter) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range l.header {
 		if len(k) >= 5 && strings.EqualFold(k[:5], "nats-") {
-			h[HeaderDLQOrigPrefix+k] = append(h[HeaderDLQOrigPrefix+k], v...)
+			h[wire.HeaderDLQOrigPrefix+k] = append(h[wire.HeaderDLQOrigPrefix+k], v...)
 			continue
 		}
 		h[k] = append([]string(nil), v...)
 	}
 	if id := l.header.Get(wire.HeaderMsgID); id != "" {
-		h.Set(HeaderDLQID, id)
+		h.Set(wire.HeaderDLQID, id)
 	} else {
-		h.Set(HeaderDLQID, "seq-"+strconv.FormatUint(l.seq, 10))
+		h.Set(wire.HeaderDLQID, "seq-"+strconv.FormatUint(l.seq, 10))
 	}
 	h.Set(wire.HeaderMsgID, dlqID(l.seq))
 	h.Set(wire.HeaderDLQStatus, strconv.Itoa(l.status))

@@ -50,8 +50,8 @@ func TestRelaySurvivesARawMessageWithNatsExpectedStream(t *testing.T) {
 	if got := d.Header.Get("Nats-Expected-Stream"); got != "" {
 		t.Errorf("dead letter kept Nats-Expected-Stream=%q, want the control header stripped", got)
 	}
-	if got := d.Header.Get(HeaderDLQOrigPrefix + "Nats-Expected-Stream"); got != wire.StreamName {
-		t.Errorf("dead letter %sNats-Expected-Stream=%q, want %q", HeaderDLQOrigPrefix, got, wire.StreamName)
+	if got := d.Header.Get(wire.HeaderDLQOrigPrefix + "Nats-Expected-Stream"); got != wire.StreamName {
+		t.Errorf("dead letter %sNats-Expected-Stream=%q, want %q", wire.HeaderDLQOrigPrefix, got, wire.StreamName)
 	}
 	if got := d.Header.Get(wire.HeaderDLQSeq); got != strconv.FormatUint(rawSeq, 10) {
 		t.Errorf("dead letter seq header %q, want %d", got, rawSeq)

@@ -2,32 +2,33 @@ package relay
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/nostressplanner/liveupdates/retry"
 )
 
 // gate is the relay's one view of Pusher's health, shared by every lane, so
 // an outage costs one probe per backoff step, not one per lane. While it is
 // closed, the lanes hold their changes and the fetcher stops fetching.
+// Its delays are retry.Backoff's; what is its own is that the lanes share
+// one schedule and one probe.
 type gate struct {
-	base, max    time.Duration
 	authInterval time.Duration
-	jitter       func(n int64) int64 // uniform in [0, n)
 
-	mu       sync.Mutex
-	failures int       // consecutive failed requests; 0 means healthy
-	until    time.Time // no request before this
-	probing  bool      // a lane is probing; the others wait for its result
-	refusal  error     // non-nil while Pusher refuses our credentials
-	changed  chan struct{}
+	mu      sync.Mutex
+	backoff *retry.Backoff // its Failures are the consecutive failed requests; 0 means healthy
+	until   time.Time      // no request before this
+	probing bool           // a lane is probing; the others wait for its result
+	refusal error          // non-nil while Pusher refuses our credentials
+	changed chan struct{}
 }
 
 func newGate(base, max, authInterval time.Duration) *gate {
 	return &gate{
-		base: base, max: max, authInterval: authInterval,
-		jitter:  rand.Int64N,
-		changed: make(chan struct{}),
+		authInterval: authInterval,
+		backoff:      retry.New(base, max),
+		changed:      make(chan struct{}),
 	}
 }
 
@@ -43,7 +44,7 @@ func (g *gate) broadcast() {
 func (g *gate) Wait(ctx context.Context) error {
 	for {
 		g.mu.Lock()
-		if g.failures == 0 {
+		if g.backoff.Failures() == 0 {
 			g.mu.Unlock()
 			return nil
 		}
@@ -80,7 +81,7 @@ func (g *gate) Wait(ctx context.Context) error {
 func (g *gate) WaitHealthy(ctx context.Context) error {
 	for {
 		g.mu.Lock()
-		if g.failures == 0 {
+		if g.backoff.Failures() == 0 {
 			g.mu.Unlock()
 			return nil
 		}
@@ -100,11 +101,12 @@ func (g *gate) WaitHealthy(ctx context.Context) error {
 func (g *gate) Success() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.failures == 0 && !g.probing {
+	if g.backoff.Failures() == 0 && !g.probing {
 		return false
 	}
-	recovered := g.failures > 0
-	g.failures, g.probing, g.refusal = 0, false, nil
+	recovered := g.backoff.Failures() > 0
+	g.backoff.Reset()
+	g.probing, g.refusal = false, nil
 	g.broadcast()
 	return recovered
 }
@@ -121,13 +123,14 @@ func (g *gate) Abandon() {
 }
 
 // Failure records a retryable failure and returns the delay before the next
-// probe: exponential with full jitter between base and the step's ceiling,
-// and never less than Retry-After.
-func (g *gate) Failure(retryAfter time.Duration) time.Duration {
+// probe: the backoff's, at least its base, and never less than Retry-After;
+// and the number of consecutive failures.
+func (g *gate) Failure(retryAfter time.Duration) (time.Duration, int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failures++
-	d := g.backoff(g.failures)
+	// The floor of the base keeps probes at least the base apart (the
+	// backoff's first step may be half of it).
+	d := max(g.backoff.Next(), g.backoff.Base)
 	if retryAfter > d {
 		d = retryAfter
 	}
@@ -138,7 +141,7 @@ func (g *gate) Failure(retryAfter time.Duration) time.Duration {
 	}
 	g.probing = false
 	g.broadcast()
-	return d
+	return d, g.backoff.Failures()
 }
 
 // Refused records that Pusher refuses our credentials: probe again only
@@ -146,7 +149,7 @@ func (g *gate) Failure(retryAfter time.Duration) time.Duration {
 func (g *gate) Refused(err error, retryAfter time.Duration) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.failures++
+	g.backoff.Next() // counts the failure; the delay is authInterval's
 	g.refusal = err
 	d := max(g.authInterval, retryAfter)
 	if until := time.Now().Add(d); until.After(g.until) {
@@ -161,7 +164,7 @@ func (g *gate) Refused(err error, retryAfter time.Duration) time.Duration {
 func (g *gate) Healthy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.failures == 0
+	return g.backoff.Failures() == 0
 }
 
 // Refusal returns why Pusher refuses us, or nil.
@@ -169,19 +172,4 @@ func (g *gate) Refusal() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.refusal
-}
-
-// backoff is the delay after n consecutive failures: uniform in
-// [base, min(max, base*2^(n-1))]. The floor of base keeps an outage from
-// turning into a hot loop.
-func (g *gate) backoff(n int) time.Duration {
-	ceil := g.base
-	for i := 1; i < n && ceil < g.max; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, g.max)
-	if ceil <= g.base {
-		return g.base
-	}
-	return g.base + time.Duration(g.jitter(int64(ceil-g.base)+1))
 }

@@ -98,25 +98,7 @@ func (r *rig) startWith(cfg Config, js jetstream.JetStream, adjust func(*Relay))
 	if adjust != nil {
 		adjust(rl)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	var stopped atomic.Bool
-	stop := func() {
-		if !stopped.CompareAndSwap(false, true) {
-			return
-		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				r.t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			r.t.Errorf("Run did not return within 15s of cancellation")
-		}
-	}
-	r.t.Cleanup(stop)
+	stop := testutil.RunUntilCancelled(r.t, "relay", rl.Run)
 	return &running{relay: rl, reg: reg, logs: hook, stop: stop}
 }
 
@@ -126,9 +108,19 @@ type change struct {
 }
 
 // publish stores changes the way the producer does and returns their seqs
-// and ids.
+// and ids. It fails the test on error: call it from the test's goroutine,
+// and publishErr from others.
 func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 	r.t.Helper()
+	seqs, ids, err := r.publishErr(changes...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return seqs, ids
+}
+
+// publishErr is publish returning its error.
+func (r *rig) publishErr(changes ...change) (seqs []uint64, ids []string, err error) {
 	for _, c := range changes {
 		id := "id-" + strconv.FormatInt(r.ids.Add(1), 10)
 		m := &nats.Msg{Subject: wire.Subject(c.eventID, c.typ), Header: nats.Header{}, Data: []byte(c.data)}
@@ -143,12 +135,12 @@ func (r *rig) publish(changes ...change) (seqs []uint64, ids []string) {
 		ack, err := r.js.PublishMsg(ctx, m)
 		cancel()
 		if err != nil {
-			r.t.Fatalf("publish %s: %v", m.Subject, err)
+			return seqs, ids, fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
 		seqs = append(seqs, ack.Sequence)
 		ids = append(ids, id)
 	}
-	return seqs, ids
+	return seqs, ids, nil
 }
 
 // publishRaw stores a message as is (to test what the producer would refuse).
@@ -311,4 +303,33 @@ func (c *lagConn) Read(p []byte) (int, error) {
 	n := copy(p, c.rest)
 	c.rest = c.rest[n:]
 	return n, nil
+}
+
+// handOverHeld runs a relay with cfg while Pusher is out until it holds
+// some changes and probes, stops it, ends the outage, and runs another
+// relay, which must deliver ids and leave nothing pending. The first
+// failure closes the gate and stops fetching, so how many the first relay
+// holds depends on timing; it holds some.
+func (r *rig) handOverHeld(cfg Config, ids []string) {
+	r.t.Helper()
+	first := r.start(cfg, nil)
+	testutil.Eventually(r.t, 20*time.Second, func() bool {
+		return r.pusher.Requests() >= 2 && r.consumerInfo().NumAckPending > 0
+	}, "first relay never held the changes")
+	first.stop()
+	r.pusher.SetOutage(false)
+	r.start(cfg, nil)
+	r.waitIDs(30*time.Second, ids)
+	r.waitSettled(20 * time.Second)
+}
+
+// waitOwned waits until run owns n partitions.
+func (r *rig) waitOwned(run *running, n float64) {
+	r.t.Helper()
+	testutil.EventuallyErr(r.t, 20*time.Second, func() error {
+		if got := testutil.MetricSum(r.t, run.reg, "liveupdates_relay_partitions_owned"); got != n {
+			return fmt.Errorf("replica owns %v partitions, want %v", got, n)
+		}
+		return nil
+	})
 }

@@ -179,18 +179,15 @@ func (r *Relay) deliver(ctx context.Context, l *lane, events []*outEvent) error 
 		switch res.outcome {
 		case accepted:
 			if r.gate.Success() {
-				r.log.Info("pusher recovered")
+				r.outage.Recovered(r.log, "pusher recovered")
 			}
 			r.accept(events)
 			return nil
 		case retryable:
-			d := r.gate.Failure(res.exchange.retryAfter)
+			d, attempt := r.gate.Failure(res.exchange.retryAfter)
 			r.m.retries.WithLabelValues(class).Inc()
-			r.logOutage.Do(func() {
-				r.log.WithError(res.err).WithFields(logrus.Fields{
-					"http_status": res.exchange.status, "backoff": d.String(), "batch_size": len(events),
-				}).Warn("pusher unavailable, holding changes")
-			})
+			r.outage.Failed(r.log.WithFields(logrus.Fields{"http_status": res.exchange.status, "batch_size": len(events)}),
+				res.err, attempt, d, "pusher unavailable, holding changes")
 		case refused:
 			err := fmt.Errorf("%w: http status %d", ErrPusherRefused, res.exchange.status)
 			d := r.gate.Refused(err, res.exchange.retryAfter)

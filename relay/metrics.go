@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nostressplanner/liveupdates/ops"
 )
 
 // Dead-letter reason classes (the label values of dead_lettered_total).
@@ -33,7 +35,7 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "liveupdates", "relay"
+	const ns, sub = ops.Namespace, "relay"
 	m := &metrics{
 		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "changes_received_total", Help: "Changes fetched from the stream (redeliveries included)."}),
@@ -60,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "retries_total", Help: "Pusher requests to be sent again, by status class."}, []string{"class"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "consumer_pending_messages", Help: "Changes in the stream the relay consumer has not fetched yet (lag), sampled."}),
+			Name: "consumer_pending_messages", Help: "Changes in the stream the relay consumer has not fetched yet (lag), sampled; in partitioned mode, the changes stored after the lowest partition checkpoint."}),
 		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "consumer_ack_pending_messages", Help: "Changes fetched by any replica and not acked yet, sampled."}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -71,11 +73,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "publish_to_pusher_seconds", Help: "From a change's publish time (at) to Pusher accepting it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.delivered, m.pusherEvents, m.batchSize, m.coalesced,
-		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending, m.ackPending, m.held, m.partitions, m.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register relay metrics: %w", err)
-		}
+	if err := ops.Register(reg, m.received, m.delivered, m.pusherEvents, m.batchSize, m.coalesced,
+		m.compressed, m.referenced, m.deadLettered, m.dlqRefused, m.requestSeconds, m.retries, m.pending,
+		m.ackPending, m.held, m.partitions, m.latency); err != nil {
+		return nil, fmt.Errorf("relay metrics: %w", err)
 	}
 	for _, r := range []string{reasonInvalid, reasonRejected, reasonMaxDeliver} {
 		m.deadLettered.WithLabelValues(r)

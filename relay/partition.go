@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
+	"github.com/nostressplanner/liveupdates/retry"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -158,6 +159,12 @@ type partitions struct {
 	// replicas is the last count of live replicas, listed at listed.
 	replicas int
 	listed   time.Time
+	// failedTicks counts the ticks in a row that could not announce the
+	// replica or list the others; warn throttles their warnings.
+	failedTicks int
+	warn        retry.Throttle
+	// orphans is what watch saw of partitions without an owner, for Ready.
+	orphans orphans
 }
 
 // setUpPartitions creates (or binds) the two buckets.
@@ -181,6 +188,12 @@ func (r *Relay) setUpPartitions(ctx context.Context) (*partitions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", CheckpointBucket, err)
 	}
+	// Recorded so Leases can list the partitions no one owns. Replicas
+	// started with different counts overwrite each other: the lease
+	// keys still show what runs.
+	if _, err := cps.Put(ctx, partitionsKey, []byte(strconv.Itoa(r.cfg.Partitions))); err != nil {
+		return nil, fmt.Errorf("record partition count in %s: %w", CheckpointBucket, err)
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail
 	id := hex.EncodeToString(b[:])
@@ -188,7 +201,8 @@ func (r *Relay) setUpPartitions(ctx context.Context) (*partitions, error) {
 		log: r.log.WithField("replica", id)}, nil
 }
 
-func leaseKey(p int) string      { return "p" + strconv.Itoa(p) }
+func leaseKey(p int) string { return "p" + strconv.Itoa(p) }
+
 func memberKey(id string) string { return "m." + id }
 
 // run keeps this replica's fair share of leases until ctx ends, then
@@ -233,18 +247,21 @@ func (pt *partitions) tick(ctx context.Context, wg *sync.WaitGroup) {
 	octx, cancel := op()
 	_, err := pt.leases.Put(octx, memberKey(pt.id), []byte(pt.id))
 	cancel()
+	members := 0
+	if err == nil {
+		members, err = pt.members(ctx)
+	}
 	if err != nil {
+		// NATS away: every tick fails alike, so log now and then.
 		if ctx.Err() == nil {
-			pt.log.WithError(err).Warn("announce relay replica")
+			pt.failedTicks++
+			pt.warn.Failed(pt.log, err, pt.failedTicks, pt.every(), "announce relay replica")
 		}
 		return
 	}
-	members, err := pt.members(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			pt.log.WithError(err).Warn("list relay replicas")
-		}
-		return
+	if pt.failedTicks > 0 {
+		pt.failedTicks = 0
+		pt.warn.Recovered(pt.log, "relay replica announced again")
 	}
 	n := pt.r.cfg.Partitions
 	fair := (n + members - 1) / members
@@ -472,142 +489,4 @@ func (pt *partitions) releaseAll() {
 	if err := pt.leases.Delete(ctx, memberKey(pt.id)); err != nil {
 		pt.log.WithError(err).Warn("withdraw relay replica")
 	}
-}
-
-// reader is the server-side consumer a partition's owner reads with: not
-// durable (the checkpoint in KV is the partition's state), no acks, one
-// replica in memory. Losing it costs nothing: the owner makes another from
-// what it has read.
-type reader struct {
-	r    *Relay
-	name string
-	cons jetstream.Consumer
-	last uint64 // consumer seq of the last change read: a gap means a lost delivery
-}
-
-// open (re)creates the consumer to deliver from seq from on.
-func (rd *reader) open(ctx context.Context, from uint64) error {
-	rd.close()
-	cctx, cancel := context.WithTimeout(ctx, rd.r.cfg.LeaseTTL)
-	defer cancel()
-	// A reader of this name may outlive a failed delete (a NATS node lost
-	// mid-close, or this replica restarted within the inactive threshold),
-	// and a consumer's start seq cannot be updated in place (err_code
-	// 10012): delete it by name first, whatever rd knows of it.
-	if err := rd.r.js.DeleteConsumer(cctx, rd.r.streams.Name, rd.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("delete old reader %s: %w", rd.name, err)
-	}
-	cons, err := rd.r.js.CreateOrUpdateConsumer(cctx, rd.r.streams.Name, jetstream.ConsumerConfig{
-		Name:              rd.name,
-		Description:       "liveupdates relay: one partition's reader",
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       max(from, 1),
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: time.Minute, // a dead owner's reader goes away
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
-	if err != nil {
-		return fmt.Errorf("create reader %s from seq %d: %w", rd.name, from, err)
-	}
-	rd.cons, rd.last = cons, 0
-	return nil
-}
-
-// close deletes the consumer, best effort: the inactive threshold removes
-// it anyway.
-func (rd *reader) close() {
-	if rd.cons == nil {
-		return
-	}
-	rd.cons = nil
-	ctx, cancel := context.WithTimeout(context.Background(), rd.r.cfg.LeaseTTL)
-	defer cancel()
-	if err := rd.r.js.DeleteConsumer(ctx, rd.r.streams.Name, rd.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		rd.r.logAck.Do(func() { rd.r.log.WithError(err).WithField("consumer", rd.name).Warn("delete partition reader") })
-	}
-}
-
-// readPartition reads the stream for partition ps until ctx ends, and
-// hands the partition's changes to the lanes. Without acks a change the
-// client dropped would never come back, so a gap in the consumer's
-// delivery count restarts the reader after the last change read.
-func (r *Relay) readPartition(ctx context.Context, ps *partState, replica string) {
-	rd := &reader{r: r, name: "relay-" + replica + "-p" + strconv.Itoa(ps.p)}
-	defer rd.close()
-	n := int64(r.cfg.BatchSize)
-	failures := 0
-	for {
-		if r.gate.WaitHealthy(ctx) != nil {
-			return
-		}
-		var err error
-		if rd.cons == nil {
-			err = rd.open(ctx, ps.next())
-		}
-		if err == nil {
-			if r.hold.sem.Acquire(ctx, n) != nil {
-				return
-			}
-			err = r.readBatch(rd, ps, n)
-		}
-		if err == nil || ctx.Err() != nil {
-			failures = 0
-			if ctx.Err() != nil {
-				return
-			}
-			continue
-		}
-		rd.close()
-		failures++
-		d := min(r.cfg.BackoffBase<<min(failures, 8), 5*time.Second)
-		r.log.WithError(err).WithFields(logrus.Fields{"partition": ps.p, "backoff": d.String()}).Warn("read partition")
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-// errGap reports a delivery the client lost.
-var errGap = errors.New("gap in the reader's deliveries")
-
-// readBatch pulls once (n semaphore units held) and dispatches the
-// partition's changes.
-func (r *Relay) readBatch(rd *reader, ps *partState, n int64) error {
-	// Ends on the server's expiry, never on a context: see fetch.
-	batch, err := rd.cons.Fetch(r.cfg.BatchSize, jetstream.FetchMaxWait(r.cfg.IdleWait))
-	var msgs []jetstream.Msg
-	if err == nil {
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		err = batch.Error()
-	}
-	mine := msgs[:0]
-	for _, m := range msgs {
-		meta, merr := m.Metadata()
-		if merr == nil && meta.Sequence.Consumer != rd.last+1 {
-			merr = fmt.Errorf("%w: consumer seq %d after %d", errGap, meta.Sequence.Consumer, rd.last)
-		}
-		if merr != nil {
-			err = merr // the rest is read again from after the last one read
-			break
-		}
-		rd.last = meta.Sequence.Consumer
-		p := partitionOfSubject(m.Subject(), r.cfg.Partitions)
-		ps.read(meta.Sequence.Stream, p == ps.p)
-		if p == ps.p {
-			mine = append(mine, m)
-		}
-	}
-	r.hold.sem.Release(n - int64(len(mine)))
-	r.dispatchTo(mine, ps)
-	r.pulled()
-	if err != nil {
-		return fmt.Errorf("read partition %d: %w", ps.p, err)
-	}
-	return nil
 }

@@ -107,25 +107,36 @@ func TestTwoPartitionedReplicasKeepOrderThroughACrash(t *testing.T) {
 	// while changes flow.
 	var ids []string
 	crash := make(chan struct{})
-	published := make(chan struct{})
+	published := make(chan error, 1)
 	go func() {
-		defer close(published)
-		for round := range 40 {
-			if round == 10 {
-				close(crash)
+		published <- func() error {
+			for round := range 40 {
+				if round == 10 {
+					close(crash)
+				}
+				var cs []change
+				for ch := range 10 {
+					cs = append(cs, change{eventID: "e" + strconv.Itoa(ch), typ: wire.TypeVoteUpdated, data: `{"r":` + strconv.Itoa(round) + `}`})
+				}
+				_, got, err := rg.publishErr(cs...)
+				ids = append(ids, got...)
+				if err != nil {
+					return err
+				}
 			}
-			var cs []change
-			for ch := range 10 {
-				cs = append(cs, change{eventID: "e" + strconv.Itoa(ch), typ: wire.TypeVoteUpdated, data: `{"r":` + strconv.Itoa(round) + `}`})
-			}
-			_, got := rg.publish(cs...)
-			ids = append(ids, got...)
-		}
+			return nil
+		}()
 	}()
-	<-crash
+	select {
+	case <-crash:
+	case err := <-published: // failed before the crash
+		t.Fatal(err)
+	}
 	nc.Close()    // the process is gone: nothing acked, released or written
 	doomed.stop() // and so are its goroutines
-	<-published
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
 	rg.waitIDs(30*time.Second, ids)
 	testutil.EventuallyErr(t, 15*time.Second, func() error {
 		if n := owned(survivor); n != 8 {

@@ -207,7 +207,7 @@ func TestRelayHoldsChangesThroughAnOutageAndDeliversAllAfter(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, pushercompat.Options{})
 	cfg := rg.config()
-	cfg.AckWait = 3 * time.Second // the default; the outage outlasts it: held changes must be kept alive
+	cfg.AckWait = 1500 * time.Millisecond // short, so the outage soon outlasts it: held changes must be kept alive
 	run := rg.start(cfg, nil)
 	_, ids := rg.publish(change{eventID: "warm", typ: wire.TypeVoteUpdated, data: `{}`})
 	rg.waitIDs(30*time.Second, ids)
@@ -333,7 +333,7 @@ func TestRelayDeadLettersExactlyTheEventPusherRejects(t *testing.T) {
 		wire.HeaderDLQStatus:   "400",
 		wire.HeaderDLQAttempts: "1",
 		wire.HeaderDLQSeq:      strconv.FormatUint(seqs[6], 10),
-		HeaderDLQID:            ids[6],
+		wire.HeaderDLQID:       ids[6],
 	}
 	for h, want := range checks {
 		if got := d.Header.Get(h); got != want {
@@ -394,17 +394,7 @@ func TestRelayStoppedWhileHoldingReleasesEverythingForTheNext(t *testing.T) {
 	_, ids := rg.publish(cs...)
 	cfg := rg.config()
 	cfg.AckWait = time.Minute // only a release can hand them over within the test
-	first := rg.start(cfg, nil)
-	// The first failure closes the gate and stops fetching, so how many
-	// the relay holds depends on timing; it holds some, and probes.
-	testutil.Eventually(t, 15*time.Second, func() bool {
-		return rg.pusher.Requests() >= 2 && rg.consumerInfo().NumAckPending > 0
-	}, "first relay never held the changes")
-	first.stop()
-	rg.pusher.SetOutage(false)
-	rg.start(cfg, nil)
-	rg.waitIDs(30*time.Second, ids)
-	rg.waitSettled(20 * time.Second)
+	rg.handOverHeld(cfg, ids)
 }
 
 func TestRelayThatDiesWithoutAckingLosesNothing(t *testing.T) {

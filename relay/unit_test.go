@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
-func env(vars map[string]string) func(string) string {
+func envOf(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
 
@@ -97,7 +98,7 @@ func TestLoadConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := LoadConfig(env(tt.vars))
+			c, err := LoadConfig(envOf(tt.vars))
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("LoadConfig()=nil error, want one naming %v", tt.wantErr)
@@ -267,12 +268,12 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestGateBackoffStaysWithinItsStep(t *testing.T) {
 	t.Parallel()
-	g := newGate(100*time.Millisecond, time.Second, time.Minute)
-	for n := 1; n <= 12; n++ {
-		ceil := min(100*time.Millisecond<<(n-1), time.Second)
-		for range 50 {
-			if d := g.backoff(n); d < 100*time.Millisecond || d > ceil {
-				t.Fatalf("backoff(%d)=%v, want within [100ms, %v]", n, d, ceil)
+	for range 50 {
+		g := newGate(100*time.Millisecond, time.Second, time.Minute)
+		for n := 1; n <= 12; n++ {
+			ceil := min(100*time.Millisecond<<(n-1), time.Second)
+			if d, _ := g.Failure(0); d < 100*time.Millisecond || d > ceil {
+				t.Fatalf("delay after %d failures=%v, want within [100ms, %v]", n, d, ceil)
 			}
 		}
 	}
@@ -394,4 +395,37 @@ func TestLaneAwaitMoreIgnoresAStaleWakeUp(t *testing.T) {
 			t.Fatalf("awaitMore returned after %v, want 5ms, when the push came", waited)
 		}
 	})
+}
+
+// TestOneSetOfDefaults: LoadConfig without variables, New's filling of a
+// zero Config and Defaults agree (issue 11: the relay kept its defaults
+// twice).
+func TestOneSetOfDefaults(t *testing.T) {
+	t.Parallel()
+	loaded, err := LoadConfig(envOf(nil))
+	if err != nil {
+		t.Fatalf("LoadConfig()=%v", err)
+	}
+	if !reflect.DeepEqual(loaded, Defaults()) {
+		t.Fatalf("LoadConfig() without variables=%+v, want Defaults()=%+v", loaded, Defaults())
+	}
+	filled := Config{}.withDefaults()
+	filled.Secure, filled.CoalesceTypes = loaded.Secure, loaded.CoalesceTypes // zero means off for New
+	if !reflect.DeepEqual(filled, loaded) {
+		t.Fatalf("Config{}.withDefaults()=%+v, want %+v", filled, loaded)
+	}
+}
+
+func TestNewRefusesWhatValidateRefuses(t *testing.T) {
+	t.Parallel()
+	cfg := Config{AppID: "1", Key: "k", Secret: "s", BatchSize: 100, MaxAckPending: 10}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "LIVE_RELAY_MAX_ACK_PENDING") {
+		t.Fatalf("Validate()=%v, want an error naming LIVE_RELAY_MAX_ACK_PENDING", err)
+	}
+	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "LIVE_RELAY_MAX_ACK_PENDING") {
+		t.Fatalf("New()=%v, want Validate's error", err)
+	}
+	if err := (Config{AppID: "1", Key: "k", Secret: "s"}).Validate(); err != nil {
+		t.Fatalf("Validate() of credentials alone=%v, want nil (the rest defaults)", err)
+	}
 }

@@ -76,10 +76,43 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	r.Int("LIVE_STREAM_REPLICAS", &c.Replicas, 1, 5)
 	r.Duration("LIVE_STREAM_DUPLICATES", &c.Duplicates, time.Second, 7*24*time.Hour)
+	r.Add(c.Validate())
 	if err := r.Err(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// ErrInvalid is wrapped by Validate, and so by Ensure, for a configuration
+// JetStream would refuse or misread; retrying does not fix it.
+var ErrInvalid = errors.New("invalid stream configuration")
+
+// Validate reports every problem of the configuration Ensure would ask for
+// (zero fields read as their defaults), each naming its variable.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage {
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_STORAGE (Storage) %v: want file or memory", c.Storage))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_AGE (MaxAge) %v: want a positive duration", c.MaxAge))
+	}
+	if c.MaxBytes < -1 {
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_MAX_BYTES (MaxBytes) %d: want a positive size or -1 (unlimited)", c.MaxBytes))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_REPLICAS (Replicas) %d: want 1 to 5", c.Replicas))
+	}
+	// JetStream refuses a dedup window longer than the stream keeps
+	// changes, at create time: say so at start with the variables' names.
+	if c.Duplicates < 0 || c.Duplicates > c.MaxAge {
+		errs = append(errs, fmt.Errorf("LIVE_STREAM_DUPLICATES (Duplicates) %v: want a positive duration no longer than LIVE_STREAM_MAX_AGE (MaxAge) %v", c.Duplicates, c.MaxAge))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
 }
 
 // WithDefaults fills zero fields with their documented defaults.
@@ -163,8 +196,12 @@ type Change struct {
 // (max age, max bytes, max message size, duplicate window, replicas) are
 // updated in place and returned as changes, so the caller can log them; a
 // difference in storage, retention or subjects wraps ErrConflict and changes
-// nothing. Ensure is idempotent: a second call with the same c changes nothing.
+// nothing; a configuration Validate refuses wraps ErrInvalid. Ensure is
+// idempotent: a second call with the same c changes nothing.
 func Ensure(ctx context.Context, js Manager, c Config) (jetstream.Stream, []Change, error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("stream %s: %w", c.WithDefaults().Name, err)
+	}
 	want := c.JetStreamConfig()
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

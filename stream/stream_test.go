@@ -303,3 +303,20 @@ func TestEnsureFromManyRolesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateRefusesWhatJetStreamWouldRefuse: a dedup window longer than
+// the stream keeps changes is named at load time with both variables, and
+// Ensure refuses it as ErrInvalid before asking the server.
+func TestValidateRefusesWhatJetStreamWouldRefuse(t *testing.T) {
+	t.Parallel()
+	_, err := LoadConfig(getenv(map[string]string{"LIVE_STREAM_MAX_AGE": "30s"}))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "LIVE_STREAM_DUPLICATES") || !strings.Contains(err.Error(), "LIVE_STREAM_MAX_AGE") {
+		t.Fatalf("LoadConfig(LIVE_STREAM_MAX_AGE=30s)=%v, want ErrInvalid naming both variables (the default dedup window is 2m)", err)
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Fatalf("Config{}.Validate()=%v, want the defaults valid", err)
+	}
+	if _, _, err := Ensure(t.Context(), nil, Config{MaxAge: time.Minute, Duplicates: time.Hour}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Ensure()=%v, want ErrInvalid", err)
+	}
+}

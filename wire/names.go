@@ -49,6 +49,17 @@ const (
 	HeaderDLQReason   = "Live-Dlq-Reason"   // why the change was dead-lettered
 	HeaderDLQAttempts = "Live-Dlq-Attempts" // delivery attempts made
 	HeaderDLQSeq      = "Live-Dlq-Seq"      // the change's seq in StreamName
+	// HeaderDLQID carries, on a dead letter, the change id the original
+	// message had in Nats-Msg-Id (or "seq-<seq>" when it had none); the
+	// dead letter's own Nats-Msg-Id is "dlq-<seq>", so replicas
+	// dead-lettering the same change store it once.
+	HeaderDLQID = "Live-Dlq-Id"
+	// HeaderDLQOrigPrefix goes before the name of each NATS control header
+	// (Nats-*) the original message carried: a dead letter keeps those
+	// values under Live-Dlq-Orig-<name> instead of the name itself, because
+	// JetStream would act on them (Nats-Expected-Stream: LIVE_EVENTS makes
+	// LIVE_DLQ refuse the letter with err_code 10060).
+	HeaderDLQOrigPrefix = "Live-Dlq-Orig-"
 )
 
 // Known change types. Others are allowed where configured.

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 
 	"github.com/nostressplanner/liveupdates/env"
-	"github.com/nostressplanner/liveupdates/retry"
-	"github.com/nostressplanner/liveupdates/stream"
 )
 
 // newLogger builds the process logger: JSON for the deployed roles, text for
@@ -46,26 +40,4 @@ func httpAddr(getenv func(string) string) string {
 	addr := ":8080"
 	env.NewReader(getenv).String("LIVE_HTTP_ADDR", &addr)
 	return addr
-}
-
-// ensureStream creates or checks LIVE_EVENTS, retrying while NATS is not
-// there yet (a role may start before the cluster). A conflicting stream is
-// not retried: it needs an operator.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg stream.Config, log logrus.FieldLogger) error {
-	name := cfg.WithDefaults().Name
-	err := retry.Do(ctx, retry.New(100*time.Millisecond, 5*time.Second), log, "stream not ready, retrying", func(ctx context.Context) error {
-		_, changes, err := stream.Ensure(ctx, js, cfg)
-		if errors.Is(err, stream.ErrConflict) {
-			return retry.Permanent(err)
-		}
-		for _, c := range changes {
-			log.WithFields(logrus.Fields{"stream": name, "field": c.Field, "old": c.Old, "new": c.New}).
-				Warn("stream limit updated to match configuration")
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", name, err)
-	}
-	return nil
 }

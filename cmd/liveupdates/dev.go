@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
@@ -237,26 +238,17 @@ func runDev(ctx context.Context, env *settings) error {
 	}, p.Drain)
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")
+	// The operator user creates LIVE_EVENTS before the roles start, so the
+	// poller, whose own NATS user may only read, finds it at once rather
+	// than retrying until the api or the relay has created it. The
+	// embedded server is up: nothing to retry.
+	if err := ensureStream(ctx, r.js, streamCfg, devLog); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	// The operator user creates the streams before the roles start: the
-	// poller's own NATS user may only read, so a poller that found no
-	// stream would wait for a create it is not allowed to make.
-	ensured := make(chan struct{})
-	g.Go(func() error {
-		if err := r.ensure(gctx); err != nil {
-			return err
-		}
-		close(ensured)
-		return rl.Run(gctx)
-	})
-	g.Go(func() error {
-		select {
-		case <-ensured:
-		case <-gctx.Done():
-			return nil
-		}
-		return p.Run(gctx)
-	})
+	g.Go(func() error { return api.Run(gctx) })
+	g.Go(func() error { return rl.Run(gctx) })
+	g.Go(func() error { return p.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	if local != nil {
 		g.Go(func() error { return local.Run(gctx) })
@@ -358,4 +350,20 @@ func splitListen(listen string) (string, int, error) {
 		port = -1 // nats-server's "pick a random port"
 	}
 	return host, port, nil
+}
+
+// ensureStream creates or checks LIVE_EVENTS once, logging each limit it
+// brought back to the configuration. The roles ensure their streams in
+// their Run, retrying; dev's embedded server is up, so once is enough.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg stream.Config, log logrus.FieldLogger) error {
+	name := cfg.WithDefaults().Name
+	_, changes, err := stream.Ensure(ctx, js, cfg)
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", name, err)
+	}
+	for _, c := range changes {
+		log.WithFields(logrus.Fields{"stream": name, "field": c.Field, "old": c.Old, "new": c.New}).
+			Warn("stream limit updated to match configuration")
+	}
+	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nostressplanner/liveupdates/relay"
 	"github.com/nostressplanner/liveupdates/wire"
 )
 
@@ -51,7 +50,7 @@ func newDeadLetter(m *jetstream.RawStreamMsg) deadLetter {
 	d.Status, _ = strconv.Atoi(h.Get(wire.HeaderDLQStatus))
 	d.Attempts, _ = strconv.Atoi(h.Get(wire.HeaderDLQAttempts))
 	d.Reason = h.Get(wire.HeaderDLQReason)
-	if id := h.Get(relay.HeaderDLQID); !strings.HasPrefix(id, "seq-") {
+	if id := h.Get(wire.HeaderDLQID); !strings.HasPrefix(id, "seq-") {
 		d.DedupID = id
 	}
 	// The ingest API scopes Nats-Msg-Id per API key and eventId and keeps

@@ -58,7 +58,7 @@ func (f dlqFixture) publishChange(t *testing.T, eventID, id string) uint64 {
 }
 
 // deadLetter stores a dead letter shaped as the relay writes it: the
-// original headers, the original id in relay.HeaderDLQID, the letter's own
+// original headers, the original id in wire.HeaderDLQID, the letter's own
 // Nats-Msg-Id, and the dead-letter annotations.
 func (f dlqFixture) deadLetter(t *testing.T, eventID, id string, seq uint64) {
 	t.Helper()
@@ -66,7 +66,7 @@ func (f dlqFixture) deadLetter(t *testing.T, eventID, id string, seq uint64) {
 		Subject: wire.DLQSubject(eventID, wire.TypeVoteUpdated),
 		Header: nats.Header{
 			wire.HeaderAt:           {"2026-11-29T10:00:00.123Z"},
-			relay.HeaderDLQID:       {id},
+			wire.HeaderDLQID:        {id},
 			wire.HeaderMsgID:        {"dlq-" + strconv.FormatUint(seq, 10)},
 			wire.HeaderDLQStatus:    {"413"},
 			wire.HeaderDLQReason:    {"pusher rejected event: payload too large"},
@@ -274,7 +274,7 @@ func TestDLQReplayReusesTheScopedDedupID(t *testing.T) {
 		Subject: wire.DLQSubject("e9", wire.TypePhaseChanged),
 		Header: nats.Header{
 			wire.HeaderID:                        {"env-9"},
-			relay.HeaderDLQID:                    {"scope-k1-e9-env-9"},
+			wire.HeaderDLQID:                     {"scope-k1-e9-env-9"},
 			wire.HeaderMsgID:                     {"dlq-42"},
 			wire.HeaderDLQSeq:                    {"42"},
 			"Live-Dlq-Orig-Nats-Expected-Stream": {"LIVE_EVENTS"},

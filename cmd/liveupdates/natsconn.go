@@ -54,6 +54,9 @@ func dialNATS(getenv func(string) string, name string, log logrus.FieldLogger, p
 		nats.Name("liveupdates-" + name),
 		nats.CustomInboxPrefix(ops.InboxPrefix(name)),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // closed on purpose (drained at shutdown): nothing to warn of
+			}
 			log.WithError(err).Warn("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

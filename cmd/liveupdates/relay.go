@@ -20,14 +20,7 @@ func runRelay(ctx context.Context, env *settings) error {
 		if err != nil {
 			return roleParts{}, err
 		}
-		return roleParts{run: func(ctx context.Context) error {
-			// The relay creates its streams itself but gives up when NATS
-			// is not there yet; wait for it here so a relay may start first.
-			if err := r.ensure(ctx); err != nil {
-				return err
-			}
-			return rl.Run(ctx)
-		}}, nil
+		return roleParts{run: rl.Run}, nil
 	})
 }
 

@@ -114,10 +114,3 @@ func runRole(ctx context.Context, env *settings, name string, cfgErr error, buil
 	g.Go(func() error { return srv.Run(gctx) })
 	return g.Wait()
 }
-
-// ensure ensures the stream, retrying while NATS is not there yet; run in
-// the background, so the HTTP server (and /healthz) is up at once and
-// /readyz waits for the stream.
-func (r *role) ensure(ctx context.Context) error {
-	return ensureStream(ctx, r.js, r.stream, r.log.WithField("component", "stream"))
-}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -155,91 +154,21 @@ func gatherStatus(ctx context.Context, js jetstream.JetStream) (statusReport, er
 		s := newStreamStatus(info)
 		rep.DeadLetters = &s
 	}
-	rep.Partitions, err = readPartitions(ctx, js, rep.Stream)
-	return rep, err
-}
-
-// readPartitions reads the partitioned relay's leases and checkpoints from
-// its KV buckets (relay.LeaseBucket: key p<N>, the owner's id, renewed by
-// an update; relay.CheckpointBucket: key p<N>, a seq in decimal), as
-// relay/partition.go writes them. None when the buckets do not exist.
-//
-// TODO(issue 11): relay.Leases reads the same for the relay's readiness;
-// use it here once it is on main.
-func readPartitions(ctx context.Context, js jetstream.JetStream, events streamStatus) ([]partitionStatus, error) {
-	owners, err := readBucket(ctx, js, relay.LeaseBucket)
-	if err != nil || owners == nil {
-		return nil, err
-	}
-	checkpoints, err := readBucket(ctx, js, relay.CheckpointBucket)
-	if err != nil {
-		return nil, err
-	}
-	n := 0
-	for _, m := range []map[string]jetstream.KeyValueEntry{owners, checkpoints} {
-		for k := range m {
-			if p, ok := partitionOfKey(k); ok {
-				n = max(n, p+1)
+	leases, err := relay.Leases(ctx, js)
+	switch {
+	case errors.Is(err, relay.ErrNotPartitioned):
+	case err != nil:
+		return rep, err
+	default:
+		for _, l := range leases {
+			ps := partitionStatus{Partition: l.Partition, Owner: l.Owner, Checkpoint: l.Checkpoint, Behind: l.Behind}
+			if l.Owner != "" {
+				ps.Age = l.Age.Round(time.Millisecond).String()
 			}
+			rep.Partitions = append(rep.Partitions, ps)
 		}
 	}
-	now := time.Now()
-	out := make([]partitionStatus, n)
-	for p := range out {
-		ps := partitionStatus{Partition: p}
-		key := "p" + strconv.Itoa(p)
-		if e, ok := owners[key]; ok {
-			ps.Owner, ps.Age = string(e.Value()), max(now.Sub(e.Created()), 0).Round(time.Millisecond).String()
-		}
-		if e, ok := checkpoints[key]; ok {
-			ps.Checkpoint, _ = strconv.ParseUint(string(e.Value()), 10, 64)
-		}
-		// Changes before the stream's first seq are gone: nothing to send.
-		if floor := max(ps.Checkpoint, events.FirstSeq-min(events.FirstSeq, 1)); events.LastSeq > floor {
-			ps.Behind = events.LastSeq - floor
-		}
-		out[p] = ps
-	}
-	return out, nil
-}
-
-// readBucket returns every key of a KV bucket with its entry, or nil when
-// the bucket does not exist.
-func readBucket(ctx context.Context, js jetstream.JetStream, bucket string) (map[string]jetstream.KeyValueEntry, error) {
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", bucket, err)
-	}
-	out := map[string]jetstream.KeyValueEntry{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // expired or released meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s %s: %w", bucket, k, err)
-		}
-		out[k] = e
-	}
-	return out, nil
-}
-
-// partitionOfKey reads a partition number from a lease or checkpoint key
-// (the lease bucket also holds the replicas' m.<id> keys).
-func partitionOfKey(k string) (int, bool) {
-	rest, ok := strings.CutPrefix(k, "p")
-	if !ok {
-		return 0, false
-	}
-	p, err := strconv.Atoi(rest)
-	return p, err == nil && p >= 0
+	return rep, nil
 }
 
 func newStreamStatus(info *jetstream.StreamInfo) streamStatus {

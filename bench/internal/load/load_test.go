@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsReportsEveryProblemAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := parseFlags([]string{"-mode", "hot", "-target", "nginx", "-conns", "0"})
+	if err == nil {
+		t.Fatal("parseFlags() = nil, want an error")
+	}
+	for _, want := range []string{"-base is required", `-target "nginx"`, "-mode hot needs -pid", "-conns 0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("parseFlags() = %q, want it to say %q", err, want)
+		}
+	}
+	if _, err := parseFlags([]string{"-mode", "repoll", "-base", "http://x"}); err == nil || !strings.Contains(err.Error(), "needs -event") {
+		t.Errorf("repoll without -event: parseFlags() = %v, want it to ask for -event", err)
+	}
+	if _, err := parseFlags([]string{"-mode", "rps", "-base", "http://x"}); err != nil {
+		t.Errorf("rps needs no -pid: parseFlags() = %v", err)
+	}
+}
+
+func TestLongPollFollowsTheCursorAndCountsAFailedAnswer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var mu sync.Mutex
+	var sinces []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sinces = append(sinces, r.URL.Query().Get("since"))
+		n := len(sinces)
+		mu.Unlock()
+		switch n {
+		case 1:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		case 2:
+			fmt.Fprint(w, `{"cursor":"9","events":[{"seq":8,"data":{}},{"seq":9,"data":{}}]}`)
+		default:
+			cancel() // the third request came with the new cursor: enough
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var answers []pollAnswer
+	failures := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 3, 25, func(a pollAnswer) {
+			answers = append(answers, a)
+		}, func() { failures++ })
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("longPoll did not return 30s after its context ended")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"3", "3", "9"}; strings.Join(sinces, ",") != strings.Join(want, ",") {
+		t.Fatalf("since of each request = %v, want %v", sinces, want)
+	}
+	if failures != 1 {
+		t.Errorf("failures = %d, want 1 (the 503)", failures)
+	}
+	if len(answers) != 2 || answers[0].status != 503 || answers[1].cursor != 9 || fmt.Sprint(answers[1].seqs) != "[8 9]" {
+		t.Errorf("answers = %+v, want a 503 then cursor 9 with seqs 8 and 9", answers)
+	}
+}
+
+func TestRPSLearnsETagsThenCountsAnswersByStatus(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// e0 has no change for its first two asks: the poller has not
+		// read it yet.
+		if r.URL.Path == "/v1/events/e0/updates" && r.Header.Get("If-None-Match") == "" && asked.Add(1) <= 2 {
+			w.Header().Set("ETag", `"0"`)
+			fmt.Fprint(w, `{"cursor":"0","events":[]}`)
+			return
+		}
+		tag := `"7"`
+		if r.Header.Get("If-None-Match") == tag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", tag)
+		fmt.Fprint(w, `{"cursor":"7","events":[{"seq":7}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	res, err := rps(t.Context(), config{base: srv.URL, ids: 3, conns: 2, duration: 100 * time.Millisecond, kind: "304"})
+	if err != nil {
+		t.Fatalf("rps() error = %v", err)
+	}
+	if res.Requests == 0 || res.Errors != 0 || res.Status[http.StatusNotModified] != res.Requests {
+		t.Fatalf("rps() = %+v, want every answer a 304 and no errors", res)
+	}
+	if asked.Load() < 3 {
+		t.Errorf("e0 asked %d times before polling, want it asked again until it had a change", asked.Load())
+	}
+}

@@ -1,0 +1,184 @@
+package poller
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/wire"
+)
+
+// The answers of GET /v1/events/{eventId}/updates. One renderer writes them
+// for both paths a long-poll can end on: the handler's http.ResponseWriter,
+// and a parked connection's connResponse, which frames what it is given as
+// HTTP/1.1 on the hijacked connection. So the wire contract (status,
+// headers, body) is written in one place whichever path answers.
+
+// writeAnswer answers a poll that has changes for the client or has waited
+// long enough: 304 when the client's copy (If-None-Match, matched) is
+// current and nothing is new, else the changes. timedOut says the wait
+// ended without a change (its timer, or Drain).
+func (p *Poller) writeAnswer(w http.ResponseWriter, v view, matched, timedOut bool) {
+	outcome := outOK
+	if timedOut && len(v.items) == 0 {
+		outcome = outTimeout
+	}
+	if matched && len(v.items) == 0 {
+		if !timedOut {
+			outcome = outNotModified
+		}
+		p.writeNotModified(w, v.newest, outcome)
+		return
+	}
+	p.writeUpdates(w, v, outcome)
+}
+
+func setReadHeaders(h http.Header, newest uint64) {
+	h["Content-Type"] = []string{"application/json"}
+	// private: no shared proxy may store a token-gated answer; no-cache: the
+	// browser may keep it but must revalidate (cheaply, with the ETag).
+	h["Cache-Control"] = []string{"private, no-cache"}
+	var b [24]byte
+	h["Etag"] = []string{string(appendETag(b[:0], newest))}
+}
+
+func (p *Poller) writeNotModified(w http.ResponseWriter, newest uint64, outcome string) {
+	h := w.Header()
+	h["Cache-Control"] = []string{"private, no-cache"}
+	var b [24]byte
+	h["Etag"] = []string{string(appendETag(b[:0], newest))}
+	w.WriteHeader(http.StatusNotModified)
+	p.m.count(routeUpdates, outcome)
+}
+
+func (p *Poller) writeReset(w http.ResponseWriter, applied uint64) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Cache-Control"] = []string{"no-store"}
+	b := make([]byte, 0, 64)
+	b = append(b, `{"reset":true,"cursor":"`...)
+	b = formatSeq(b, applied)
+	b = append(b, "\"}\n"...)
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b) // a failed write means the client left
+	p.m.count(routeUpdates, outReset)
+}
+
+// writeBehind answers a cursor this replica has not applied yet.
+func (p *Poller) writeBehind(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	p.fail(w, routeUpdates, outUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable, "this poller replica is behind your cursor; retry shortly")
+}
+
+// writeUpdates writes {"cursor":"<seq>","events":[...]} by splicing the
+// envelopes' stored JSON.
+func (p *Poller) writeUpdates(w http.ResponseWriter, v view, outcome string) {
+	if v.deep {
+		// A page of a deep resume: the client is not caught up, so it must
+		// not get the newest seq's ETag (its next conditional poll would
+		// be a 304 and it would stop paging).
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Cache-Control"] = []string{"no-store"}
+	} else {
+		setReadHeaders(w.Header(), v.newest)
+	}
+	var head [64]byte
+	hb := append(head[:0], `{"cursor":"`...)
+	hb = formatSeq(hb, v.applied)
+	hb = append(hb, `","events":[`...)
+	n := len(hb) + 3
+	for i, it := range v.items {
+		if i > 0 {
+			n++
+		}
+		n += len(it.json)
+	}
+	w.Header()["Content-Length"] = []string{strconv.Itoa(n)}
+	w.WriteHeader(http.StatusOK)
+	p.m.count(routeUpdates, outcome)
+	// Write errors mean the client left; there is nobody to tell.
+	if _, err := w.Write(hb); err != nil {
+		return
+	}
+	for i, it := range v.items {
+		if i > 0 {
+			if _, err := w.Write([]byte{','}); err != nil {
+				return
+			}
+		}
+		if _, err := w.Write(it.json); err != nil {
+			return
+		}
+	}
+	_, _ = w.Write([]byte("]}\n"))
+}
+
+// connResponse is the http.ResponseWriter of a parked connection's answer:
+// it gathers what the renderer writes, and frame turns it into the one
+// HTTP/1.1 response net/http would have written. It knows HTTP framing,
+// nothing of the answers.
+type connResponse struct {
+	// pre holds the header lines the request had gathered before it was
+	// hijacked (CORS, Vary).
+	pre    []byte
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (c *connResponse) Header() http.Header {
+	if c.h == nil {
+		c.h = make(http.Header, 6)
+	}
+	return c.h
+}
+
+func (c *connResponse) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+
+func (c *connResponse) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	c.body = append(c.body, b...)
+	return len(b), nil
+}
+
+// frame returns the response's bytes; closing adds Connection: close.
+func (c *connResponse) frame(closing bool) []byte {
+	c.WriteHeader(http.StatusOK)
+	h := c.Header()
+	b := make([]byte, 0, 256+len(c.pre)+len(c.body))
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(c.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(c.status)...)
+	b = append(b, "\r\n"...)
+	b = append(b, c.pre...)
+	if c.status == http.StatusNotModified {
+		delete(h, "Content-Length") // a 304 has no body
+	} else if _, ok := h["Content-Length"]; !ok {
+		h["Content-Length"] = []string{strconv.Itoa(len(c.body))}
+	}
+	if closing {
+		h["Connection"] = []string{"close"}
+	}
+	h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	bw := appendWriter{b}
+	_ = h.Write(&bw) // appending to a slice does not fail
+	b = append(bw.b, "\r\n"...)
+	if c.status != http.StatusNotModified {
+		b = append(b, c.body...)
+	}
+	return b
+}
+
+type appendWriter struct{ b []byte }
+
+func (a *appendWriter) Write(p []byte) (int, error) {
+	a.b = append(a.b, p...)
+	return len(p), nil
+}
