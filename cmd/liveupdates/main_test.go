@@ -354,9 +354,11 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, re := range []string{`liveupdates_api_\w+`, `liveupdates_poller_\w+`, `liveupdates_pushercompat_sockets 1`} {
+	for _, re := range []string{`liveupdates_api_http_requests_total\{code="202",route="POST /v1/events/\{eventId\}/\{type\}"\} [1-9]`,
+		`liveupdates_poller_http_requests_total\{code="200",route="GET /v1/events/\{eventId\}/updates"\} [1-9]`,
+		`liveupdates_pushercompat_sockets 1`} {
 		if !regexp.MustCompile(re).Match(metrics) {
-			t.Errorf("/metrics has no %s", re)
+			t.Errorf("/metrics has no %s; it has:\n%s", re, bytes.Join(regexp.MustCompile(`(?m)^liveupdates_\w+_http_requests_total.*$`).FindAll(metrics, -1), []byte("\n")))
 		}
 	}
 	// dev exports the roles' own series, which the alerts and the dashboard
