@@ -10,23 +10,17 @@ import (
 // runAPI serves the ingest API. It needs at least one API key.
 func runAPI(ctx context.Context, env *settings) error {
 	cfg, cfgErr := producer.LoadAPIConfig(env.Getenv)
-	return runRole(ctx, env, "api", cfgErr, func(r *role) (roleParts, error) {
-		api, err := newIngest(r, cfg)
-		if err != nil {
-			return roleParts{}, err
-		}
-		// api.Run ensures the stream in the background: the HTTP server
-		// (and /healthz) is up at once, /readyz waits for the stream.
-		return roleParts{run: api.Run, mount: api.Register}, nil
-	})
+	return runRole(ctx, env, "api", cfgErr, func(r *role) (roleParts, error) { return newIngest(r, cfg) })
 }
 
-// newIngest wires the producer library and its HTTP API on a role.
-func newIngest(r *role, cfg producer.APIConfig) (*producer.API, error) {
+// newIngest wires the producer library and its HTTP API on a role: its
+// routes, and its work: Run ensures the stream in the background, so the
+// HTTP server (and /healthz) is up at once and /readyz waits for the stream.
+func newIngest(r *role, cfg producer.APIConfig) (roleParts, error) {
 	r = r.forRole("api") // its own NATS user in dev
 	metrics, err := producer.NewMetrics(r.reg)
 	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
+		return roleParts{}, fmt.Errorf("api: %w", err)
 	}
 	pub := producer.NewPublisher(r.js, producer.Options{
 		MaxDataBytes: cfg.MaxEventBytes,
@@ -39,7 +33,7 @@ func newIngest(r *role, cfg producer.APIConfig) (*producer.API, error) {
 		Stream:     r.stream,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
+		return roleParts{}, fmt.Errorf("api: %w", err)
 	}
-	return api, nil
+	return roleParts{run: api.Run, mount: api.Register}, nil
 }

@@ -232,10 +232,10 @@ func runDev(ctx context.Context, env *settings) error {
 	}
 
 	srv := r.server(env, func(mux *http.ServeMux) {
-		api.Register(mux)
-		p.Register(mux)
+		api.mount(mux)
+		p.mount(mux)
 		mountDemo(mux, producer.NewPublisher(r.forRole("api").js, producer.Options{PollSecret: apiCfg.PollSecret}), r.log)
-	}, p.Drain)
+	}, p.drain)
 	devLog.WithField("demo_url", demoURL(httpAddr(env.Getenv))).
 		Info("open the demo in two browser tabs: a vote in one shows in the other")
 	// The operator user creates LIVE_EVENTS before the roles start, so the
@@ -246,9 +246,9 @@ func runDev(ctx context.Context, env *settings) error {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return api.Run(gctx) })
-	g.Go(func() error { return rl.Run(gctx) })
-	g.Go(func() error { return p.Run(gctx) })
+	for _, parts := range []roleParts{api, rl, p} {
+		g.Go(func() error { return parts.run(gctx) })
+	}
 	g.Go(func() error { return srv.Run(gctx) })
 	if local != nil {
 		g.Go(func() error { return local.Run(gctx) })

@@ -11,16 +11,13 @@ import (
 // runPoller answers polling clients from memory.
 func runPoller(ctx context.Context, env *settings) error {
 	cfg, cfgErr := poller.LoadConfig(env.Getenv)
-	return runRole(ctx, env, "poller", cfgErr, func(r *role) (roleParts, error) {
-		p, err := newPoller(r, cfg)
-		if err != nil {
-			return roleParts{}, err
-		}
-		return roleParts{run: p.Run, mount: p.Register, drain: p.Drain}, nil
-	})
+	return runRole(ctx, env, "poller", cfgErr, func(r *role) (roleParts, error) { return newPoller(r, cfg) })
 }
 
-func newPoller(r *role, cfg poller.Config) (*poller.Poller, error) {
+// newPoller wires the poller on a role: its routes, its work (Run follows
+// the stream) and, before the HTTP server drains, answering its parked
+// long-polls.
+func newPoller(r *role, cfg poller.Config) (roleParts, error) {
 	r = r.forRole("poller") // its own NATS user in dev
 	p, err := poller.New(cfg, poller.Deps{
 		JS:         r.js,
@@ -30,8 +27,8 @@ func newPoller(r *role, cfg poller.Config) (*poller.Poller, error) {
 		Client:     client.Files,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("poller: %w", err)
+		return roleParts{}, fmt.Errorf("poller: %w", err)
 	}
 	r.checks.Add("poller", p.Ready)
-	return p, nil
+	return roleParts{run: p.Run, mount: p.Register, drain: p.Drain}, nil
 }

@@ -15,16 +15,12 @@ func runRelay(ctx context.Context, env *settings) error {
 	if cfgErr == nil && !cfg.PusherEnabled() {
 		cfgErr = errors.New("pusher credentials are not set (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET, and PUSHER_CLUSTER or PUSHER_HOST): the relay has nothing to send to; clients keep working through the poller")
 	}
-	return runRole(ctx, env, "relay", cfgErr, func(r *role) (roleParts, error) {
-		rl, err := newRelay(r, cfg)
-		if err != nil {
-			return roleParts{}, err
-		}
-		return roleParts{run: rl.Run}, nil
-	})
+	return runRole(ctx, env, "relay", cfgErr, func(r *role) (roleParts, error) { return newRelay(r, cfg) })
 }
 
-func newRelay(r *role, cfg relay.Config) (*relay.Relay, error) {
+// newRelay wires the relay on a role: it has no routes, only its work
+// (Run ensures its streams, retrying, then forwards).
+func newRelay(r *role, cfg relay.Config) (roleParts, error) {
 	r = r.forRole("relay") // its own NATS user in dev
 	log := r.log.WithField("component", "relay")
 	log.WithFields(cfg.Redacted()).Info("relay configuration")
@@ -35,8 +31,8 @@ func newRelay(r *role, cfg relay.Config) (*relay.Relay, error) {
 		Registerer: r.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("relay: %w", err)
+		return roleParts{}, fmt.Errorf("relay: %w", err)
 	}
 	r.checks.Add("relay", rl.Ready)
-	return rl, nil
+	return roleParts{run: rl.Run}, nil
 }
