@@ -67,6 +67,7 @@ func TestCommandsRefuseWhatTheyCannotRun(t *testing.T) {
 		{"tail with a negative limit names the flag", []string{"tail", "--event", "e1", "--limit", "-1"}, nil, `--limit="-1": want an integer from 0`},
 		{"dlq show without a seq says so", []string{"dlq", "show"}, nil, "--seq is required"},
 		{"dlq replay with a bad seq names the flag", []string{"dlq", "replay", "--seq", "x"}, nil, `--seq="x": want an integer from 1`},
+		{"an operator tool takes the log settings as flags too", []string{"status", "--log-format", "xml"}, nil, "LIVE_LOG_FORMAT"},
 		{"status fails at once without NATS", []string{"status"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "connect nats nats://127.0.0.1:1"},
 		{"dlq list fails at once without NATS", []string{"dlq", "list"}, map[string]string{"LIVE_NATS_URL": "nats://127.0.0.1:1"}, "connect nats nats://127.0.0.1:1"},
 		{"a half-given NATS login names both variables", []string{"status"}, map[string]string{"LIVE_NATS_USER": "ops"}, "LIVE_NATS_USER and LIVE_NATS_PASSWORD"},

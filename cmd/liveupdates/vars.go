@@ -12,7 +12,7 @@ const (
 	// embeds its own); each role authenticates as its own NATS user
 	// (deploy/nats.yaml, ops.NATSRoles).
 	byNATS    readers = 1 << iota
-	byServer          // the long-running roles and dev: HTTP, logs
+	byServer          // the long-running roles and dev: HTTP
 	byStream          // the roles that ensure or read LIVE_EVENTS, and dev
 	byAPI             // api and dev
 	byRelay           // relay and dev
@@ -20,6 +20,9 @@ const (
 	byDev             // dev alone
 	byPublish         // publish alone
 	byRoles   = byServer | byStream
+	// byAll: every command logs, the roles and dev as servers, the tools
+	// as NATS clients.
+	byAll = byServer | byNATS
 )
 
 var settingsTable = []envVar{
@@ -30,8 +33,8 @@ var settingsTable = []envVar{
 	{Name: "LIVE_NATS_NKEY_SEED", Help: "NATS user nkey seed (SU...) of this role", Secret: true, readers: byNATS},
 
 	{Name: "LIVE_HTTP_ADDR", Default: ":8080", Help: "address of the HTTP server (/healthz, /readyz, /metrics and the role's routes)", readers: byServer},
-	{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error", readers: byServer},
-	{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev)", Help: "json or text", readers: byServer},
+	{Name: "LIVE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error", readers: byAll},
+	{Name: "LIVE_LOG_FORMAT", Default: "json (text in dev and the operator tools)", Help: "json or text", readers: byAll},
 	{Name: "LIVE_METRICS_ADDR", Help: "serve /metrics (and /healthz, /readyz) on this address instead of LIVE_HTTP_ADDR, away from the public port", readers: byServer},
 	{Name: debugAddrVar, Default: "off", Help: "address of an opt-in debug server with /debug/pprof/ (off when empty; must differ from LIVE_HTTP_ADDR; keep it private)", readers: byServer},
 
