@@ -247,17 +247,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	}
 	sock := dialDevPusher(t, pusherAddr, "event-e42")
 
-	req, _ := http.NewRequest(http.MethodPost, base+"/v1/events/e42/vote.updated", strings.NewReader(`{"v":1}`))
-	req.Header.Set("Authorization", "Bearer dev")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST = %d %s, want 202", resp.StatusCode, body)
-	}
+	body := postChange(t, base+"/v1/events/e42/vote.updated", "dev")
 	var res struct {
 		ID  string `json:"id"`
 		Seq uint64 `json:"seq"`
@@ -275,7 +265,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	var tailOut syncBuffer
 	tailCtx, tailCancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer tailCancel()
-	err = run(tailCtx, []string{"tail", "--event", "e42", "--from-start", "--limit", "1"},
+	err := run(tailCtx, []string{"tail", "--event", "e42", "--from-start", "--limit", "1"},
 		envOf(map[string]string{"LIVE_NATS_URL": "nats://" + natsAddr}), &tailOut, io.Discard)
 	if err != nil {
 		t.Fatalf("tail: %v", err)
@@ -349,7 +339,7 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 		return nil
 	})
 
-	resp, err = http.Get(base + "/metrics")
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +374,27 @@ func TestDevServesTheNewcomerPath(t *testing.T) {
 	if code := sock.closeCode(t); code != pushercompat.CodeReconnect {
 		t.Fatalf("on shutdown the socket was closed with %d, want 4200 (pusher-js reconnects)", code)
 	}
+}
+
+// postChange posts {"v":1} to an ingest API url with key and returns the
+// answer's body; anything but 202 fails the test.
+func postChange(t *testing.T, url, key string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"v":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s = %d %s, want 202", url, resp.StatusCode, body)
+	}
+	return body
 }
 
 // devSocket is a WebSocket client speaking Pusher protocol 7 as pusher-js does.

@@ -104,17 +104,7 @@ func TestEachRoleRunsAsItsOwnNATSUser(t *testing.T) {
 		"PUSHER_HOST": ps.Host(), "PUSHER_SECURE": "false", "LIVE_RELAY_BATCH_WINDOW": "5ms",
 	}))
 
-	req, _ := http.NewRequest(http.MethodPost, "http://"+apiEnv["LIVE_HTTP_ADDR"]+"/v1/events/e1/vote.updated", strings.NewReader(`{"v":1}`))
-	req.Header.Set("Authorization", "Bearer k1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST as the api user = %d %s, want 202", resp.StatusCode, body)
-	}
+	postChange(t, "http://"+apiEnv["LIVE_HTTP_ADDR"]+"/v1/events/e1/vote.updated", "k1") // as the api user
 	testutil.Eventually(t, 20*time.Second, func() bool { return len(ps.EventsOn("event-e1")) == 1 },
 		"the relay user's change never reached Pusher; relay logs:\n%s", relayLogs)
 	testutil.EventuallyErr(t, 20*time.Second, func() error {
