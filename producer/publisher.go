@@ -146,34 +146,50 @@ type Publisher struct {
 	// pubOpts turns off the client's own no-responders retry (250ms, twice):
 	// ours backs off shorter and honours the caller's deadline.
 	pubOpts []jetstream.PublishOpt
-	// moved is when unstick last moved the connection to another server
-	// (unix nanoseconds).
-	moved atomic.Int64
+	// failingSince is when the oldest attempt failing since the last
+	// success was sent, zero after a success; moved is when the connection
+	// was last moved to another server (unix nanoseconds both, see
+	// failed).
+	failingSince, moved atomic.Int64
 }
 
-// moveEvery bounds how often unstick moves the connection.
-const moveEvery = 5 * time.Second
+// succeeded notes a stored change: the connection's server works.
+func (p *Publisher) succeeded() {
+	if p.failingSince.Load() != 0 {
+		p.failingSince.Store(0)
+	}
+}
 
-// unstick moves the NATS connection to the next server of its pool; calls
-// do it after their second failed attempt. A node cut off from its peers
-// keeps its client connections up while nothing sent to it can be stored:
-// its stream leader cannot commit, and once it steps down nothing on that
-// side of the cut answers. The client's own reconnect never fires then (the
-// cluster suite: an api on the cut-off leader answered 503 for the whole
-// 15 s partition, while the two other nodes elected a leader within 5 s).
-// During an ordinary election the move is harmless (in-flight requests are
-// retried with their ids), so it is not worth telling the two apart; at
-// most once per moveEvery per publisher, so a cluster without quorum is
-// not hammered with reconnects, and never with a single server, where it
-// would only reconnect to the same node.
-func (p *Publisher) unstick() {
+// failed notes an attempt sent at sent that failed transiently, and moves
+// the NATS connection to the next server of its pool when nothing has been
+// stored through it for two attempt timeouts, and it was not moved within
+// the last attempt timeout. A node cut off from its peers keeps its client
+// connections up while nothing sent to it can be stored (its stream leader
+// cannot commit; once it steps down nothing on its side answers), and the
+// client never leaves it by itself: in the cluster suite an api on the
+// cut-off leader answered 503 for the whole 15 s partition while the two
+// other nodes elected a leader within 6 s. The healthy nodes fail too until
+// that election ends, and the client cannot tell the two apart, so the
+// first move waits part of an election out; a move that lands on the cut
+// node moves on an attempt timeout later, and a success anywhere stops the
+// moves. Never with a single server, where it would only reconnect to the
+// same node.
+func (p *Publisher) failed(sent time.Time) {
+	since := sent.UnixNano()
+	if !p.failingSince.CompareAndSwap(0, since) {
+		since = p.failingSince.Load()
+	}
+	now := time.Now().UnixNano()
+	at := int64(p.opts.AttemptTimeout)
+	last := p.moved.Load()
+	if since == 0 || now-since < 2*at || now-last < at {
+		return
+	}
 	if p.conn == nil || !p.conn.IsConnected() || len(p.conn.Servers()) < 2 {
 		return // a reconnect is under way, or there is nowhere else to go
 	}
-	now := time.Now().UnixNano()
-	last := p.moved.Load()
-	if now-last < int64(moveEvery) || !p.moved.CompareAndSwap(last, now) {
-		return
+	if !p.moved.CompareAndSwap(last, now) {
+		return // another call moves it
 	}
 	// An error means the connection closed or began reconnecting
 	// meanwhile: either way the next attempt finds out.
@@ -313,13 +329,10 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 		defer cancel()
 		b := p.newBackoff()
 		causes := make([]error, len(msgs))
-		for round := 1; ; round++ {
+		for {
 			pending = p.sendWindow(ctx, pending, msgs, res, causes)
 			if len(pending) == 0 || !b.wait(ctx, time.Time{}) {
 				break
-			}
-			if round >= 2 {
-				p.unstick()
 			}
 			p.opts.Metrics.retried(len(pending))
 		}
@@ -347,7 +360,8 @@ type inflight struct {
 // informative one, see explain).
 func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error) []int {
 	var retry []int
-	settle := func(i int, ack *jetstream.PubAck, err error) {
+	// sent is when msgs[i] was sent; zero when it was not.
+	settle := func(i int, sent time.Time, ack *jetstream.PubAck, err error) {
 		if err == nil {
 			err = checkStream(ack)
 		}
@@ -359,12 +373,16 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		}
 		switch {
 		case err == nil:
+			p.succeeded()
 			res[i].Err = nil
 			res[i].Seq, res[i].Duplicate = ack.Sequence, ack.Duplicate
 		case isTransient(err):
 			res[i].Err = err
 			if !uninformative(err) {
 				causes[i] = err
+			}
+			if !sent.IsZero() {
+				p.failed(sent)
 			}
 			retry = append(retry, i)
 		default:
@@ -376,7 +394,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		// at the same moment: it is the truth about the store.
 		select {
 		case ack := <-fl.f.Ok():
-			settle(fl.i, ack, nil)
+			settle(fl.i, fl.sent, ack, nil)
 			return
 		default:
 		}
@@ -388,13 +406,13 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		defer t.Stop()
 		select {
 		case ack := <-fl.f.Ok():
-			settle(fl.i, ack, nil)
+			settle(fl.i, fl.sent, ack, nil)
 		case err := <-fl.f.Err():
-			settle(fl.i, nil, err)
+			settle(fl.i, fl.sent, nil, err)
 		case <-t.C:
-			settle(fl.i, nil, fmt.Errorf("no ack within %v: %w", p.opts.AttemptTimeout, jetstream.ErrAsyncPublishTimeout))
+			settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", p.opts.AttemptTimeout, jetstream.ErrAsyncPublishTimeout))
 		case <-ctx.Done():
-			settle(fl.i, nil, ctx.Err())
+			settle(fl.i, fl.sent, nil, ctx.Err())
 		}
 	}
 	window := min(p.opts.MaxInFlight, len(idx))
@@ -402,19 +420,20 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 	head := 0
 	for _, i := range idx {
 		if err := ctx.Err(); err != nil {
-			settle(i, nil, err)
+			settle(i, time.Time{}, nil, err)
 			continue
 		}
 		if !p.conn.IsConnected() {
-			settle(i, nil, errNotConnected)
+			settle(i, time.Time{}, nil, errNotConnected)
 			continue
 		}
+		sent := time.Now()
 		f, err := p.js.PublishMsgAsync(msgs[i], p.pubOpts...)
 		if err != nil {
-			settle(i, nil, err)
+			settle(i, sent, nil, err)
 			continue
 		}
-		q = append(q, inflight{i: i, f: f, sent: time.Now()})
+		q = append(q, inflight{i: i, f: f, sent: sent})
 		if len(q)-head >= window {
 			await(q[head])
 			head++
@@ -433,19 +452,21 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
 	var cause error
-	for attempts := 1; ; attempts++ {
+	for {
+		sent := time.Now()
 		ack, err := p.attempt(ctx, m, deadline)
 		if err == nil {
+			p.succeeded()
 			return ack, nil
 		}
 		if !uninformative(err) {
 			cause = err
 		}
+		if isTransient(err) {
+			p.failed(sent)
+		}
 		if !isTransient(err) || !b.wait(ctx, deadline) {
 			return nil, explain(err, cause)
-		}
-		if attempts >= 2 {
-			p.unstick()
 		}
 		p.opts.Metrics.retried(1)
 	}
@@ -692,10 +713,18 @@ func isTransient(err error) bool {
 		errors.Is(err, errNotConnected):
 		return true
 	}
-	// JetStream answers 503 while it has no quorum or is starting up.
+	// JetStream answers 503 while it has no quorum or is starting up, and
+	// 409 "in process" to a retry whose earlier copy the leader is still
+	// storing (an attempt that timed out while a new leader commits): the
+	// next retry is answered as a duplicate with its seq, or stores it.
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code >= 500
+	return errors.As(err, &apiErr) && (apiErr.Code >= 500 || apiErr.ErrorCode == errCodeMsgIDInProcess)
 }
+
+// errCodeMsgIDInProcess is JetStream's JSStreamDuplicateMessageConflict
+// ("duplicate message id is in process"), which nats.go has no sentinel
+// for.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
 
 // classify wraps a publish error in the kind a caller branches on.
 func (p *Publisher) classify(subject string, err error) error {
