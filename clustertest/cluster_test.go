@@ -406,6 +406,106 @@ func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
 	return best, who, !best.IsZero()
 }
 
+// apisByNode counts the api processes connected to each node (from each
+// node's /connz); a node that does not answer counts none.
+func (c *cluster) apisByNode(ctx context.Context) map[*node]int {
+	out := map[*node]int{}
+	for _, n := range c.nodes {
+		for _, name := range c.clientNames(ctx, n) {
+			if name == "liveupdates-api" {
+				out[n]++
+			}
+		}
+	}
+	return out
+}
+
+// clientNames lists the names of the clients connected to n (its /connz).
+func (c *cluster) clientNames(ctx context.Context, n *node) []string {
+	var connz struct {
+		Connections []struct {
+			Name string `json:"name"`
+		} `json:"connections"`
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/connz?limit=1024", n.ip, monitorPort), nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if json.NewDecoder(resp.Body).Decode(&connz) != nil {
+		return nil
+	}
+	names := make([]string, 0, len(connz.Connections))
+	for _, cn := range connz.Connections {
+		names = append(names, cn.Name)
+	}
+	return names
+}
+
+// leadWhereAnAPIIs makes a node that an api process is connected to lead
+// the stream (a stream leader step-down with that node preferred) and
+// returns it: the fault that matters for the api is its own node cut off,
+// and left to chance it is only about half the time.
+func (c *cluster) leadWhereAnAPIIs() (*node, error) {
+	var target *node
+	err := poll(c.t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(c.t.Context(), 5*time.Second)
+		defer cancel()
+		cur, err := c.leader(ctx)
+		if err != nil {
+			return err
+		}
+		byNode := c.apisByNode(ctx)
+		if byNode[cur] > 0 {
+			target = cur
+			return nil
+		}
+		for _, n := range c.nodes {
+			if byNode[n] > 0 && (target == nil || byNode[n] > byNode[target]) {
+				target = n
+			}
+		}
+		if target == nil {
+			return errors.New("no node serves an api")
+		}
+		req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": target.name}})
+		if err != nil {
+			return err
+		}
+		msg, err := c.js.Conn().RequestWithContext(ctx, fmt.Sprintf("$JS.API.STREAM.LEADER.STEPDOWN.%s", wire.StreamName), req)
+		if err != nil {
+			return fmt.Errorf("step down to %s: %w", target.name, err)
+		}
+		var resp struct {
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return fmt.Errorf("step down to %s: %w", target.name, err)
+		}
+		if resp.Error != nil {
+			return fmt.Errorf("step down to %s: %w", target.name, resp.Error)
+		}
+		return fmt.Errorf("stepped down to %s; checking", target.name)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return target, c.streamHealthyWithin(60 * time.Second)
+}
+
+// streamHealthyWithin is waitHealthy that returns the error.
+func (c *cluster) streamHealthyWithin(timeout time.Duration) error {
+	return poll(c.t, timeout, func() error {
+		ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
+		defer cancel()
+		return c.streamHealthy(ctx)
+	})
+}
+
 // placement says where things are before a NATS fault, so a row can be read:
 // which node leads the relay's consumer, and which role processes are
 // connected to each node (from each node's /connz).
@@ -417,28 +517,9 @@ func (c *cluster) placement(ctx context.Context) string {
 		}
 	}
 	for _, n := range c.nodes {
-		var connz struct {
-			Connections []struct {
-				Name string `json:"name"`
-			} `json:"connections"`
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/connz?limit=1024", n.ip, monitorPort), nil)
-		if err != nil {
-			continue
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			parts = append(parts, n.name+": "+err.Error())
-			continue
-		}
-		err = json.NewDecoder(resp.Body).Decode(&connz)
-		resp.Body.Close()
-		if err != nil {
-			continue
-		}
 		var names []string
-		for _, cn := range connz.Connections {
-			if r, ok := strings.CutPrefix(cn.Name, "liveupdates-"); ok {
+		for _, name := range c.clientNames(ctx, n) {
+			if r, ok := strings.CutPrefix(name, "liveupdates-"); ok {
 				names = append(names, r)
 			}
 		}

@@ -113,9 +113,12 @@ type Options struct {
 	// MaxInFlight bounds the asynchronous publishes one PublishBatch call
 	// keeps waiting for an ack. Zero means 256.
 	MaxInFlight int
-	// AttemptTimeout bounds one synchronous attempt (send and ack). Zero
-	// means 2s. It is short so a lost request is retried within the
-	// caller's deadline instead of consuming it.
+	// AttemptTimeout bounds one attempt (send and ack). Zero means 2s. It
+	// is short so a lost request is retried within the caller's deadline
+	// instead of consuming it. Retries get half of it: a retry follows a
+	// failure, and what was lost to a node that stopped answering (a stream
+	// leader gone during an election) is found again sooner once another
+	// node leads.
 	AttemptTimeout time.Duration
 	// MaxWait bounds all attempts when the caller's context has no
 	// deadline. Zero means 10s.
@@ -329,8 +332,8 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 		defer cancel()
 		b := p.newBackoff()
 		causes := make([]error, len(msgs))
-		for {
-			pending = p.sendWindow(ctx, pending, msgs, res, causes)
+		for limit := p.opts.AttemptTimeout; ; limit = p.opts.AttemptTimeout / 2 {
+			pending = p.sendWindow(ctx, pending, msgs, res, causes, limit)
 			if len(pending) == 0 || !b.wait(ctx, time.Time{}) {
 				break
 			}
@@ -355,10 +358,10 @@ type inflight struct {
 }
 
 // sendWindow publishes msgs[idx...] asynchronously, keeping at most
-// MaxInFlight unacknowledged, and fills res. It returns the indexes that
+// MaxInFlight unacknowledged, each awaited up to limit, and fills res. It returns the indexes that
 // failed transiently (their res Err holds the last error, causes the last
 // informative one, see explain).
-func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error) []int {
+func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error, limit time.Duration) []int {
 	var retry []int
 	// sent is when msgs[i] was sent; zero when it was not.
 	settle := func(i int, sent time.Time, ack *jetstream.PubAck, err error) {
@@ -402,7 +405,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		// a node that takes messages but cannot store them (cut off from
 		// its peers) never answers, and waiting out the whole call would
 		// leave no time for a retry elsewhere.
-		t := time.NewTimer(p.opts.AttemptTimeout - time.Since(fl.sent))
+		t := time.NewTimer(limit - time.Since(fl.sent))
 		defer t.Stop()
 		select {
 		case ack := <-fl.f.Ok():
@@ -410,7 +413,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		case err := <-fl.f.Err():
 			settle(fl.i, fl.sent, nil, err)
 		case <-t.C:
-			settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", p.opts.AttemptTimeout, jetstream.ErrAsyncPublishTimeout))
+			settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", limit, jetstream.ErrAsyncPublishTimeout))
 		case <-ctx.Done():
 			settle(fl.i, fl.sent, nil, ctx.Err())
 		}
@@ -452,9 +455,9 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
 	var cause error
-	for {
+	for limit := p.opts.AttemptTimeout; ; limit = p.opts.AttemptTimeout / 2 {
 		sent := time.Now()
-		ack, err := p.attempt(ctx, m, deadline)
+		ack, err := p.attempt(ctx, m, deadline, limit)
 		if err == nil {
 			p.succeeded()
 			return ack, nil
@@ -492,14 +495,14 @@ func explain(err, cause error) error {
 	return fmt.Errorf("%w; before that: %w", err, cause)
 }
 
-func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
+func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time, limit time.Duration) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if !p.conn.IsConnected() {
 		return nil, errNotConnected
 	}
-	timeout := min(p.opts.AttemptTimeout, time.Until(deadline))
+	timeout := min(limit, time.Until(deadline))
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}
