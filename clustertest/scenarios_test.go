@@ -130,11 +130,14 @@ func scenarios() []scenario {
 			}
 			defer heal()
 			// The majority elects a leader within the partition, or that is
-			// itself the finding; either way the cut lasts its 15 s.
+			// itself the finding; either way the cut lasts its 15 s. Asked
+			// on the majority's side: the cut-off leader goes on naming
+			// itself until it notices it lost its quorum.
+			majority := s.c.nodes[(old.index+1)%len(s.c.nodes)]
 			err = poll(s.t, 14*time.Second, func() error {
 				ctx, cancel := context.WithTimeout(s.t.Context(), time.Second)
 				defer cancel()
-				n, err := s.c.leader(ctx)
+				n, err := s.c.leaderSeenBy(ctx, s.c.via[majority])
 				if err == nil && n == old {
 					err = fmt.Errorf("%s still leads", n.name)
 				}
