@@ -130,16 +130,55 @@ func startCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	begun := time.Now()
+	// A JetStream API request sent before the nodes have elected a meta
+	// leader goes unanswered until its timeout (5 s, for every client
+	// that asks then): wait for the meta leader with short requests.
+	waitErr(t, 60*time.Second, "a JetStream meta leader", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		_, err := c.js.AccountInfo(ctx)
+		return err
+	})
+	metaAt := time.Since(begun)
+	var tries []string
+	var lastErr error
 	waitErr(t, 90*time.Second, "R3 streams with a leader", func() error {
+		if lastErr != nil {
+			tries = append(tries, fmt.Sprintf("%.1fs %v", time.Since(begun).Seconds(), lastErr))
+		}
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		for _, cfg := range []stream.Config{scfg, scfg.DLQ()} {
 			if _, _, err := stream.Ensure(ctx, c.js, cfg); err != nil {
-				return fmt.Errorf("ensure %s: %w", cfg.WithDefaults().Name, err)
+				lastErr = fmt.Errorf("ensure %s: %w", cfg.WithDefaults().Name, err)
+				return lastErr
 			}
 		}
-		return c.streamHealthy(ctx)
+		lastErr = c.streamHealthy(ctx)
+		return lastErr
 	})
+	streamsAt := time.Since(begun)
+	// The relay's two buckets likewise, as relay.setUpPartitions makes
+	// them: on a fresh cluster both replicas creating the checkpoint
+	// bucket at once each waited out their 5 s request timeout (see the
+	// report), which is start-up time every scenario paid.
+	waitErr(t, 60*time.Second, "the relay's buckets", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		for _, kv := range []jetstream.KeyValueConfig{
+			{Bucket: relay.LeaseBucket, Description: "liveupdates relay: which replica owns which partition",
+				TTL: 2 * time.Second, Storage: jetstream.MemoryStorage, Replicas: 3},
+			{Bucket: relay.CheckpointBucket, Description: "liveupdates relay: per partition, the seq up to which Pusher has every change",
+				Storage: jetstream.FileStorage, Replicas: 3},
+		} {
+			if _, err := c.js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+				return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
+			}
+		}
+		return nil
+	})
+	bucketsAt := time.Since(begun)
 
 	c.pusher = pushercompat.Start(t, pushercompat.Options{})
 	common := []string{
@@ -184,9 +223,13 @@ func startCluster(t *testing.T) *cluster {
 	for _, m := range c.members() {
 		m.start(t)
 	}
+	var ready []string
 	for _, m := range c.members() {
 		c.waitStarted(m)
+		ready = append(ready, fmt.Sprintf("%s %.1f s", m.name, (time.Since(begun) - bucketsAt).Seconds()))
 	}
+	c.startup = append(c.startup, fmt.Sprintf("startup: meta leader after %.1f s, streams R3 after %.1f s (failed tries: %s), buckets after %.1f s, then ready: %s",
+		metaAt.Seconds(), streamsAt.Seconds(), strings.Join(tries, "; "), bucketsAt.Seconds(), strings.Join(ready, ", ")))
 	return c
 }
 
