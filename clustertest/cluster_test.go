@@ -226,7 +226,7 @@ func startCluster(t *testing.T) *cluster {
 	var ready []string
 	for _, m := range c.members() {
 		c.waitStarted(m)
-		ready = append(ready, fmt.Sprintf("%s %.1f s", m.name, (time.Since(begun) - bucketsAt).Seconds()))
+		ready = append(ready, fmt.Sprintf("%s %.1f s", m.name, (time.Since(begun)-bucketsAt).Seconds()))
 	}
 	c.startup = append(c.startup, fmt.Sprintf("startup: meta leader after %.1f s, streams R3 after %.1f s (failed tries: %s), buckets after %.1f s, then ready: %s",
 		metaAt.Seconds(), streamsAt.Seconds(), strings.Join(tries, "; "), bucketsAt.Seconds(), strings.Join(ready, ", ")))
