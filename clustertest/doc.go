@@ -8,11 +8,14 @@
 // Each scenario runs on a fresh cluster and injects one fault under load:
 // a relay SIGKILLed three times (issue 9's relay target: 20,000 changes at
 // 500/s), the stream leader SIGKILLed and restarted, the leader cut off from
-// its peers for 15 s, a rolling restart of every process (SIGTERM), a 10 s
-// Pusher outage. The load generator posts to both api processes with an
-// Idempotency-Key and retries 5xx and transport errors with the same key;
-// each eventId has a long-poll client per poller that alternates between
-// the two replicas on every request, following the cursor.
+// its peers for 15 s (first moved to a node an api process is connected to:
+// that api must leave the cut-off node within its publish timeout), a
+// rolling restart of every process (SIGTERM), a 10 s Pusher outage. The
+// NATS nodes run at nice -10, as nodes with CPUs of their own. The load
+// generator posts to both api processes with an Idempotency-Key and
+// retries 5xx and transport errors with the same key; each eventId has a
+// long-poll client per poller that alternates between the two replicas on
+// every request, following the cursor.
 //
 // Each scenario prints a row: published, acked (2xx), delivered (distinct
 // changes at Pusher), lost (acknowledged, never at Pusher), lost_poll

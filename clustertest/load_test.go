@@ -61,6 +61,7 @@ type load struct {
 	refused     []string // 4xx: a bug in the suite or the api
 	unacked     int
 	maxAckDelay time.Duration // longest time one change took to be acknowledged, retries included
+	slowest     string        // which change that was, where and when
 	lastAck     time.Time
 
 	total int // writers stop after publishing this many; zero: no bound
@@ -153,7 +154,11 @@ func (l *load) publish(ctx context.Context, pick int, eventID, key string) {
 			}
 			l.keySeq[key] = seq
 			l.acked[seq] = ack{eventID: eventID, key: key}
-			l.maxAckDelay = max(l.maxAckDelay, time.Since(start))
+			if d := time.Since(start); d > l.maxAckDelay {
+				l.maxAckDelay = d
+				l.slowest = fmt.Sprintf("key %s, sent at +%.1fs, acknowledged by %s after %d attempts and %.2f s",
+					key, start.Sub(l.started).Seconds(), api.name, attempt+1, d.Seconds())
+			}
 			l.lastAck = time.Now()
 			l.mu.Unlock()
 			return
@@ -480,7 +485,7 @@ func tally(name string, l *load, pw *pusherWatch, ps *pollers) row {
 		r.maxLatency = lat[n-1]
 	}
 	if d := l.lastAck.Sub(l.started); d > 0 {
-		r.notes = append(r.notes, fmt.Sprintf("load: %d changes acknowledged in %.1f s (%.0f/s)", len(l.acked), d.Seconds(), float64(len(l.acked))/d.Seconds()))
+		r.notes = append(r.notes, fmt.Sprintf("load: %d changes acknowledged in %.1f s (%.0f/s); the slowest: %s", len(l.acked), d.Seconds(), float64(len(l.acked))/d.Seconds(), l.slowest))
 	}
 	r.notes = append(r.notes, pw.examples...)
 	if l.fiveXX > 0 {

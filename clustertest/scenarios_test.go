@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -102,7 +103,17 @@ func scenarios() []scenario {
 		}},
 		{"leader-partition", shape{}, 0, func(s *run) {
 			s.moreAcks(300)
-			old := s.leader()
+			// The api connected to the cut-off node is what the fault
+			// tests (it must move to the majority within its publish
+			// timeout), so the node cut off is one with an api.
+			old, err := s.c.leadWhereAnAPIIs()
+			if err != nil {
+				s.t.Fatalf("move the stream leader to a node with an api: %v", err)
+			}
+			s.moreAcks(300)
+			if cur := s.leader(); cur != old {
+				s.t.Fatalf("the stream leader moved on its own from %s to %s before the fault", old.name, cur.name)
+			}
 			s.notePlacement()
 			if err := s.c.net.cut(old.index); err != nil {
 				s.t.Fatal(err)
@@ -119,11 +130,14 @@ func scenarios() []scenario {
 			}
 			defer heal()
 			// The majority elects a leader within the partition, or that is
-			// itself the finding; either way the cut lasts its 15 s.
-			err := poll(s.t, 14*time.Second, func() error {
+			// itself the finding; either way the cut lasts its 15 s. Asked
+			// on the majority's side: the cut-off leader goes on naming
+			// itself until it notices it lost its quorum.
+			majority := s.c.nodes[(old.index+1)%len(s.c.nodes)]
+			err = poll(s.t, 14*time.Second, func() error {
 				ctx, cancel := context.WithTimeout(s.t.Context(), time.Second)
 				defer cancel()
-				n, err := s.c.leader(ctx)
+				n, err := s.c.leaderSeenBy(ctx, s.c.via[majority])
 				if err == nil && n == old {
 					err = fmt.Errorf("%s still leads", n.name)
 				}
@@ -132,10 +146,12 @@ func scenarios() []scenario {
 			if err != nil {
 				s.t.Errorf("no new stream leader during the partition: %v", err)
 			} else {
-				s.note("stream leader %s cut off from its peers; a new leader after %v (seen by polling stream info)", old.name, time.Since(start).Round(10*time.Millisecond))
+				s.note("stream leader %s cut off from its peers at +%.1fs of the load; a new leader after %v (seen by polling stream info)",
+					old.name, start.Sub(s.l.started).Seconds(), time.Since(start).Round(10*time.Millisecond))
 			}
 			s.noteElection(start)
 			s.hold(time.Until(start.Add(15 * time.Second)))
+			s.noteReconnects(start)
 			heal()
 			healedAt := time.Now()
 			s.c.waitHealthy(90 * time.Second)
@@ -193,6 +209,28 @@ func (s *run) notePlacement() {
 	defer cancel()
 	if n, err := s.c.leader(ctx); err == nil {
 		s.note("before the fault: stream led by %s; %s", n.name, s.c.placement(ctx))
+	}
+}
+
+// noteReconnects notes when each api process reconnected to NATS since
+// the fault, from its own log: the api on a cut-off node must move.
+func (s *run) noteReconnects(since time.Time) {
+	for _, m := range s.c.apis {
+		var at []string
+		for _, line := range m.tail(5000) {
+			var l struct {
+				Msg    string    `json:"msg"`
+				Time   time.Time `json:"time"`
+				Server string    `json:"server"`
+			}
+			if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "nats reconnected" || l.Time.Before(since) {
+				continue
+			}
+			at = append(at, fmt.Sprintf("+%.1fs to %s", l.Time.Sub(since).Seconds(), l.Server))
+		}
+		if len(at) > 0 {
+			s.note("%s reconnected to NATS %s", m.name, strings.Join(at, ", "))
+		}
 	}
 }
 

@@ -655,3 +655,25 @@ func twoServerJS(t *testing.T, first, second *testutil.JetStream) jetstream.JetS
 	}
 	return js
 }
+
+// A clustered leader answers a retry whose first copy it is still storing
+// with 409 "duplicate message id is in process" (seen in the cluster
+// suite's leader partition: an attempt timed out while the new leader
+// committed, and the retry got a 503 at once). Only a cluster produces it,
+// so the suite is the end-to-end test; this pins the classification.
+func TestIsTransientRetriesAMessageIDInProcess(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&jetstream.APIError{Code: 409, ErrorCode: 10158, Description: "duplicate message id is in process"}, true},
+		{fmt.Errorf("publish: %w", &jetstream.APIError{Code: 409, ErrorCode: 10158}), true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "jetstream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence"}, false},
+	} {
+		if got := isTransient(tc.err); got != tc.want {
+			t.Errorf("isTransient(%v)=%v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
