@@ -69,13 +69,10 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 		defer cancel()
 		b := p.newBackoff()
 		causes := make([]error, len(msgs))
-		for round := 1; ; round++ {
-			pending = p.sendWindow(ctx, pending, msgs, res, causes)
+		for limit := p.opts.AttemptTimeout; ; limit = p.opts.AttemptTimeout / 2 {
+			pending = p.sendWindow(ctx, pending, msgs, res, causes, limit)
 			if len(pending) == 0 || !b.Wait(ctx, time.Time{}) {
 				break
-			}
-			if round >= 2 {
-				p.unstick()
 			}
 			p.opts.Metrics.retried(len(pending))
 		}
@@ -98,12 +95,13 @@ type inflight struct {
 }
 
 // sendWindow publishes msgs[idx...] asynchronously, keeping at most
-// MaxInFlight unacknowledged, and fills res. It returns the indexes that
-// failed transiently (their res Err holds the last error, causes the last
-// informative one, see explain).
-func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error) []int {
+// MaxInFlight unacknowledged, each awaited up to limit, and fills res. It
+// returns the indexes that failed transiently (their res Err holds the
+// last error, causes the last informative one, see explain).
+func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error, limit time.Duration) []int {
 	var retry []int
-	settle := func(i int, ack *jetstream.PubAck, err error) {
+	// sent is when msgs[i] was sent; zero when it was not.
+	settle := func(i int, sent time.Time, ack *jetstream.PubAck, err error) {
 		if err == nil {
 			err = checkStream(ack)
 		}
@@ -115,12 +113,18 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		}
 		switch {
 		case err == nil:
+			if !ack.Duplicate {
+				p.succeeded()
+			}
 			res[i].Err = nil
 			res[i].Seq, res[i].Duplicate = ack.Sequence, ack.Duplicate
 		case isTransient(err):
 			res[i].Err = err
 			if !uninformative(err) {
 				causes[i] = err
+			}
+			if !sent.IsZero() {
+				p.failed(sent)
 			}
 			retry = append(retry, i)
 		default:
@@ -132,7 +136,7 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		// at the same moment: it is the truth about the store.
 		select {
 		case ack := <-fl.f.Ok():
-			settle(fl.i, ack, nil)
+			settle(fl.i, fl.sent, ack, nil)
 			return
 		default:
 		}
@@ -140,17 +144,17 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 		// a node that takes messages but cannot store them (cut off from
 		// its peers) never answers, and waiting out the whole call would
 		// leave no time for a retry elsewhere.
-		t := time.NewTimer(p.opts.AttemptTimeout - time.Since(fl.sent))
+		t := time.NewTimer(limit - time.Since(fl.sent))
 		defer t.Stop()
 		select {
 		case ack := <-fl.f.Ok():
-			settle(fl.i, ack, nil)
+			settle(fl.i, fl.sent, ack, nil)
 		case err := <-fl.f.Err():
-			settle(fl.i, nil, err)
+			settle(fl.i, fl.sent, nil, err)
 		case <-t.C:
-			settle(fl.i, nil, fmt.Errorf("no ack within %v: %w", p.opts.AttemptTimeout, jetstream.ErrAsyncPublishTimeout))
+			settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", limit, jetstream.ErrAsyncPublishTimeout))
 		case <-ctx.Done():
-			settle(fl.i, nil, ctx.Err())
+			settle(fl.i, fl.sent, nil, ctx.Err())
 		}
 	}
 	window := min(p.opts.MaxInFlight, len(idx))
@@ -158,19 +162,20 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 	head := 0
 	for _, i := range idx {
 		if err := ctx.Err(); err != nil {
-			settle(i, nil, err)
+			settle(i, time.Time{}, nil, err)
 			continue
 		}
 		if !p.conn.IsConnected() {
-			settle(i, nil, errNotConnected)
+			settle(i, time.Time{}, nil, errNotConnected)
 			continue
 		}
+		sent := time.Now()
 		f, err := p.js.PublishMsgAsync(msgs[i], p.pubOpts...)
 		if err != nil {
-			settle(i, nil, err)
+			settle(i, sent, nil, err)
 			continue
 		}
-		q = append(q, inflight{i: i, f: f, sent: time.Now()})
+		q = append(q, inflight{i: i, f: f, sent: sent})
 		if len(q)-head >= window {
 			await(q[head])
 			head++

@@ -36,10 +36,11 @@ type APIConfig struct {
 	// route answers 501 not_configured.
 	PollSecret []byte
 	// PublishTimeout bounds how long a request waits for JetStream,
-	// retries included, before answering 503. Zero means 12s: a JetStream
-	// leader election takes a random 4 to 9 s after a node is lost (raft's
-	// election timeout, measured 4.3 to 8.5 s by the cluster suite), and a
-	// publish that outlives it is stored rather than answered 503.
+	// retries included, before answering 503. Zero means 15s: a JetStream
+	// leader election takes a random 4 to 10 s after a node is lost (raft's
+	// election timeout, measured 4 to 9.6 s by the cluster suite, whose
+	// slowest request then took 11.74 s), and a publish that outlives it is
+	// stored rather than answered 503.
 	PublishTimeout time.Duration
 	// BodyTimeout bounds reading one request body, so a client that stops
 	// sending mid-body holds a connection no longer. Zero means 10s, in
@@ -56,7 +57,7 @@ type APIConfig struct {
 //	LIVE_API_MAX_REQUEST_BYTES  per-request body limit, default 1MiB
 //	LIVE_API_RATE               changes per second per key, default 200
 //	LIVE_API_BURST              changes at once per key, default max(2*rate, 500)
-//	LIVE_API_PUBLISH_TIMEOUT    wait for JetStream per request, default 12s
+//	LIVE_API_PUBLISH_TIMEOUT    wait for JetStream per request, default 15s
 //	LIVE_POLL_SECRET            poll token secret (at least 16 bytes); unset turns /v1/tokens off
 func LoadAPIConfig(getenv func(string) string) (APIConfig, error) {
 	var c APIConfig
@@ -98,7 +99,7 @@ func (c APIConfig) withDefaults() APIConfig {
 		c.Burst = max(int(2*c.Rate), MaxBatchItems)
 	}
 	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 12 * time.Second
+		c.PublishTimeout = 15 * time.Second
 	}
 	if c.BodyTimeout == 0 {
 		c.BodyTimeout = 10 * time.Second

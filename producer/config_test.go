@@ -39,7 +39,7 @@ func TestLoadAPIConfigLeavesZeroValuesForTheDefaults(t *testing.T) {
 		t.Fatalf("LoadAPIConfig()=%v", err)
 	}
 	d := got.withDefaults()
-	if d.MaxEventBytes != 64<<10 || d.MaxRequestBytes != 1<<20 || d.Rate != 200 || d.Burst != MaxBatchItems || d.PublishTimeout != 12*time.Second || d.PollSecret != nil {
+	if d.MaxEventBytes != 64<<10 || d.MaxRequestBytes != 1<<20 || d.Rate != 200 || d.Burst != MaxBatchItems || d.PublishTimeout != 15*time.Second || d.PollSecret != nil {
 		t.Fatalf("defaults=%v", d)
 	}
 }

@@ -35,9 +35,13 @@ func (p *Publisher) checkDuplicate(ctx context.Context, m *nats.Msg, seq uint64,
 	var got *nats.Msg
 	var err error
 	for b := p.newBackoff(); ; {
+		sent := time.Now()
 		actx, cancel := context.WithTimeout(ctx, p.opts.AttemptTimeout)
 		got, err = p.leaderGet(actx, seq)
 		cancel()
+		if err != nil && isTransient(err) {
+			p.failed(sent)
+		}
 		if err == nil || !isTransient(err) || !b.Wait(ctx, deadline) {
 			break
 		}

@@ -71,10 +71,18 @@ func isTransient(err error) bool {
 		errors.Is(err, errNotConnected):
 		return true
 	}
-	// JetStream answers 503 while it has no quorum or is starting up.
+	// JetStream answers 503 while it has no quorum or is starting up, and
+	// 409 "in process" to a retry whose earlier copy the leader is still
+	// storing (an attempt that timed out while a new leader commits): the
+	// next retry is answered as a duplicate with its seq, or stores it.
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code >= 500
+	return errors.As(err, &apiErr) && (apiErr.Code >= 500 || apiErr.ErrorCode == errCodeMsgIDInProcess)
 }
+
+// errCodeMsgIDInProcess is JetStream's JSStreamDuplicateMessageConflict
+// ("duplicate message id is in process"), which nats.go has no sentinel
+// for.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
 
 // classify wraps a publish error in the kind a caller branches on.
 func (p *Publisher) classify(subject string, err error) error {
@@ -90,7 +98,7 @@ func (p *Publisher) classify(subject string, err error) error {
 
 // uninformative reports whether err says only that an attempt was cut
 // short (the deadline) or found the connection moving (a reconnect,
-// unstick's own included), not why JetStream did not store the change.
+// failed's own move included), not why JetStream did not store the change.
 func uninformative(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, errNotConnected) ||

@@ -65,9 +65,12 @@ type Options struct {
 	// MaxInFlight bounds the asynchronous publishes one PublishBatch call
 	// keeps waiting for an ack. Zero means 256.
 	MaxInFlight int
-	// AttemptTimeout bounds one synchronous attempt (send and ack). Zero
-	// means 2s. It is short so a lost request is retried within the
-	// caller's deadline instead of consuming it.
+	// AttemptTimeout bounds one attempt (send and ack). Zero means 2s. It
+	// is short so a lost request is retried within the caller's deadline
+	// instead of consuming it. Retries get half of it: a retry follows a
+	// failure, and what was lost to a node that stopped answering (a stream
+	// leader gone during an election) is found again sooner once another
+	// node leads.
 	AttemptTimeout time.Duration
 	// MaxWait bounds all attempts when the caller's context has no
 	// deadline. Zero means 10s.
@@ -127,34 +130,52 @@ type Publisher struct {
 	// pubOpts turns off the client's own no-responders retry (250ms, twice):
 	// ours backs off shorter and honours the caller's deadline.
 	pubOpts []jetstream.PublishOpt
-	// moved is when unstick last moved the connection to another server
-	// (unix nanoseconds).
-	moved atomic.Int64
+	// failingSince is when the oldest attempt failing since the last
+	// success was sent, zero after a success; moved is when the connection
+	// was last moved to another server (unix nanoseconds both, see
+	// failed).
+	failingSince, moved atomic.Int64
 }
 
-// moveEvery bounds how often unstick moves the connection.
-const moveEvery = 5 * time.Second
+// succeeded notes a change newly stored: the connection's server reaches
+// a quorum. Not a duplicate ack: a leader cut off from its peers answers
+// those from memory, and counting them kept an api on it.
+func (p *Publisher) succeeded() {
+	if p.failingSince.Load() != 0 {
+		p.failingSince.Store(0)
+	}
+}
 
-// unstick moves the NATS connection to the next server of its pool; calls
-// do it after their second failed attempt. A node cut off from its peers
-// keeps its client connections up while nothing sent to it can be stored:
-// its stream leader cannot commit, and once it steps down nothing on that
-// side of the cut answers. The client's own reconnect never fires then (the
-// cluster suite: an api on the cut-off leader answered 503 for the whole
-// 15 s partition, while the two other nodes elected a leader within 5 s).
-// During an ordinary election the move is harmless (in-flight requests are
-// retried with their ids), so it is not worth telling the two apart; at
-// most once per moveEvery per publisher, so a cluster without quorum is
-// not hammered with reconnects, and never with a single server, where it
-// would only reconnect to the same node.
-func (p *Publisher) unstick() {
+// failed notes an attempt sent at sent that failed transiently, and moves
+// the NATS connection to the next server of its pool when nothing has been
+// stored through it for two attempt timeouts, and it was not moved within
+// the last attempt timeout. A node cut off from its peers keeps its client
+// connections up while nothing sent to it can be stored (its stream leader
+// cannot commit; once it steps down nothing on its side answers), and the
+// client never leaves it by itself: in the cluster suite an api on the
+// cut-off leader answered 503 for the whole 15 s partition while the two
+// other nodes elected a leader within 6 s. The healthy nodes fail too until
+// that election ends, and the client cannot tell the two apart, so the
+// first move waits part of an election out; a move that lands on the cut
+// node moves on an attempt timeout later, and a success anywhere stops the
+// moves. Never with a single server, where it would only reconnect to the
+// same node.
+func (p *Publisher) failed(sent time.Time) {
+	since := sent.UnixNano()
+	if !p.failingSince.CompareAndSwap(0, since) {
+		since = p.failingSince.Load()
+	}
+	now := time.Now().UnixNano()
+	at := int64(p.opts.AttemptTimeout)
+	last := p.moved.Load()
+	if since == 0 || now-since < 2*at || now-last < at {
+		return
+	}
 	if p.conn == nil || !p.conn.IsConnected() || len(p.conn.Servers()) < 2 {
 		return // a reconnect is under way, or there is nowhere else to go
 	}
-	now := time.Now().UnixNano()
-	last := p.moved.Load()
-	if now-last < int64(moveEvery) || !p.moved.CompareAndSwap(last, now) {
-		return
+	if !p.moved.CompareAndSwap(last, now) {
+		return // another call moves it
 	}
 	// An error means the connection closed or began reconnecting
 	// meanwhile: either way the next attempt finds out.
@@ -230,32 +251,36 @@ func (p *Publisher) Publish(ctx context.Context, c Change) (Result, error) {
 func (p *Publisher) publishSync(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
 	b := p.newBackoff()
 	var cause error
-	for attempts := 1; ; attempts++ {
-		ack, err := p.attempt(ctx, m, deadline)
+	for limit := p.opts.AttemptTimeout; ; limit = p.opts.AttemptTimeout / 2 {
+		sent := time.Now()
+		ack, err := p.attempt(ctx, m, deadline, limit)
 		if err == nil {
+			if !ack.Duplicate {
+				p.succeeded()
+			}
 			return ack, nil
 		}
 		if !uninformative(err) {
 			cause = err
 		}
+		if isTransient(err) {
+			p.failed(sent)
+		}
 		if !isTransient(err) || !b.Wait(ctx, deadline) {
 			return nil, explain(err, cause)
-		}
-		if attempts >= 2 {
-			p.unstick()
 		}
 		p.opts.Metrics.retried(1)
 	}
 }
 
-func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time) (*jetstream.PubAck, error) {
+func (p *Publisher) attempt(ctx context.Context, m *nats.Msg, deadline time.Time, limit time.Duration) (*jetstream.PubAck, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if !p.conn.IsConnected() {
 		return nil, errNotConnected
 	}
-	timeout := min(p.opts.AttemptTimeout, time.Until(deadline))
+	timeout := min(limit, time.Until(deadline))
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}

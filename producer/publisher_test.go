@@ -615,7 +615,7 @@ func TestPublishLeavesAServerThatCannotStore(t *testing.T) {
 
 // When the connection goes away after attempts failed for a reason (no
 // stream), the error still carries that reason, not only "not connected":
-// unstick's own reconnect must not hide why nothing was stored.
+// the publisher's own move (failed) must not hide why nothing was stored.
 func TestPublishKeepsTheReasonAcrossADisconnect(t *testing.T) {
 	t.Parallel()
 	srv := testutil.RunJetStream(t)

@@ -49,7 +49,7 @@ var settingsTable = []envVar{
 	{Name: "LIVE_API_MAX_REQUEST_BYTES", Default: "1MiB", Help: "largest request body accepted", readers: byAPI},
 	{Name: "LIVE_API_RATE", Default: "200", Help: "changes per second per API key (a batch of n counts n)", readers: byAPI},
 	{Name: "LIVE_API_BURST", Default: "max(2×rate, 500)", Help: "burst per API key; at least 500 so a full batch can pass", readers: byAPI},
-	{Name: "LIVE_API_PUBLISH_TIMEOUT", Default: "12s", Help: "how long a request waits for JetStream to store its changes", readers: byAPI},
+	{Name: "LIVE_API_PUBLISH_TIMEOUT", Default: "15s", Help: "how long a request waits for JetStream to store its changes", readers: byAPI},
 	{Name: "LIVE_POLL_SECRET", Help: "secret for poll tokens (POST /v1/tokens and poller reads), at least 16 bytes; reads are open when unset", Secret: true, readers: byAPI | byPoller},
 
 	// Pusher: the relay sends to it; the poller tells browsers where it is
