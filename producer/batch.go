@@ -3,6 +3,7 @@ package producer
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,10 +88,9 @@ func (p *Publisher) sendBatch(ctx context.Context, start time.Time, cs []Change,
 	return res
 }
 
-// inflight is one asynchronous publish awaiting its ack.
+// inflight is one publish awaiting its ack.
 type inflight struct {
 	i    int
-	f    jetstream.PubAckFuture
 	sent time.Time
 }
 
@@ -98,10 +98,21 @@ type inflight struct {
 // MaxInFlight unacknowledged, each awaited up to limit, and fills res. It
 // returns the indexes that failed transiently (their res Err holds the
 // last error, causes the last informative one, see explain).
+//
+// Each message goes out with the reply subject <inbox>.<i> of an inbox of
+// this call, and its ack is read by hand (parsePubAck): nats.go's
+// PublishMsgAsync spent 7-10 µs of client CPU per change on its future,
+// its map of pending replies under a shared lock and a reflection-based
+// decode of every ack (issue 10). What it did besides is done here: an ack
+// is awaited up to limit, and a reconnect fails what awaits an ack
+// (nats.ErrDisconnected), since the new server may never answer for the
+// old one.
 func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg, res []BatchResult, causes []error, limit time.Duration) []int {
 	var retry []int
+	done := make([]bool, len(msgs))
 	// sent is when msgs[i] was sent; zero when it was not.
 	settle := func(i int, sent time.Time, ack *jetstream.PubAck, err error) {
+		done[i] = true
 		if err == nil {
 			err = checkStream(ack)
 		}
@@ -131,58 +142,137 @@ func (p *Publisher) sendWindow(ctx context.Context, idx []int, msgs []*nats.Msg,
 			res[i].Err = p.classify(msgs[i].Subject, err)
 		}
 	}
-	await := func(fl inflight) {
-		// Prefer an ack that is already there over a context that ended
-		// at the same moment: it is the truth about the store.
-		select {
-		case ack := <-fl.f.Ok():
-			settle(fl.i, fl.sent, ack, nil)
-			return
-		default:
+	if !p.conn.IsConnected() {
+		for _, i := range idx {
+			settle(i, time.Time{}, nil, errNotConnected)
 		}
-		// An ack is awaited as long as a synchronous attempt would be:
-		// a node that takes messages but cannot store them (cut off from
-		// its peers) never answers, and waiting out the whole call would
-		// leave no time for a retry elsewhere.
-		t := time.NewTimer(limit - time.Since(fl.sent))
-		defer t.Stop()
-		select {
-		case ack := <-fl.f.Ok():
-			settle(fl.i, fl.sent, ack, nil)
-		case err := <-fl.f.Err():
-			settle(fl.i, fl.sent, nil, err)
-		case <-t.C:
-			settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", limit, jetstream.ErrAsyncPublishTimeout))
-		case <-ctx.Done():
-			settle(fl.i, fl.sent, nil, ctx.Err())
+		return retry
+	}
+	inbox := p.conn.NewInbox()
+	// Every message gets one answer at most, so the channel never fills
+	// up: a full one would drop an ack (a slow consumer).
+	acks := make(chan *nats.Msg, len(idx))
+	sub, err := p.conn.ChanSubscribe(inbox+".*", acks)
+	if err != nil {
+		for _, i := range idx {
+			settle(i, time.Time{}, nil, fmt.Errorf("subscribe to the ack inbox: %w", err))
+		}
+		return retry
+	}
+	// A late ack of this call then goes nowhere; a retry has an inbox of
+	// its own.
+	defer func() { _ = sub.Unsubscribe() }()
+	moved := p.conn.StatusChanged(nats.RECONNECTING, nats.CLOSED)
+	defer p.conn.RemoveStatusListener(moved)
+	defer func() {
+		for _, i := range idx {
+			msgs[i].Reply = "" // a retry publishes them again
+		}
+	}()
+
+	q := make([]inflight, 0, len(idx))
+	sentAt := make([]time.Time, len(msgs))
+	head, pending := 0, 0
+	// take settles one answer; answers to another call or to a message
+	// settled already (a late ack after its timeout) are dropped.
+	take := func(r *nats.Msg) {
+		if len(r.Subject) <= len(inbox)+1 || r.Subject[:len(inbox)] != inbox || r.Subject[len(inbox)] != '.' {
+			return
+		}
+		i, err := strconv.Atoi(r.Subject[len(inbox)+1:])
+		if err != nil || i < 0 || i >= len(msgs) || done[i] || msgs[i].Reply == "" {
+			return
+		}
+		pending--
+		ack, err := parsePubAck(r)
+		settle(i, sentAt[i], ack, err)
+	}
+	// drain settles the answers already there: an ack that arrived is the
+	// truth about the store, whatever timed out or ended meanwhile.
+	drain := func() {
+		for {
+			select {
+			case r := <-acks:
+				take(r)
+			default:
+				return
+			}
 		}
 	}
+	// fail settles everything awaiting an ack with err.
+	fail := func(err error) {
+		drain()
+		for ; head < len(q); head++ {
+			if fl := q[head]; !done[fl.i] {
+				pending--
+				settle(fl.i, fl.sent, nil, err)
+			}
+		}
+	}
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	timed := -1 // the q entry the timer is set for
 	window := min(p.opts.MaxInFlight, len(idx))
-	q := make([]inflight, 0, len(idx))
-	head := 0
-	for _, i := range idx {
-		if err := ctx.Err(); err != nil {
-			settle(i, time.Time{}, nil, err)
-			continue
+	next := 0
+	for next < len(idx) || pending > 0 {
+		for ; next < len(idx) && pending < window; next++ {
+			i := idx[next]
+			if err := ctx.Err(); err != nil {
+				settle(i, time.Time{}, nil, err)
+				continue
+			}
+			if !p.conn.IsConnected() {
+				settle(i, time.Time{}, nil, errNotConnected)
+				continue
+			}
+			msgs[i].Reply = inbox + "." + strconv.Itoa(i)
+			sent := time.Now()
+			if err := p.conn.PublishMsg(msgs[i]); err != nil {
+				settle(i, sent, nil, err)
+				continue
+			}
+			q = append(q, inflight{i: i, sent: sent})
+			sentAt[i] = sent
+			pending++
 		}
-		if !p.conn.IsConnected() {
-			settle(i, time.Time{}, nil, errNotConnected)
-			continue
-		}
-		sent := time.Now()
-		f, err := p.js.PublishMsgAsync(msgs[i], p.pubOpts...)
-		if err != nil {
-			settle(i, sent, nil, err)
-			continue
-		}
-		q = append(q, inflight{i: i, f: f, sent: sent})
-		if len(q)-head >= window {
-			await(q[head])
+		for head < len(q) && done[q[head].i] {
 			head++
 		}
-	}
-	for ; head < len(q); head++ {
-		await(q[head])
+		if pending == 0 {
+			continue
+		}
+		// The oldest publish awaiting its ack sets the timer: an ack is
+		// awaited as long as a synchronous attempt would be, since a node
+		// that takes messages but cannot store them (cut off from its
+		// peers) never answers, and waiting out the whole call would leave
+		// no time for a retry elsewhere.
+		if timed != head {
+			timed = head
+			timer.Reset(limit - time.Since(q[head].sent))
+		}
+		select {
+		case r := <-acks:
+			take(r)
+			continue
+		default:
+		}
+		select {
+		case r := <-acks:
+			take(r)
+		case <-timer.C:
+			timed = -1
+			drain()
+			for ; head < len(q) && (done[q[head].i] || time.Since(q[head].sent) >= limit); head++ {
+				if fl := q[head]; !done[fl.i] {
+					pending--
+					settle(fl.i, fl.sent, nil, fmt.Errorf("no ack within %v: %w", limit, jetstream.ErrAsyncPublishTimeout))
+				}
+			}
+		case <-ctx.Done():
+			fail(ctx.Err())
+		case <-moved:
+			fail(nats.ErrDisconnected)
+		}
 	}
 	return retry
 }
