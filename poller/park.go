@@ -151,6 +151,7 @@ func (k *parking) enqueue(pcs []*parked) {
 }
 
 func (k *parking) work() {
+	var shared sharedAnswer
 	for {
 		k.mu.Lock()
 		n := min(len(k.queue), parkChunk)
@@ -164,7 +165,7 @@ func (k *parking) work() {
 		k.queue = k.queue[n:]
 		k.mu.Unlock()
 		for _, pc := range batch {
-			k.p.settle(pc)
+			k.p.settle(pc, &shared)
 		}
 	}
 }
@@ -194,8 +195,9 @@ func (k *parking) drainParked() {
 	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
 	for w := range nw {
 		wg.Go(func() {
+			var shared sharedAnswer
 			for i := w; i < len(pcs); i += nw {
-				k.p.settle(pcs[i])
+				k.p.settle(pcs[i], &shared)
 			}
 		})
 	}
@@ -234,7 +236,7 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 	if pc == nil {
 		return false
 	}
-	p.settle(pc)
+	p.settle(pc, nil)
 	return true
 }
 
@@ -276,8 +278,10 @@ func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q que
 // settle re-reads pc's eventId: it parks pc (again) when there is still
 // nothing to say, holds it once while its oldest change is younger than
 // the linger, else answers it. The caller owns pc (it is not parked).
-func (p *Poller) settle(pc *parked) {
-	var buf [2]item
+//
+// shared is the calling worker's last answer (nil: none), see sharedAnswer.
+func (p *Poller) settle(pc *parked, shared *sharedAnswer) {
+	var buf [8]item
 	o := readSince(pc.since, pc.hasSince)
 	o.wait = p.waits.parkOn(pc)
 	v := p.idx.read(pc.id, o, buf[:0])
@@ -293,7 +297,7 @@ func (p *Poller) settle(pc *parked) {
 	}
 	pc.timer.Stop()
 	p.m.waiting.Dec()
-	p.answerParked(pc, v)
+	p.answerParked(pc, v, shared)
 }
 
 // reapParked closes parked connections whose client has gone, so they stop
@@ -310,15 +314,18 @@ func (p *Poller) reapParked() {
 }
 
 // answerParked writes the answer the plain path would have written after
-// the wait, then hands the connection back or closes it.
-func (p *Poller) answerParked(pc *parked, v view) {
+// the wait, then hands the connection back or closes it. shared, when not
+// nil, is the calling worker's last answer, reused when it is this one.
+func (p *Poller) answerParked(pc *parked, v view, shared *sharedAnswer) {
 	closing := pc.close || p.pk.stopping.Load()
-	w := &connResponse{pre: pc.hdr}
+	var b []byte
 	switch {
 	case v.behind:
 		// Not reachable while the index only moves forward; answered as
 		// the plain path answers a cursor this replica cannot serve.
+		w := &connResponse{pre: pc.hdr}
 		p.writeBehind(w)
+		b = w.frame(closing)
 	case v.reset:
 		// A burst pushed the cursor below the ring while the client
 		// waited. The stream still holds the changes, but a worker must
@@ -326,13 +333,14 @@ func (p *Poller) answerParked(pc *parked, v view) {
 		// cursor, without an ETag (as a deep page), and its next poll
 		// pages through the stream on the plain path (which answers reset
 		// if it must).
+		w := &connResponse{pre: pc.hdr}
 		p.writeUpdates(w, view{applied: pc.since, deep: true}, outTimeout)
+		b = w.frame(closing)
 	default:
 		// Woken by a change, an eviction, its timer or Drain: what has no
 		// change for the client counts as a timeout.
-		p.writeAnswer(w, v, pc.inm != "" && etagMatch(pc.inm, v.newest), true)
+		b = p.answerBytes(shared, pc.id, pc.hdr, v, pc.inm != "" && etagMatch(pc.inm, v.newest), closing)
 	}
-	b := w.frame(closing)
 	_ = pc.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
 	_, err := pc.conn.Write(b)
 	if err != nil || closing || pc.conn.SetWriteDeadline(time.Time{}) != nil || !pc.srv.l.give(pc.conn) {
