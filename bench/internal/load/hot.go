@@ -132,8 +132,9 @@ func waiting(ctx context.Context, base string) float64 {
 }
 
 // hot measures ours alone (Centrifugo has no long-poll): the publish ack
-// latency idle, then c.subs long-polls on one eventId re-polling at once
-// after each answer while c.rate changes per second are published to it.
+// latency idle, then c.subs long-polls on one eventId, each re-polling as
+// the browser client does (after a random part of c.spread when the answer
+// had changes), while c.rate changes per second are published to it.
 func hot(ctx context.Context, c config) (*hotResult, error) {
 	s := server{c}
 	const eventID = "hot"
@@ -159,7 +160,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	var wg sync.WaitGroup
 	for range c.subs {
 		wg.Go(func() {
-			longPoll(pollCtx, s, hc, eventID, cursor, 25, func(a pollAnswer) {
+			longPoll(pollCtx, s, hc, eventID, cursor, 25, c.spread, func(a pollAnswer) {
 				if a.err == nil && a.status == http.StatusOK {
 					answers.Add(1)
 					arrivals.add(a.seqs, a.at)

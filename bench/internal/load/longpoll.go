@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -59,11 +60,13 @@ type pollAnswer struct {
 }
 
 // longPoll is one browser client on one eventId: it long-polls from since
-// and re-polls at once with the cursor each answer gives, until ctx ends.
+// and re-polls with the cursor each answer gives, until ctx ends. After an
+// answer with changes it first waits uniform in [0, spread), as client.js
+// does (repollDelay); after any other answer it re-polls at once.
 // Every answer read whole goes to answered; a request that fails, or an
 // answer that is not a 200 that parses, goes to failed and is followed by a
 // backoff, so a refused connection does not spin.
-func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, answered func(pollAnswer), failed func()) {
+func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, spread time.Duration, answered func(pollAnswer), failed func()) {
 	b := retry.New(100*time.Millisecond, time.Second)
 	var buf bytes.Buffer
 	for ctx.Err() == nil {
@@ -83,6 +86,9 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 				if a.err == nil && res.StatusCode == http.StatusOK {
 					since = max(since, a.cursor)
 					b.Reset()
+					if len(a.seqs) > 0 && spread > 0 {
+						_ = retry.Sleep(ctx, rand.N(spread))
+					}
 					continue
 				}
 			}
@@ -112,7 +118,7 @@ func repoll(ctx context.Context, c config) (*arrivalsResult, error) {
 	for i := range c.ids {
 		wg.Go(func() {
 			local := map[int]int64{}
-			longPoll(ctx, s, hc, c.event, c.since, c.wait, func(a pollAnswer) {
+			longPoll(ctx, s, hc, c.event, c.since, c.wait, c.spread, func(a pollAnswer) {
 				n.Add(1)
 				local[a.status]++
 				if a.err == nil && len(a.seqs) > 0 {
