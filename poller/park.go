@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,14 +36,18 @@ const (
 )
 
 const (
-	// parkWorkers bounds the goroutines writing answers to parked
-	// connections; parkChunk is how many each takes at a time.
-	parkWorkers = 8
-	parkChunk   = 32
+	// parkChunk is how many records a worker takes at a time.
+	parkChunk = 32
 	// parkWriteTimeout bounds one answer's write to a parked connection,
 	// so a client that stopped reading cannot hold a worker.
 	parkWriteTimeout = 10 * time.Second
 )
+
+// parkWorkers bounds the goroutines writing answers to parked connections:
+// a core's worth but one (at least 2, at most 8), so the fan-out of a wake
+// of thousands leaves the rest of the process (publishes in dev, following
+// the stream) a core. Read each time: the runtime may change GOMAXPROCS.
+func parkWorkers() int { return min(8, max(2, runtime.GOMAXPROCS(0)-1)) }
 
 // parked is one hijacked long-poll connection waiting for a change.
 type parked struct {
@@ -135,7 +140,7 @@ func (k *parking) hold(pcs []*parked, d time.Duration) {
 }
 
 // enqueue hands taken records to the workers, starting one per chunk up
-// to parkWorkers. It never blocks, so the index may call it under its
+// to parkWorkers(). It never blocks, so the index may call it under its
 // locks.
 func (k *parking) enqueue(pcs []*parked) {
 	if len(pcs) == 0 {
@@ -144,7 +149,7 @@ func (k *parking) enqueue(pcs []*parked) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.queue = append(k.queue, pcs...)
-	for k.workers < parkWorkers && k.workers*parkChunk < len(k.queue) {
+	for k.workers < parkWorkers() && k.workers*parkChunk < len(k.queue) {
 		k.workers++
 		k.wg.Go(k.work)
 	}
@@ -192,7 +197,7 @@ func (k *parking) drainParked() {
 	clear(k.lingering)
 	k.mu.Unlock()
 	var wg sync.WaitGroup
-	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
+	nw := min(parkWorkers(), (len(pcs)+parkChunk-1)/parkChunk)
 	for w := range nw {
 		wg.Go(func() {
 			var shared sharedAnswer
@@ -240,14 +245,20 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 	return true
 }
 
+// parkable says whether a long-poll request r that must wait may be
+// parked. A HEAD answer has no body and a request body would be read as
+// the next request after the hand-back: both keep the plain path, as do
+// HTTP/2 and HTTP/1.0.
+func (p *Poller) parkable(r *http.Request) bool {
+	return p.cfg.Park != ParkOff && r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet &&
+		r.ContentLength == 0 && len(r.TransferEncoding) == 0 && !p.pk.stopping.Load()
+}
+
 // hijack takes the connection of a long-poll that can be parked and
 // returns its record, counted as waiting and with its wait's timer
 // running; nil means it cannot be parked and nothing changed.
 func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q query, inm string) *parked {
-	// A HEAD answer has no body and a request body would be read as the
-	// next request after the hand-back: both keep the plain path.
-	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Method != http.MethodGet ||
-		r.ContentLength != 0 || len(r.TransferEncoding) > 0 || p.pk.stopping.Load() {
+	if !p.parkable(r) {
 		return nil
 	}
 	var srv *innerServer

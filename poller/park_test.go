@@ -579,3 +579,46 @@ func TestAnswerBytesAreSharedOnlyWhenTheAnswerIsTheSame(t *testing.T) {
 		t.Fatalf("answer with header lines and closing: %q", c)
 	}
 }
+
+// The re-poll that follows a parked answer comes on the kept connection:
+// with a change it has not seen it is answered at once, with a current
+// cursor it parks at once (no channel waiter first), and either way every
+// change arrives once, in order.
+func TestRepollOnAKeptConnectionIsAnsweredOrParkedAtOnce(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	h := startPoller(t, srv, Config{Rate: -1, Linger: -1})
+	cursor := h.p.idx.appliedSeq()
+	rc := dialRaw(t, h.url)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
+	waitParked(t, h, 1)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s1}) {
+		t.Fatalf("first answer %s, want [%d]", body, s1)
+	}
+	waitParked(t, h, 0)
+	// A change before the re-poll: answered at once, not parked.
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
+	h.waitApplied(s2)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s1))
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s2}) || u.Cursor != strconv.FormatUint(s2, 10) {
+		t.Fatalf("re-poll behind a change: %s, want [%d] at once", body, s2)
+	}
+	// A current cursor: parked, with no channel waiter left behind.
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s2))
+	waitParked(t, h, 1)
+	h.p.waits.mu.Lock()
+	ws := h.p.waits.sets["e1"]
+	chans := -1
+	if ws != nil {
+		chans = ws.n
+	}
+	h.p.waits.mu.Unlock()
+	if chans != 0 {
+		t.Fatalf("channel waiters on e1 while its re-poll is parked=%d, want 0", chans)
+	}
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s3}) {
+		t.Fatalf("parked re-poll: %s, want [%d]", body, s3)
+	}
+}
