@@ -142,3 +142,33 @@ func TestLongPollSpreadsItsRepollsAfterChanges(t *testing.T) {
 		t.Fatalf("20 answers with changes took %v, want the re-polls spread (at least 300ms)", took)
 	}
 }
+
+func TestRepollSpreadIsTheClientsOne(t *testing.T) {
+	t.Parallel()
+	cfg := `{"repollSpreadMs":500}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/config" || cfg == "" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, cfg)
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name   string
+		flag   time.Duration
+		config string
+		want   time.Duration
+	}{
+		{"from /v1/config", -1, `{"repollSpreadMs":500}`, 500 * time.Millisecond},
+		{"linger off", -1, `{"repollSpreadMs":0}`, 0},
+		{"capped", -1, `{"repollSpreadMs":60000}`, 2 * time.Second},
+		{"an older poller", -1, `{}`, 250 * time.Millisecond},
+		{"the flag wins", 100 * time.Millisecond, `{"repollSpreadMs":500}`, 100 * time.Millisecond},
+	} {
+		cfg = tc.config
+		if got := repollSpread(t.Context(), config{base: srv.URL, spread: tc.flag}); got != tc.want {
+			t.Errorf("%s: repollSpread=%v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
