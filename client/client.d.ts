@@ -45,6 +45,12 @@ export interface ConnectOptions {
   sse?: boolean;
   /** Merged over the pusher-js options built from /v1/config (e.g. activityTimeout). */
   pusherOptions?: Record<string, unknown>;
+  /**
+   * The most a long-poll waits, in milliseconds and at random, before asking again after an answer that
+   * carried changes, so the browsers of a hot event do not all re-poll at once; default /v1/config's
+   * repollSpreadMs (the poller's linger), else 250; at most 2000; 0 re-polls at once.
+   */
+  repollSpread?: number;
 }
 
 export interface LiveUpdates {
@@ -56,6 +62,9 @@ export interface LiveUpdates {
 }
 
 export function connect(options: ConnectOptions): LiveUpdates;
+
+/** How long a long-poll waits before asking again after an answer with changes: uniform in [0, spreadMs), spreadMs capped to [0, 2000]. */
+export function repollDelay(spreadMs: number, random?: () => number): number;
 
 /** Decodes the relay's "gzip+base64" data to its JSON text. */
 export function gunzipBase64(b64: string): Promise<string>;

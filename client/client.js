@@ -35,6 +35,8 @@
  * @property {number} [fallbackAfter] ms Pusher may spend connecting before polling starts (default 4000)
  * @property {boolean} [sse] use EventSource for the fallback where it exists (default true)
  * @property {object} [pusherOptions] merged over the options built from /v1/config
+ * @property {number} [repollSpread] ms: the most a long-poll waits, at random, before asking again after an
+ *   answer that carried changes (default: /v1/config's repollSpreadMs, else 250; at most 2000)
  *
  * @typedef {object} LiveUpdates
  * @property {() => Status} getStatus
@@ -54,6 +56,30 @@ const BACKOFF_MAX_MS = 30_000;
 const DEFAULT_WAIT_S = 25; // long-poll wait; the poller clamps it to its own maximum
 const DEFAULT_POLL_MS = 2000;
 const REF_ATTEMPTS = 4;
+// After a long-poll answer with changes the client waits a random part of
+// the spread before it asks again. On a hot event every waiting browser is
+// answered by the same change at about the same time; re-polling at once,
+// they would all arrive in the same millisecond and queue behind each
+// other (and in front of the publishers) on the poller. Spread out, the
+// poller serves them as they come, and a change published meanwhile is
+// answered at once when they do (it is older than the poller's linger).
+// The poller's /v1/config says how much (its linger); the cap bounds what
+// a change's delivery can gain from it.
+const DEFAULT_REPOLL_SPREAD_MS = 250;
+const MAX_REPOLL_SPREAD_MS = 2000;
+
+/**
+ * repollDelay is how long a long-poll waits before asking again after an
+ * answer that carried changes: uniform in [0, spread), spread capped to
+ * [0, 2000] ms.
+ * @param {number} spreadMs
+ * @param {() => number} [random] in [0, 1), default Math.random
+ * @returns {number} ms
+ */
+export function repollDelay(spreadMs, random = Math.random) {
+  const spread = Number.isFinite(spreadMs) ? Math.min(Math.max(spreadMs, 0), MAX_REPOLL_SPREAD_MS) : DEFAULT_REPOLL_SPREAD_MS;
+  return spread * Math.min(Math.max(random(), 0), 1);
+}
 
 class HTTPError extends Error {
   constructor(status, retryAfter, body) {
@@ -238,8 +264,9 @@ export function connect(options) {
   /**
    * poll asks /updates once. wait is seconds (0: answer at once). It applies
    * what comes back. got: something (or a reset) came, so the caller asks
-   * again at once; more: the answer was one page of several.
-   * @returns {Promise<{got: boolean, more: boolean}>}
+   * again at once; more: the answer was one page of several; changed: it
+   * carried changes after the cursor (not the baseline, not a reset).
+   * @returns {Promise<{got: boolean, more: boolean, changed?: boolean}>}
    */
   async function poll(signal, wait) {
     const headers = {};
@@ -279,7 +306,7 @@ export function connect(options) {
       const c = Number(body.cursor);
       if (Number.isFinite(c) && c > (cursor ?? 0)) cursor = c;
     });
-    return { got: events.length > 0, more };
+    return { got: events.length > 0, more, changed: events.length > 0 };
   }
 
   /** catchUp polls without waiting until nothing more is pending. */
@@ -536,9 +563,15 @@ export function connect(options) {
     while (!signal.aborted && !closed) {
       const started = Date.now();
       try {
-        const { got } = await poll(signal, cursor === null ? 0 : cfg.wait);
+        const { got, more, changed } = await poll(signal, cursor === null ? 0 : cfg.wait);
         if (signal.aborted) return;
         transition('polling');
+        // Spread the re-polls of a hot event (see repollDelay); the next
+        // page of a deep resume is fetched at once.
+        if (changed && !more) {
+          const d = repollDelay(options.repollSpread ?? cfg.repollSpread);
+          if (d > 0) await sleep(d, signal);
+        }
         // A poller that answers at once (wait not honoured, or a proxy
         // cutting long requests) is not hammered: keep the poll interval.
         if (!got && Date.now() - started < cfg.pollInterval / 2) await sleep(cfg.pollInterval, signal);
@@ -792,6 +825,7 @@ function normalizeConfig(c, base, eventId) {
     },
     pollInterval: ms(pick(c.pollIntervalMs, c.pollInterval), DEFAULT_POLL_MS),
     wait: Math.max(1, Math.round(ms(pick(c.longPollWaitSeconds, c.longPollWait, c.wait), DEFAULT_WAIT_S * 1000) / 1000)),
+    repollSpread: ms(pick(c.repollSpreadMs, c.repollSpread), DEFAULT_REPOLL_SPREAD_MS),
     types: Array.isArray(c.types) ? c.types : [],
   };
 }

@@ -1,8 +1,10 @@
 package poller
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nostressplanner/liveupdates/wire"
@@ -17,8 +19,9 @@ import (
 // writeAnswer answers a poll that has changes for the client or has waited
 // long enough: 304 when the client's copy (If-None-Match, matched) is
 // current and nothing is new, else the changes. timedOut says the wait
-// ended without a change (its timer, or Drain).
-func (p *Poller) writeAnswer(w http.ResponseWriter, v view, matched, timedOut bool) {
+// ended without a change (its timer, or Drain). It returns the outcome it
+// counted.
+func (p *Poller) writeAnswer(w http.ResponseWriter, v view, matched, timedOut bool) string {
 	outcome := outOK
 	if timedOut && len(v.items) == 0 {
 		outcome = outTimeout
@@ -28,12 +31,35 @@ func (p *Poller) writeAnswer(w http.ResponseWriter, v view, matched, timedOut bo
 			outcome = outNotModified
 		}
 		p.writeNotModified(w, v.newest, outcome)
-		return
+		return outcome
 	}
 	p.writeUpdates(w, v, outcome)
+	return outcome
 }
 
+// httpDate is the Date header's value for now, formatted once a second:
+// net/http formats it for every response that has none (~5 % of the CPU
+// of serving a hot event's re-polls), so the poll answers, the most
+// frequent there are, bring their own.
+func httpDate(now time.Time) string {
+	sec := now.Unix()
+	if d := lastDate.Load(); d != nil && d.sec == sec {
+		return d.s
+	}
+	d := &dateString{sec: sec, s: now.UTC().Format(http.TimeFormat)}
+	lastDate.Store(d)
+	return d.s
+}
+
+type dateString struct {
+	sec int64
+	s   string
+}
+
+var lastDate atomic.Pointer[dateString]
+
 func setReadHeaders(h http.Header, newest uint64) {
+	h["Date"] = []string{httpDate(time.Now())}
 	h["Content-Type"] = []string{"application/json"}
 	// private: no shared proxy may store a token-gated answer; no-cache: the
 	// browser may keep it but must revalidate (cheaply, with the ETag).
@@ -44,6 +70,7 @@ func setReadHeaders(h http.Header, newest uint64) {
 
 func (p *Poller) writeNotModified(w http.ResponseWriter, newest uint64, outcome string) {
 	h := w.Header()
+	h["Date"] = []string{httpDate(time.Now())}
 	h["Cache-Control"] = []string{"private, no-cache"}
 	var b [24]byte
 	h["Etag"] = []string{string(appendETag(b[:0], newest))}
@@ -166,12 +193,69 @@ func (c *connResponse) frame(closing bool) []byte {
 	if closing {
 		h["Connection"] = []string{"close"}
 	}
-	h["Date"] = []string{time.Now().UTC().Format(http.TimeFormat)}
+	if _, ok := h["Date"]; !ok {
+		h["Date"] = []string{httpDate(time.Now())}
+	}
 	bw := appendWriter{b}
 	_ = h.Write(&bw) // appending to a slice does not fail
 	b = append(bw.b, "\r\n"...)
 	if c.status != http.StatusNotModified {
 		b = append(b, c.body...)
+	}
+	return b
+}
+
+// sharedAnswer is the last parked answer a worker framed, kept so the
+// records woken by one change, which nearly all get the same answer, share
+// its bytes: one render per wake and worker instead of one per waiter (on a
+// hot eventId, thousands). It is a cache of frame's output, not a second
+// renderer: a record whose answer could differ in any byte (another view,
+// ETag match, header lines, Connection, Date second) renders its own.
+type sharedAnswer struct {
+	key     answerKey
+	hdr     []byte
+	outcome string
+	b       []byte // never written to once framed: connections share it
+}
+
+// answerKey is everything writeAnswer and frame read, beside the header
+// lines gathered before parking (compared apart): the view's cursor,
+// newest seq and changes (a change's JSON is immutable once indexed, so
+// its eventId and seqs name its bytes), whether If-None-Match matched,
+// Connection: close, and the second of the Date header.
+type answerKey struct {
+	id               string
+	applied, newest  uint64
+	first, last      uint64
+	n                int
+	deep             bool
+	matched, closing bool
+	dateSec          int64
+}
+
+func keyOf(id string, v view, matched, closing bool, now time.Time) answerKey {
+	k := answerKey{id: id, applied: v.applied, newest: v.newest, n: len(v.items), deep: v.deep,
+		matched: matched, closing: closing, dateSec: now.Unix()}
+	if k.n > 0 {
+		k.first, k.last = v.items[0].seq, v.items[k.n-1].seq
+	}
+	return k
+}
+
+// answerBytes returns the framed answer to a parked poll of id whose read
+// was v: the shared bytes in s when they are that answer, else freshly
+// rendered (and kept in s when s is not nil).
+func (p *Poller) answerBytes(s *sharedAnswer, id string, hdr []byte, v view, matched, closing bool) []byte {
+	k := keyOf(id, v, matched, closing, time.Now())
+	if s != nil && s.b != nil && s.key == k && bytes.Equal(s.hdr, hdr) {
+		p.m.count(routeUpdates, s.outcome)
+		return s.b
+	}
+	w := &connResponse{pre: hdr}
+	outcome := p.writeAnswer(w, v, matched, true)
+	b := w.frame(closing)
+	if s != nil {
+		*s = sharedAnswer{key: k, hdr: hdr, outcome: outcome, b: b}
 	}
 	return b
 }

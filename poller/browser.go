@@ -33,8 +33,14 @@ type configAnswer struct {
 	// PollIntervalMs is how often a browser polls without waiting.
 	PollIntervalMs int64 `json:"pollIntervalMs"`
 	// LongPollWaitSeconds is the longest wait= the poller honours.
-	LongPollWaitSeconds int64    `json:"longPollWaitSeconds"`
-	Types               []string `json:"types"`
+	LongPollWaitSeconds int64 `json:"longPollWaitSeconds"`
+	// RepollSpreadMs is the most a long-poll waits, at random, before it
+	// asks again after an answer with changes: the linger, so a hot
+	// event's browsers, all answered by one change at once, do not all
+	// re-poll in the same millisecond, and a change published meanwhile
+	// is answered at once when they do. 0 with the linger off.
+	RepollSpreadMs int64    `json:"repollSpreadMs"`
+	Types          []string `json:"types"`
 }
 
 type pusherAnswer struct {
@@ -70,6 +76,7 @@ func (p *Poller) buildConfigAnswer() ([]byte, error) {
 		},
 		PollIntervalMs:      p.cfg.PollInterval.Milliseconds(),
 		LongPollWaitSeconds: int64(p.cfg.MaxWait.Seconds()),
+		RepollSpreadMs:      max(p.cfg.Linger, 0).Milliseconds(),
 		Types:               wire.KnownTypes(),
 	}
 	if pc := p.cfg.Pusher; pc.Enabled() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,14 +36,18 @@ const (
 )
 
 const (
-	// parkWorkers bounds the goroutines writing answers to parked
-	// connections; parkChunk is how many each takes at a time.
-	parkWorkers = 8
-	parkChunk   = 32
+	// parkChunk is how many records a worker takes at a time.
+	parkChunk = 32
 	// parkWriteTimeout bounds one answer's write to a parked connection,
 	// so a client that stopped reading cannot hold a worker.
 	parkWriteTimeout = 10 * time.Second
 )
+
+// parkWorkers bounds the goroutines writing answers to parked connections:
+// a core's worth but one (at least 2, at most 8), so the fan-out of a wake
+// of thousands leaves the rest of the process (publishes in dev, following
+// the stream) a core. Read each time: the runtime may change GOMAXPROCS.
+func parkWorkers() int { return min(8, max(2, runtime.GOMAXPROCS(0)-1)) }
 
 // parked is one hijacked long-poll connection waiting for a change.
 type parked struct {
@@ -135,7 +140,7 @@ func (k *parking) hold(pcs []*parked, d time.Duration) {
 }
 
 // enqueue hands taken records to the workers, starting one per chunk up
-// to parkWorkers. It never blocks, so the index may call it under its
+// to parkWorkers(). It never blocks, so the index may call it under its
 // locks.
 func (k *parking) enqueue(pcs []*parked) {
 	if len(pcs) == 0 {
@@ -144,13 +149,14 @@ func (k *parking) enqueue(pcs []*parked) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.queue = append(k.queue, pcs...)
-	for k.workers < parkWorkers && k.workers*parkChunk < len(k.queue) {
+	for k.workers < parkWorkers() && k.workers*parkChunk < len(k.queue) {
 		k.workers++
 		k.wg.Go(k.work)
 	}
 }
 
 func (k *parking) work() {
+	var shared sharedAnswer
 	for {
 		k.mu.Lock()
 		n := min(len(k.queue), parkChunk)
@@ -164,7 +170,7 @@ func (k *parking) work() {
 		k.queue = k.queue[n:]
 		k.mu.Unlock()
 		for _, pc := range batch {
-			k.p.settle(pc)
+			k.p.settle(pc, &shared)
 		}
 	}
 }
@@ -191,11 +197,12 @@ func (k *parking) drainParked() {
 	clear(k.lingering)
 	k.mu.Unlock()
 	var wg sync.WaitGroup
-	nw := min(parkWorkers, (len(pcs)+parkChunk-1)/parkChunk)
+	nw := min(parkWorkers(), (len(pcs)+parkChunk-1)/parkChunk)
 	for w := range nw {
 		wg.Go(func() {
+			var shared sharedAnswer
 			for i := w; i < len(pcs); i += nw {
-				k.p.settle(pcs[i])
+				k.p.settle(pcs[i], &shared)
 			}
 		})
 	}
@@ -234,18 +241,24 @@ func (p *Poller) tryPark(w http.ResponseWriter, r *http.Request, id string, q qu
 	if pc == nil {
 		return false
 	}
-	p.settle(pc)
+	p.settle(pc, nil)
 	return true
+}
+
+// parkable says whether a long-poll request r that must wait may be
+// parked. A HEAD answer has no body and a request body would be read as
+// the next request after the hand-back: both keep the plain path, as do
+// HTTP/2 and HTTP/1.0.
+func (p *Poller) parkable(r *http.Request) bool {
+	return p.cfg.Park != ParkOff && r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet &&
+		r.ContentLength == 0 && len(r.TransferEncoding) == 0 && !p.pk.stopping.Load()
 }
 
 // hijack takes the connection of a long-poll that can be parked and
 // returns its record, counted as waiting and with its wait's timer
 // running; nil means it cannot be parked and nothing changed.
 func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q query, inm string) *parked {
-	// A HEAD answer has no body and a request body would be read as the
-	// next request after the hand-back: both keep the plain path.
-	if p.cfg.Park == ParkOff || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Method != http.MethodGet ||
-		r.ContentLength != 0 || len(r.TransferEncoding) > 0 || p.pk.stopping.Load() {
+	if !p.parkable(r) {
 		return nil
 	}
 	var srv *innerServer
@@ -276,8 +289,10 @@ func (p *Poller) hijack(w http.ResponseWriter, r *http.Request, id string, q que
 // settle re-reads pc's eventId: it parks pc (again) when there is still
 // nothing to say, holds it once while its oldest change is younger than
 // the linger, else answers it. The caller owns pc (it is not parked).
-func (p *Poller) settle(pc *parked) {
-	var buf [2]item
+//
+// shared is the calling worker's last answer (nil: none), see sharedAnswer.
+func (p *Poller) settle(pc *parked, shared *sharedAnswer) {
+	var buf [8]item
 	o := readSince(pc.since, pc.hasSince)
 	o.wait = p.waits.parkOn(pc)
 	v := p.idx.read(pc.id, o, buf[:0])
@@ -293,7 +308,7 @@ func (p *Poller) settle(pc *parked) {
 	}
 	pc.timer.Stop()
 	p.m.waiting.Dec()
-	p.answerParked(pc, v)
+	p.answerParked(pc, v, shared)
 }
 
 // reapParked closes parked connections whose client has gone, so they stop
@@ -310,15 +325,18 @@ func (p *Poller) reapParked() {
 }
 
 // answerParked writes the answer the plain path would have written after
-// the wait, then hands the connection back or closes it.
-func (p *Poller) answerParked(pc *parked, v view) {
+// the wait, then hands the connection back or closes it. shared, when not
+// nil, is the calling worker's last answer, reused when it is this one.
+func (p *Poller) answerParked(pc *parked, v view, shared *sharedAnswer) {
 	closing := pc.close || p.pk.stopping.Load()
-	w := &connResponse{pre: pc.hdr}
+	var b []byte
 	switch {
 	case v.behind:
 		// Not reachable while the index only moves forward; answered as
 		// the plain path answers a cursor this replica cannot serve.
+		w := &connResponse{pre: pc.hdr}
 		p.writeBehind(w)
+		b = w.frame(closing)
 	case v.reset:
 		// A burst pushed the cursor below the ring while the client
 		// waited. The stream still holds the changes, but a worker must
@@ -326,13 +344,14 @@ func (p *Poller) answerParked(pc *parked, v view) {
 		// cursor, without an ETag (as a deep page), and its next poll
 		// pages through the stream on the plain path (which answers reset
 		// if it must).
+		w := &connResponse{pre: pc.hdr}
 		p.writeUpdates(w, view{applied: pc.since, deep: true}, outTimeout)
+		b = w.frame(closing)
 	default:
 		// Woken by a change, an eviction, its timer or Drain: what has no
 		// change for the client counts as a timeout.
-		p.writeAnswer(w, v, pc.inm != "" && etagMatch(pc.inm, v.newest), true)
+		b = p.answerBytes(shared, pc.id, pc.hdr, v, pc.inm != "" && etagMatch(pc.inm, v.newest), closing)
 	}
-	b := w.frame(closing)
 	_ = pc.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
 	_, err := pc.conn.Write(b)
 	if err != nil || closing || pc.conn.SetWriteDeadline(time.Time{}) != nil || !pc.srv.l.give(pc.conn) {

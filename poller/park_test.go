@@ -454,3 +454,171 @@ func TestParkedRecordsAreTakenByExactlyOneParty(t *testing.T) {
 		t.Fatalf("parked=%d wait sets=%d at the end, want 0 and 0", w.nParked.Load(), len(w.sets))
 	}
 }
+
+// recvRaw reads one response's bytes as they came on the wire, without its
+// Date line (its value is the time).
+func (rc *rawConn) recvRaw(within time.Duration) string {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(within))
+	var b strings.Builder
+	n := 0
+	for {
+		line, err := rc.br.ReadString('\n')
+		if err != nil {
+			rc.t.Fatalf("read answer head: %v (so far %q)", err, b.String())
+		}
+		if v, ok := strings.CutPrefix(line, "Content-Length: "); ok {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if !strings.HasPrefix(line, "Date: ") {
+			b.WriteString(line)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(rc.br, body); err != nil {
+		rc.t.Fatalf("read answer body: %v", err)
+	}
+	b.Write(body)
+	return b.String()
+}
+
+// The parked records one change wakes share one framed answer: every one
+// of them gets the same bytes, and they are the bytes the plain path's
+// answer to the same question has; records whose answer differs (another
+// origin's CORS lines, an If-None-Match that no longer matches) get their
+// own.
+func TestWokenParkedLongPollsShareTheAnswerOfThePlainPath(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	first := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
+	h := startPoller(t, srv, Config{Rate: -1, Linger: -1, CORSOrigins: []string{"https://a.example", "https://b.example"}})
+	const n = 60
+	conns := make([]*rawConn, n)
+	originOf := func(i int) string { return []string{"https://a.example", "https://b.example"}[i%3/2] }
+	for i := range conns {
+		conns[i] = dialRaw(t, h.url)
+		hdr := []string{"Origin", originOf(i)}
+		if i%5 == 0 {
+			hdr = append(hdr, "If-None-Match", fmt.Sprintf(`"%d"`, first))
+		}
+		conns[i].send(fmt.Sprintf("/v1/events/hot/updates?since=%d&wait=30", first), hdr...)
+	}
+	waitParked(t, h, n)
+	s := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":2}`)
+	h.waitApplied(s)
+	// What the plain path answers each origin, from a ResponseWriter.
+	plain := map[string]string{}
+	for _, o := range []string{"https://a.example", "https://b.example"} {
+		rc := dialRaw(t, h.url)
+		rc.send(fmt.Sprintf("/v1/events/hot/updates?since=%d", first), "Origin", o)
+		plain[o] = rc.recvRaw(30 * time.Second)
+		if !strings.Contains(plain[o], "Access-Control-Allow-Origin: "+o+"\r\n") || !strings.Contains(plain[o], fmt.Sprintf(`"cursor":"%d","events":[{`, s)) {
+			t.Fatalf("plain answer for %s: %q", o, plain[o])
+		}
+	}
+	// Parked answers are byte-identical per origin; beside the plain
+	// path's, only the order of the header lines may differ (the lines
+	// gathered before parking come first).
+	parked := map[string]string{}
+	for i, rc := range conns {
+		o := originOf(i)
+		got := rc.recvRaw(30 * time.Second)
+		if parked[o] == "" {
+			parked[o] = got
+		}
+		if got != parked[o] {
+			t.Fatalf("conn %d (origin %s) got\n%q\nanother parked conn of that origin got\n%q", i, o, got, parked[o])
+		}
+		if sortedLines(got) != sortedLines(plain[o]) {
+			t.Fatalf("conn %d (origin %s) got\n%q\nthe plain path answers\n%q", i, o, got, plain[o])
+		}
+	}
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_answers_total", "route", "updates", "outcome", "ok"); got != n+2 {
+		t.Fatalf("ok answers=%v, want %d (every woken one counted, shared or not, and the two plain ones)", got, n+2)
+	}
+}
+
+// sortedLines is an answer with its header lines sorted.
+func sortedLines(answer string) string {
+	head, body, _ := strings.Cut(answer, "\r\n\r\n")
+	lines := strings.Split(head, "\r\n")
+	slices.Sort(lines[1:])
+	return strings.Join(lines, "\r\n") + "\r\n\r\n" + body
+}
+
+func TestAnswerBytesAreSharedOnlyWhenTheAnswerIsTheSame(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	h := startPoller(t, srv, Config{})
+	h.waitApplied(s)
+	v := h.p.idx.read("e1", readSince(s-1, true), nil)
+	var shared sharedAnswer
+	a := h.p.answerBytes(&shared, "e1", nil, v, false, false)
+	b := h.p.answerBytes(&shared, "e1", nil, v, false, false)
+	if &a[0] != &b[0] {
+		t.Fatal("the same answer twice was rendered twice, want the shared bytes")
+	}
+	for name, c := range map[string]func(*sharedAnswer) []byte{
+		"other header lines": func(s *sharedAnswer) []byte {
+			return h.p.answerBytes(s, "e1", []byte("Vary: Origin\r\n"), v, false, false)
+		},
+		"closing":         func(s *sharedAnswer) []byte { return h.p.answerBytes(s, "e1", nil, v, false, true) },
+		"matched":         func(s *sharedAnswer) []byte { return h.p.answerBytes(s, "e1", nil, v, true, false) },
+		"another eventId": func(s *sharedAnswer) []byte { return h.p.answerBytes(s, "e2", nil, v, false, false) },
+	} {
+		s := shared
+		if got := c(&s); &got[0] == &a[0] {
+			t.Fatalf("%s: the first answer's bytes, want its own", name)
+		}
+	}
+	if c := h.p.answerBytes(&shared, "e1", []byte("Vary: Origin\r\n"), v, false, true); !strings.Contains(string(c), "Vary: Origin\r\n") || !strings.Contains(string(c), "Connection: close\r\n") {
+		t.Fatalf("answer with header lines and closing: %q", c)
+	}
+}
+
+// The re-poll that follows a parked answer comes on the kept connection:
+// with a change it has not seen it is answered at once, with a current
+// cursor it parks at once (no channel waiter first), and either way every
+// change arrives once, in order.
+func TestRepollOnAKeptConnectionIsAnsweredOrParkedAtOnce(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	h := startPoller(t, srv, Config{Rate: -1, Linger: -1})
+	cursor := h.p.idx.appliedSeq()
+	rc := dialRaw(t, h.url)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", cursor))
+	waitParked(t, h, 1)
+	s1 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":1}`)
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s1}) {
+		t.Fatalf("first answer %s, want [%d]", body, s1)
+	}
+	waitParked(t, h, 0)
+	// A change before the re-poll: answered at once, not parked.
+	s2 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":2}`)
+	h.waitApplied(s2)
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s1))
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s2}) || u.Cursor != strconv.FormatUint(s2, 10) {
+		t.Fatalf("re-poll behind a change: %s, want [%d] at once", body, s2)
+	}
+	// A current cursor: parked, with no channel waiter left behind.
+	rc.send(fmt.Sprintf("/v1/events/e1/updates?since=%d&wait=20", s2))
+	waitParked(t, h, 1)
+	h.p.waits.mu.Lock()
+	ws := h.p.waits.sets["e1"]
+	chans := -1
+	if ws != nil {
+		chans = ws.n
+	}
+	h.p.waits.mu.Unlock()
+	if chans != 0 {
+		t.Fatalf("channel waiters on e1 while its re-poll is parked=%d, want 0", chans)
+	}
+	s3 := testutil.PublishChange(t, js, "e1", "vote.updated", `{"n":3}`)
+	if u, body := rc.recvUpdates(30 * time.Second); !slices.Equal(seqs(u.Events), []uint64{s3}) {
+		t.Fatalf("parked re-poll: %s, want [%d]", body, s3)
+	}
+}

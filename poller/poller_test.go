@@ -573,3 +573,34 @@ func TestNotReadyBeforeReplay(t *testing.T) {
 		t.Fatalf("before replay=%d, want 503 with Retry-After", rec.Code)
 	}
 }
+
+// Poll answers bring their own Date (formatted once a second, not by
+// net/http per response): present, in the HTTP format, and current.
+func TestPollAnswersCarryACurrentDate(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	h := startPoller(t, srv, Config{})
+	h.waitApplied(s)
+	ok := h.get("/v1/events/e1/updates")
+	notModified := h.get("/v1/events/e1/updates", "If-None-Match", ok.header.Get("ETag"))
+	if ok.status != http.StatusOK || notModified.status != http.StatusNotModified {
+		t.Fatalf("statuses %d, %d, want 200 then 304", ok.status, notModified.status)
+	}
+	for _, r := range []reply{ok, notModified} {
+		d, err := http.ParseTime(r.header.Get("Date"))
+		if err != nil || len(r.header["Date"]) != 1 {
+			t.Fatalf("%d answer Date=%q (%v), want one HTTP date", r.status, r.header["Date"], err)
+		}
+		if age := time.Since(d); age < -2*time.Second || age > time.Minute {
+			t.Fatalf("%d answer Date=%v, %v from now", r.status, d, age)
+		}
+	}
+	now := time.Now()
+	if a, b := httpDate(now), httpDate(now); a != b || a != now.UTC().Format(http.TimeFormat) {
+		t.Fatalf("httpDate=%q, %q, want %q", a, b, now.UTC().Format(http.TimeFormat))
+	}
+	if got, want := httpDate(now.Add(time.Second)), now.Add(time.Second).UTC().Format(http.TimeFormat); got != want {
+		t.Fatalf("httpDate a second later=%q, want %q", got, want)
+	}
+}

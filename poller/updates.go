@@ -63,7 +63,12 @@ func (lp *longPoll) stop() {
 func (lp *longPoll) step() bool {
 	p, w, r, id := lp.p, lp.w, lp.r, lp.id
 	o := readSince(lp.q.since, lp.q.hasSince)
-	if lp.waiting {
+	// A long-poll that will park when it must wait registers no channel
+	// waiter first: parking re-reads and joins the wait set under the
+	// index's lock, so a change in between is answered, not missed. On a
+	// hot eventId nearly every re-poll parks at once.
+	park := lp.waiting && lp.timer == nil && p.parkable(r)
+	if lp.waiting && !park {
 		o.wait = p.waits.add
 	}
 	v := p.idx.read(id, o, lp.buf[:0])
@@ -90,11 +95,14 @@ func (lp *longPoll) step() bool {
 		return false
 	}
 	if lp.timer == nil {
-		if p.tryPark(w, r, id, lp.q, lp.inm) {
+		if park && p.tryPark(w, r, id, lp.q, lp.inm) {
 			return false // the parked connection is answered from elsewhere
 		}
 		lp.timer = time.NewTimer(lp.q.wait)
 		p.m.waiting.Inc()
+		if v.wake == nil {
+			return true // not parked after all: read again, registering a waiter
+		}
 	}
 	select {
 	case <-v.wake.ch:

@@ -5,7 +5,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect } from '../client.js';
+import { connect, repollDelay } from '../client.js';
 import { startDev, eventually, recorder } from './stack.js';
 
 test('poll only', async (t) => {
@@ -40,6 +40,48 @@ test('poll only', async (t) => {
     }
   });
 
+  await t.test("after an answer with changes the next long-poll waits a random part of /v1/config's repollSpreadMs", async () => {
+    const cfg = await (await fetch(stack.url + '/v1/config')).json();
+    assert.equal(cfg.repollSpreadMs, 250, 'the poller gives its linger');
+    // Math.random near its top: every re-poll after changes waits about
+    // the whole spread, which a gap can only exceed (timers are never
+    // early), however loaded the machine.
+    const random = Math.random;
+    Math.random = () => 0.99;
+    const rec = recorder();
+    const log = [];
+    const f = async (u, init) => {
+      log.push({ kind: 'request', at: Date.now(), url: u });
+      const r = await fetch(u, init);
+      const text = r.status === 200 ? await r.clone().text() : '';
+      log.push({ kind: 'answer', at: Date.now(), changes: u.includes('since=') && /"events":\[\{/.test(text) });
+      return r;
+    };
+    const live = connect({ url: stack.url, eventId: 'pace1', fetch: f, ...rec });
+    try {
+      await eventually('status polling', () => live.getStatus() === 'polling');
+      const sent = [];
+      for (let i = 0; i < 3; i++) {
+        sent.push((await stack.publish('pace1', 'vote.updated', { i })).id);
+        await eventually(`change ${i}`, () => rec.changes.length === i + 1);
+      }
+      assert.deepEqual(rec.ids(), sent);
+      await eventually('the re-poll after the last change', () => log.filter((e) => e.kind === 'answer' && e.changes).length === 3 && log.at(-1).kind === 'request');
+      let paced = 0;
+      for (let i = 0; i < log.length; i++) {
+        if (log[i].kind !== 'answer' || !log[i].changes) continue;
+        const next = log.slice(i + 1).find((e) => e.kind === 'request');
+        const gap = next.at - log[i].at;
+        assert.ok(gap >= 0.99 * 250 - 5, `re-polled ${gap} ms after an answer with changes, want about 247 ms`);
+        paced++;
+      }
+      assert.equal(paced, 3);
+    } finally {
+      Math.random = random;
+      live.close();
+    }
+  });
+
   await t.test('changes made before connect are the baseline, not news', async () => {
     await stack.publish('poll2', 'vote.updated', { before: true });
     const rec = recorder();
@@ -63,7 +105,8 @@ test('poll only', async (t) => {
       if (gate) await gate.promise;
       return fetch(u, init);
     };
-    const live = connect({ url: stack.url, eventId: 'poll3', fetch: gatedFetch, ...rec });
+    // No re-poll pacing: the next long-poll must be parked before the gate closes.
+    const live = connect({ url: stack.url, eventId: 'poll3', fetch: gatedFetch, repollSpread: 0, ...rec });
     try {
       await eventually('status polling', () => live.getStatus() === 'polling');
       const sent = [(await stack.publish('poll3', 'vote.updated', { n: 0 })).id];
@@ -196,5 +239,19 @@ test('rate limited (429 with Retry-After): the client waits as told and still ge
     }
   } finally {
     live.close();
+  }
+});
+
+test('repollDelay is uniform in [0, spread), the spread capped to [0, 2000] ms', () => {
+  assert.equal(repollDelay(250, () => 0), 0);
+  assert.equal(repollDelay(250, () => 0.5), 125);
+  assert.ok(repollDelay(250, () => 0.999999) < 250);
+  assert.equal(repollDelay(0, () => 0.7), 0, 'a poller with the linger off: re-poll at once');
+  assert.equal(repollDelay(-5, () => 0.7), 0);
+  assert.ok(repollDelay(60_000, () => 0.999999) < 2000, 'capped');
+  assert.equal(repollDelay(Number.NaN, () => 0.5), 125, 'an unreadable spread is the default 250');
+  for (let i = 0; i < 1000; i++) {
+    const d = repollDelay(300);
+    assert.ok(d >= 0 && d < 300, `${d}`);
   }
 });

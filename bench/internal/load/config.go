@@ -25,6 +25,8 @@ type config struct {
 	since, until uint64
 	wait         int
 	event        string
+	// spread is the client's re-poll pacing (client.js repollDelay).
+	spread time.Duration
 }
 
 // needsPID are the modes that read the server's CPU time or memory.
@@ -65,6 +67,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Uint64Var(&c.since, "since", 0, "hold, repoll, sse-arrivals: the cursor to start from")
 	fs.Uint64Var(&c.until, "until", 0, "sse-arrivals: end once every stream has received this seq")
 	fs.IntVar(&c.wait, "wait", 30, "hold, repoll: long-poll seconds")
+	fs.DurationVar(&c.spread, "repoll-spread", -1, "hot, repoll: after an answer with changes, wait uniform in [0, this) before re-polling; 0 re-polls at once; unset: /v1/config's repollSpreadMs (the poller's linger), else 250ms, as client.js does")
 	fs.StringVar(&c.event, "event", "", "hold: every long-poll on this one eventId instead of one per eventId; repoll, sse-arrivals: the eventId")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -92,6 +95,9 @@ func (c config) validate() error {
 	}
 	if c.kind != "304" && c.kind != "200" {
 		errs = append(errs, fmt.Errorf("-kind %q: want 304 or 200", c.kind))
+	}
+	if c.spread < -1 || c.spread > 2*time.Second {
+		errs = append(errs, fmt.Errorf("-repoll-spread %v: want 0 to 2s (client.js caps it there)", c.spread))
 	}
 	if c.rate <= 0 {
 		errs = append(errs, fmt.Errorf("-rate %v: want more than 0", c.rate))

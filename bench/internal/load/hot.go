@@ -15,6 +15,7 @@ import (
 
 type hotResult struct {
 	Subs             int     `json:"subs"`
+	RepollSpreadMs   float64 `json:"repoll_spread_ms"`
 	Waiting          float64 `json:"waiting"`
 	BytesPerWaiting  float64 `json:"bytes_per_waiting"`
 	LoadCPUSeconds   float64 `json:"load_cpu_s"`
@@ -132,8 +133,9 @@ func waiting(ctx context.Context, base string) float64 {
 }
 
 // hot measures ours alone (Centrifugo has no long-poll): the publish ack
-// latency idle, then c.subs long-polls on one eventId re-polling at once
-// after each answer while c.rate changes per second are published to it.
+// latency idle, then c.subs long-polls on one eventId, each re-polling as
+// the browser client does (after a random part of repollSpread when the
+// answer had changes), while c.rate changes per second are published to it.
 func hot(ctx context.Context, c config) (*hotResult, error) {
 	s := server{c}
 	const eventID = "hot"
@@ -156,10 +158,11 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	var answers, pollErrs atomic.Int64
 	pollCtx, cancel := context.WithCancel(ctx)
 	hc := httpClient(c.subs)
+	spread := repollSpread(ctx, c)
 	var wg sync.WaitGroup
 	for range c.subs {
 		wg.Go(func() {
-			longPoll(pollCtx, s, hc, eventID, cursor, 25, func(a pollAnswer) {
+			longPoll(pollCtx, s, hc, eventID, cursor, 25, spread, func(a pollAnswer) {
 				if a.err == nil && a.status == http.StatusOK {
 					answers.Add(1)
 					arrivals.add(a.seqs, a.at)
@@ -196,7 +199,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	cancel()
 	wg.Wait()
 
-	res := &hotResult{Subs: c.subs, Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
+	res := &hotResult{Subs: c.subs, RepollSpreadMs: ms(spread), Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
 		LoadCPUSeconds: sp.loadCPU, Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers,
 		PollErrors: pollErrs.Load(), CPUSeconds: sp.cpu, CPUusPerAnswer: sp.perItem(nAnswers),
 		AckIdleP50ms: measure.Percentile(idleMs, 50), AckStormP50ms: measure.Percentile(stormMs, 50),

@@ -58,7 +58,7 @@ func TestLongPollFollowsTheCursorAndCountsAFailedAnswer(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 3, 25, func(a pollAnswer) {
+		longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 3, 25, 0, func(a pollAnswer) {
 			answers = append(answers, a)
 		}, func() { failures++ })
 	}()
@@ -109,5 +109,66 @@ func TestRPSLearnsETagsThenCountsAnswersByStatus(t *testing.T) {
 	}
 	if asked.Load() < 3 {
 		t.Errorf("e0 asked %d times before polling, want it asked again until it had a change", asked.Load())
+	}
+}
+
+// A long-poll paces its re-polls after answers with changes as client.js
+// does: 20 answers with a spread of 100 ms take about 1 s, not a few ms
+// (19 waits uniform in [0, 100 ms) add up to less than 300 ms with a
+// probability far below 1e-9).
+func TestLongPollSpreadsItsRepollsAfterChanges(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var n atomic.Int64
+	var last atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k := n.Add(1)
+		if k > 20 {
+			cancel()
+			<-r.Context().Done()
+			return
+		}
+		last.Store(time.Now().UnixNano())
+		fmt.Fprintf(w, `{"cursor":"%d","events":[{"seq":%d,"data":{}}]}`, k, k)
+	}))
+	t.Cleanup(srv.Close)
+	start := time.Now()
+	longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 0, 25, 100*time.Millisecond, func(pollAnswer) {}, func() {})
+	if n.Load() <= 20 {
+		t.Fatalf("requests=%d, want 21", n.Load())
+	}
+	if took := time.Duration(last.Load() - start.UnixNano()); took < 300*time.Millisecond {
+		t.Fatalf("20 answers with changes took %v, want the re-polls spread (at least 300ms)", took)
+	}
+}
+
+func TestRepollSpreadIsTheClientsOne(t *testing.T) {
+	t.Parallel()
+	cfg := `{"repollSpreadMs":500}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/config" || cfg == "" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, cfg)
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name   string
+		flag   time.Duration
+		config string
+		want   time.Duration
+	}{
+		{"from /v1/config", -1, `{"repollSpreadMs":500}`, 500 * time.Millisecond},
+		{"linger off", -1, `{"repollSpreadMs":0}`, 0},
+		{"capped", -1, `{"repollSpreadMs":60000}`, 2 * time.Second},
+		{"an older poller", -1, `{}`, 250 * time.Millisecond},
+		{"the flag wins", 100 * time.Millisecond, `{"repollSpreadMs":500}`, 100 * time.Millisecond},
+	} {
+		cfg = tc.config
+		if got := repollSpread(t.Context(), config{base: srv.URL, spread: tc.flag}); got != tc.want {
+			t.Errorf("%s: repollSpread=%v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

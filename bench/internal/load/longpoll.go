@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -59,11 +61,13 @@ type pollAnswer struct {
 }
 
 // longPoll is one browser client on one eventId: it long-polls from since
-// and re-polls at once with the cursor each answer gives, until ctx ends.
+// and re-polls with the cursor each answer gives, until ctx ends. After an
+// answer with changes it first waits uniform in [0, spread), as client.js
+// does (repollDelay); after any other answer it re-polls at once.
 // Every answer read whole goes to answered; a request that fails, or an
 // answer that is not a 200 that parses, goes to failed and is followed by a
 // backoff, so a refused connection does not spin.
-func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, answered func(pollAnswer), failed func()) {
+func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, spread time.Duration, answered func(pollAnswer), failed func()) {
 	b := retry.New(100*time.Millisecond, time.Second)
 	var buf bytes.Buffer
 	for ctx.Err() == nil {
@@ -83,6 +87,9 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 				if a.err == nil && res.StatusCode == http.StatusOK {
 					since = max(since, a.cursor)
 					b.Reset()
+					if len(a.seqs) > 0 && spread > 0 {
+						_ = retry.Sleep(ctx, rand.N(spread))
+					}
 					continue
 				}
 			}
@@ -95,6 +102,29 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 	}
 }
 
+// repollSpread is the pacing of a long-poll client, as client.js takes it
+// (repollDelay): -repoll-spread when set, else /v1/config's repollSpreadMs,
+// else 250 ms; capped at 2 s.
+func repollSpread(ctx context.Context, c config) time.Duration {
+	if c.spread >= 0 {
+		return c.spread
+	}
+	d := 250 * time.Millisecond
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/config", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return d
+	}
+	defer res.Body.Close()
+	var cfg struct {
+		RepollSpreadMs *float64 `json:"repollSpreadMs"`
+	}
+	if res.StatusCode == http.StatusOK && json.NewDecoder(res.Body).Decode(&cfg) == nil && cfg.RepollSpreadMs != nil {
+		d = time.Duration(*cfg.RepollSpreadMs * float64(time.Millisecond))
+	}
+	return min(max(d, 0), 2*time.Second)
+}
+
 // repoll runs c.ids long-polls on one eventId, each re-polling at once with
 // the cursor it was given (as the browser client does), for -duration or
 // until SIGINT, and reports every answer that carried changes as [cursor,
@@ -103,6 +133,7 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 func repoll(ctx context.Context, c config) (*arrivalsResult, error) {
 	s := server{c}
 	hc := httpClient(c.ids)
+	spread := repollSpread(ctx, c)
 	ctx, cancel := context.WithTimeout(ctx, c.duration)
 	defer cancel()
 	var n, errs atomic.Int64
@@ -112,7 +143,7 @@ func repoll(ctx context.Context, c config) (*arrivalsResult, error) {
 	for i := range c.ids {
 		wg.Go(func() {
 			local := map[int]int64{}
-			longPoll(ctx, s, hc, c.event, c.since, c.wait, func(a pollAnswer) {
+			longPoll(ctx, s, hc, c.event, c.since, c.wait, spread, func(a pollAnswer) {
 				n.Add(1)
 				local[a.status]++
 				if a.err == nil && len(a.seqs) > 0 {
