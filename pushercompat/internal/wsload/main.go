@@ -46,14 +46,15 @@ func main() {
 	parallel := flag.Int("parallel", 64, "dials in flight (the listen backlog is finite)")
 	maxEvents := flag.Int("max-events", 100000, "largest event index counted")
 	loops := flag.Int("loops", runtime.GOMAXPROCS(0), "epoll reader threads")
+	nap := flag.Duration("nap", 500*time.Microsecond, "pause between reads while frames keep coming (0: block in epoll_wait every time)")
 	flag.Parse()
-	if err := run(*u, *n, *channel, *parallel, *maxEvents, max(*loops, 1)); err != nil {
+	if err := run(*u, *n, *channel, *parallel, *maxEvents, max(*loops, 1), *nap); err != nil {
 		fmt.Fprintln(os.Stderr, "wsload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(rawURL string, n int, channel string, parallel, maxEvents, loops int) error {
+func run(rawURL string, n int, channel string, parallel, maxEvents, loops int, nap time.Duration) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+256 {
 		lim.Cur = min(lim.Max, uint64(n)+256)
@@ -77,7 +78,7 @@ func run(rawURL string, n int, channel string, parallel, maxEvents, loops int) e
 	counts := make([]atomic.Int32, maxEvents)
 	rs := make([]*reader, loops)
 	for i := range rs {
-		r, err := newReader(counts, int32(n), say)
+		r, err := newReader(counts, int32(n), nap, say)
 		if err != nil {
 			return err
 		}
@@ -249,14 +250,15 @@ type reader struct {
 	n       int32
 	say     func(string, ...any)
 	scratch []byte
+	nap     time.Duration // see loop
 }
 
-func newReader(counts []atomic.Int32, n int32, say func(string, ...any)) (*reader, error) {
+func newReader(counts []atomic.Int32, n int32, nap time.Duration, say func(string, ...any)) (*reader, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	r := &reader{epfd: epfd, conns: make(map[int]*conn), counts: counts, n: n, say: say, scratch: make([]byte, 64<<10)}
+	r := &reader{epfd: epfd, conns: make(map[int]*conn), counts: counts, n: n, nap: nap, say: say, scratch: make([]byte, 64<<10)}
 	if err := syscall.Pipe2(r.wake[:], syscall.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("pipe2: %w", err)
 	}
@@ -293,8 +295,9 @@ func (r *reader) loop() {
 	}
 	r.mu.Unlock()
 	events := make([]syscall.EpollEvent, 1024)
+	timeout := -1
 	for {
-		k, err := syscall.EpollWait(r.epfd, events, -1)
+		k, err := syscall.EpollWait(r.epfd, events, timeout)
 		if err != nil {
 			if errors.Is(err, syscall.EINTR) {
 				continue
@@ -310,27 +313,45 @@ func (r *reader) loop() {
 				}
 				return
 			}
-			c := r.conns[fd]
-			if c == nil {
-				continue
+			if c := r.conns[fd]; c != nil {
+				r.readFrom(c)
 			}
-			m, err := syscall.Read(fd, r.scratch)
-			if err == syscall.EAGAIN || err == syscall.EINTR {
-				continue
-			}
-			if m <= 0 {
-				fmt.Fprintf(os.Stderr, "wsload: a socket ended (%v)\n", err)
-				r.drop(c)
-				continue
-			}
-			p := r.scratch[:m]
-			if len(c.partial) > 0 {
-				p = append(c.partial, p...)
-				c.partial = nil
-			}
-			r.consume(c, p)
+		}
+		switch {
+		case k == 0:
+			// Nothing came during the nap: block until something does.
+			timeout = -1
+		case k < len(events) && r.nap > 0:
+			// Fewer ready than asked for: the server may still be
+			// writing. Nap instead of blocking, so that its writes in the
+			// meantime find no thread to wake: a wake-up per frame (an
+			// IPI on a VM) costs the server's CPU more than the reading
+			// costs this one. A frame waits at most the nap for its read.
+			time.Sleep(r.nap)
+			timeout = 0
+		default:
+			timeout = 0
 		}
 	}
+}
+
+// readFrom reads what one ready socket has and handles its frames.
+func (r *reader) readFrom(c *conn) {
+	m, err := syscall.Read(c.fd, r.scratch)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return
+	}
+	if m <= 0 {
+		fmt.Fprintf(os.Stderr, "wsload: a socket ended (%v)\n", err)
+		r.drop(c)
+		return
+	}
+	p := r.scratch[:m]
+	if len(c.partial) > 0 {
+		p = append(c.partial, p...)
+		c.partial = nil
+	}
+	r.consume(c, p)
 }
 
 func (r *reader) drop(c *conn) {
