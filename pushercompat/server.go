@@ -48,7 +48,9 @@ type Options struct {
 	// ping before it closes the socket with 4201. Zero means 30 s.
 	PongTimeout time.Duration
 	// WriteTimeout bounds one write to a socket; a socket that cannot take
-	// a frame in that time is closed. Zero means 10 s.
+	// a frame in that time is closed. The sweeper enforces it (writes carry
+	// no timer), so it fires up to a quarter of itself, at most 1 s, late.
+	// Zero means 10 s.
 	WriteTimeout time.Duration
 	// SendQueue is the most frames waiting for one socket; a socket that
 	// falls that far behind is closed with 4100 (pusher-js reconnects after

@@ -402,6 +402,42 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	}
 }
 
+// TestAStuckWriteIsCutAfterTheWriteTimeout: a socket that stops reading
+// with a send queue too long to fill ends when one write has been blocked
+// for the write timeout: the sweeper enforces it, writes carry no timer.
+// (That the others keep receiving meanwhile is
+// TestMoreStuckSocketsThanWritersDoNotHoldUpOthers.)
+func TestAStuckWriteIsCutAfterTheWriteTimeout(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	s := Start(t, Options{SendQueue: 1 << 20, WriteTimeout: time.Second, Registerer: reg})
+	pc := s.Client(10 * time.Second)
+	stuck := dialSmallWindow(t, s)
+	stuck.mustSubscribe("event-e6", "")
+
+	data := strings.Repeat("x", 10000)
+	batch := make([]pusher.Event, 10)
+	for i := range batch {
+		batch[i] = pusher.Event{Channel: "event-e6", Name: "vote.updated", Data: data}
+	}
+	// A few megabytes, far more than the kernel buffers for a window of
+	// 4 KiB, and far fewer frames than the send queue holds: only the
+	// write timeout can end the socket.
+	for range 30 {
+		if _, err := pc.TriggerBatch(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, time.Minute, func() bool { return s.Subscribers("event-e6") == 0 },
+		"the stuck socket is still subscribed")
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "write_error") == 1
+	}, "the stuck socket did not end as a write error")
+	if n := testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer"); n != 0 {
+		t.Fatalf("%v sockets closed as slow consumers, want the write timeout to end it", n)
+	}
+}
+
 func TestCloseSendsReconnectToEverySocket(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{})
