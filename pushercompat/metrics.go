@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nostressplanner/liveupdates/ops"
 )
 
 // metrics of the server. Labels come from closed sets: status codes, the
@@ -28,35 +30,40 @@ const (
 	reasonRefused      = "refused"       // unknown app or protocol: 40xx at the handshake
 )
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// subsystem names the role in every metric: liveupdates_pushercompat_….
+const subsystem = "pushercompat"
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "liveupdates_pushercompat_requests_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "requests_total",
 			Help: "HTTP API requests by answered status (dropped: no answer).",
 		}, []string{"code"}),
 		sockets: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "liveupdates_pushercompat_sockets",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "sockets",
 			Help: "Open WebSocket connections past the handshake.",
 		}),
 		opened: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "liveupdates_pushercompat_sockets_opened_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "sockets_opened_total",
 			Help: "WebSocket connections that got connection_established.",
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "liveupdates_pushercompat_sockets_closed_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "sockets_closed_total",
 			Help: "WebSocket connections ended, by reason (client, shutdown, slow_consumer, pong_timeout, write_error, fault, refused).",
 		}, []string{"reason"}),
 		subscriptions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "liveupdates_pushercompat_subscriptions_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "subscriptions_total",
 			Help: "Subscribe requests by result (ok, auth_error, invalid).",
 		}, []string{"result"}),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "liveupdates_pushercompat_frames_sent_total",
+			Namespace: ops.Namespace, Subsystem: subsystem, Name: "frames_sent_total",
 			Help: "Frames written to sockets (events, protocol messages).",
 		}),
 	}
-	reg.MustRegister(m.requests, m.sockets, m.opened, m.closed, m.subscriptions, m.sent)
-	return m
+	if err := ops.Register(reg, m.requests, m.sockets, m.opened, m.closed, m.subscriptions, m.sent); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func statusLabel(status int) string {

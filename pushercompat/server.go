@@ -1,6 +1,7 @@
 package pushercompat
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -138,8 +139,18 @@ type Server struct {
 }
 
 // New returns a server that is not listening; serve Handler() yourself, or
-// use Start. It panics on negative limits, which are a bug in the test.
+// use Start. It panics where NewServer returns an error (negative limits,
+// metrics that do not register), which are a bug in the test.
 func New(opts Options) *Server {
+	s, err := NewServer(opts)
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// NewServer is New returning its errors instead of panicking.
+func NewServer(opts Options) (*Server, error) {
 	o := Options{
 		AppID: "1", Key: "key", Secret: "secret",
 		MaxPayloadBytes: DefaultMaxPayloadBytes, MaxBatch: DefaultMaxBatch, MaxChannels: DefaultMaxChannels,
@@ -157,7 +168,7 @@ func New(opts Options) *Server {
 	}
 	if len(bad) > 0 {
 		slices.Sort(bad)
-		panic("pushercompat: negative Options: " + strings.Join(bad, ", "))
+		return nil, errors.New("pushercompat: negative Options: " + strings.Join(bad, ", "))
 	}
 	if opts.AppID != "" {
 		o.AppID = opts.AppID
@@ -191,7 +202,10 @@ func New(opts Options) *Server {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	met := newMetrics(reg)
+	met, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("pushercompat: %w", err)
+	}
 	s := &Server{
 		creds:       credentials{key: o.Key, secret: o.Secret},
 		appID:       o.AppID,
@@ -213,7 +227,7 @@ func New(opts Options) *Server {
 		originPatterns:  slices.Clone(opts.OriginPatterns),
 	}, met, log)
 	s.store.onAdd = s.hub.publish
-	return s
+	return s, nil
 }
 
 func orDefault[T time.Duration | int](v, def T) T {
@@ -227,7 +241,10 @@ func orDefault[T time.Duration | int](v, def T) T {
 // t.Cleanup.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s := New(opts)
+	s, err := NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(s.Close)
 	return s

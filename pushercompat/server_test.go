@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/pusher/pusher-http-go/v5"
 
 	"github.com/nostressplanner/liveupdates/testutil"
@@ -487,4 +488,26 @@ func TestServerFromNewHasNoAddress(t *testing.T) {
 		}
 	}()
 	s.Client(0)
+}
+
+// A second server on the same registry is an error from NewServer, not a
+// panic inside prometheus: dev builds it from its one registry.
+func TestNewServerReturnsRegistrationError(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := NewServer(Options{Registerer: reg}); err != nil {
+		t.Fatalf("first NewServer: %v", err)
+	}
+	_, err := NewServer(Options{Registerer: reg})
+	if err == nil || !strings.Contains(err.Error(), "register metrics") {
+		t.Fatalf("second NewServer on one registry: err=%v, want a register metrics error", err)
+	}
+}
+
+func TestNewServerReturnsNegativeOptions(t *testing.T) {
+	t.Parallel()
+	_, err := NewServer(Options{SendQueue: -1})
+	if err == nil || err.Error() != "pushercompat: negative Options: SendQueue=-1" {
+		t.Fatalf("err=%v, want the negative option named", err)
+	}
 }
