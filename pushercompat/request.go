@@ -9,13 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/nostressplanner/liveupdates/wire"
 )
 
-// Pusher's fixed naming rules (docs "Channel Naming Conventions", REST API).
-const (
-	maxChannelName = 164
-	maxEventName   = 200
-)
+// Pusher's limit on event names (REST API); the channel rule is wire's.
+const maxEventName = 200
 
 // apiError is a refusal: the status and the plain-text body Pusher-style.
 type apiError struct {
@@ -207,23 +206,27 @@ func checkChannel(ch string) *apiError {
 	if ch == "" {
 		return badRequest("Invalid channel name \"\": empty")
 	}
-	if len(ch) > maxChannelName {
-		return badRequest("Invalid channel name: %d bytes, at most %d allowed", len(ch), maxChannelName)
+	if len(ch) > wire.MaxPusherChannelLen {
+		return badRequest("Invalid channel name: %d bytes, at most %d allowed", len(ch), wire.MaxPusherChannelLen)
 	}
-	for i := 0; i < len(ch); i++ {
-		if !channelByte(ch[i]) {
-			return badRequest("Invalid channel name %q: only [A-Za-z0-9_\\-=@,.;] allowed", ch)
-		}
+	if !channelChars(ch) {
+		return badRequest("Invalid channel name %q: only [A-Za-z0-9_\\-=@,.;] allowed", ch)
 	}
 	return nil
 }
 
-func channelByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+// validChannel is checkChannel's rule without its answers, for subscribe.
+func validChannel(ch string) bool {
+	return ch != "" && len(ch) <= wire.MaxPusherChannelLen && channelChars(ch)
+}
+
+func channelChars(ch string) bool {
+	for i := 0; i < len(ch); i++ {
+		if !wire.PusherChannelByte(ch[i]) {
+			return false
+		}
 	}
-	return strings.IndexByte("_-=@,.;", c) >= 0
+	return true
 }
 
 func checkEventName(name string) *apiError {

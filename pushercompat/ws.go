@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +40,6 @@ const (
 	// client cannot grow the channel index without limit.
 	maxChannelsPerSocket = 100
 )
-
-var channelName = regexp.MustCompile(`^[A-Za-z0-9_\-=@,.;]+$`)
 
 // Fixed frames, built once.
 var (
@@ -656,7 +653,7 @@ func (s *socket) handle(data []byte) {
 // with a 40xx code would stop pusher-js for good.
 func (s *socket) subscribe(ch, auth string) {
 	switch {
-	case ch == "" || len(ch) > maxChannelName || !channelName.MatchString(ch):
+	case !validChannel(ch):
 		s.subscriptionError(ch, http.StatusBadRequest, "Invalid channel name")
 		s.h.met.subscriptions.WithLabelValues("invalid").Inc()
 		return
