@@ -4,14 +4,11 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/pusher/pusher-http-go/v5"
 
 	"github.com/nostressplanner/liveupdates/testutil"
 )
@@ -61,26 +58,8 @@ func TestMoreStuckSocketsThanWritersDoNotHoldUpOthers(t *testing.T) {
 	fast := dial(t, s)
 	fast.mustSubscribe("event-e7", "")
 
-	var received atomic.Int64
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		for {
-			m, err := fast.readErr(2 * time.Minute)
-			if err != nil {
-				return
-			}
-			if m.Event == "vote.updated" {
-				received.Add(1)
-			}
-		}
-	}()
-
-	data := strings.Repeat("x", 10000)
-	batch := make([]pusher.Event, 10)
-	for i := range batch {
-		batch[i] = pusher.Event{Channel: "event-e7", Name: "vote.updated", Data: data}
-	}
+	received, readDone := countUpdates(fast, 2*time.Minute)
+	batch := bigBatch("event-e7")
 	blocked := func() int {
 		now := time.Now().UnixNano()
 		s.hub.mu.RLock()

@@ -49,6 +49,36 @@ func wsURL(s *Server, key string) string {
 }
 
 // dial connects and reads the handshake.
+// countUpdates counts the vote.updated events c reads until its
+// connection ends or stays silent for idle; done closes when it stops.
+func countUpdates(c *wsClient, idle time.Duration) (received *atomic.Int64, done <-chan struct{}) {
+	received = new(atomic.Int64)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		for {
+			m, err := c.readErr(idle)
+			if err != nil {
+				return
+			}
+			if m.Event == "vote.updated" {
+				received.Add(1)
+			}
+		}
+	}()
+	return received, readDone
+}
+
+// bigBatch is ten vote.updated events of 10,000 bytes on channel: a batch
+// that fills a socket that does not read in a few triggers.
+func bigBatch(channel string) []pusher.Event {
+	batch := make([]pusher.Event, 10)
+	for i := range batch {
+		batch[i] = pusher.Event{Channel: channel, Name: "vote.updated", Data: strings.Repeat("x", 10000)}
+	}
+	return batch
+}
+
 func dial(t testing.TB, s *Server) *wsClient {
 	t.Helper()
 	c := dialRaw(t, wsURL(s, s.creds.key))
@@ -348,26 +378,8 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	slow.mustSubscribe("event-e4", "")
 	fast.mustSubscribe("event-e4", "")
 
-	var received atomic.Int64
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		for {
-			m, err := fast.readErr(60 * time.Second)
-			if err != nil {
-				return
-			}
-			if m.Event == "vote.updated" {
-				received.Add(1)
-			}
-		}
-	}()
-
-	data := strings.Repeat("x", 10000)
-	batch := make([]pusher.Event, 10)
-	for i := range batch {
-		batch[i] = pusher.Event{Channel: "event-e4", Name: "vote.updated", Data: data}
-	}
+	received, readDone := countUpdates(fast, 60*time.Second)
+	batch := bigBatch("event-e4")
 	sent := 0
 	slowClosed := func() bool {
 		return testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer") == 1
@@ -415,11 +427,7 @@ func TestAStuckWriteIsCutAfterTheWriteTimeout(t *testing.T) {
 	stuck := dialSmallWindow(t, s)
 	stuck.mustSubscribe("event-e6", "")
 
-	data := strings.Repeat("x", 10000)
-	batch := make([]pusher.Event, 10)
-	for i := range batch {
-		batch[i] = pusher.Event{Channel: "event-e6", Name: "vote.updated", Data: data}
-	}
+	batch := bigBatch("event-e6")
 	// A few megabytes, far more than the kernel buffers for a window of
 	// 4 KiB, and far fewer frames than the send queue holds: only the
 	// write timeout can end the socket.
