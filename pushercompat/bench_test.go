@@ -38,7 +38,10 @@ func BenchmarkHandlerVsBaseline(b *testing.B) {
 				}
 				io.WriteString(w, "{}") //nolint:errcheck
 			})
-			s := New(Options{})
+			s, err := New(Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.Cleanup(s.Close)
 			run := func(h http.Handler, n int) time.Duration {
 				s.Reset() // keep the record from growing without bound

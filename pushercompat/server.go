@@ -139,18 +139,8 @@ type Server struct {
 }
 
 // New returns a server that is not listening; serve Handler() yourself, or
-// use Start. It panics where NewServer returns an error (negative limits,
-// metrics that do not register), which are a bug in the test.
-func New(opts Options) *Server {
-	s, err := NewServer(opts)
-	if err != nil {
-		panic(err.Error())
-	}
-	return s
-}
-
-// NewServer is New returning its errors instead of panicking.
-func NewServer(opts Options) (*Server, error) {
+// use Start. It refuses negative limits and metrics that do not register.
+func New(opts Options) (*Server, error) {
 	o := Options{
 		AppID: "1", Key: "key", Secret: "secret",
 		MaxPayloadBytes: DefaultMaxPayloadBytes, MaxBatch: DefaultMaxBatch, MaxChannels: DefaultMaxChannels,
@@ -241,7 +231,7 @@ func orDefault[T time.Duration | int](v, def T) T {
 // t.Cleanup.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s, err := NewServer(opts)
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -467,18 +467,18 @@ func TestConcurrentPublishersAreAllRecorded(t *testing.T) {
 
 func TestNewValidatesOptions(t *testing.T) {
 	t.Parallel()
-	defer func() {
-		r := recover()
-		if msg, _ := r.(string); msg != "pushercompat: negative Options: MaxBatch=-1, MaxPayloadBytes=-2" {
-			t.Fatalf("recover()=%v, want the negative options named", r)
-		}
-	}()
-	New(Options{MaxBatch: -1, MaxPayloadBytes: -2})
+	_, err := New(Options{MaxBatch: -1, MaxPayloadBytes: -2})
+	if err == nil || err.Error() != "pushercompat: negative Options: MaxBatch=-1, MaxPayloadBytes=-2" {
+		t.Fatalf("err=%v, want the negative options named", err)
+	}
 }
 
 func TestServerFromNewHasNoAddress(t *testing.T) {
 	t.Parallel()
-	s := New(Options{})
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s.URL() != "" || s.Host() != "" {
 		t.Fatalf("URL()=%q Host()=%q, want empty", s.URL(), s.Host())
 	}
@@ -490,24 +490,16 @@ func TestServerFromNewHasNoAddress(t *testing.T) {
 	s.Client(0)
 }
 
-// A second server on the same registry is an error from NewServer, not a
+// A second server on the same registry is an error from New, not a
 // panic inside prometheus: dev builds it from its one registry.
-func TestNewServerReturnsRegistrationError(t *testing.T) {
+func TestNewReturnsRegistrationError(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	if _, err := NewServer(Options{Registerer: reg}); err != nil {
-		t.Fatalf("first NewServer: %v", err)
+	if _, err := New(Options{Registerer: reg}); err != nil {
+		t.Fatalf("first New: %v", err)
 	}
-	_, err := NewServer(Options{Registerer: reg})
+	_, err := New(Options{Registerer: reg})
 	if err == nil || !strings.Contains(err.Error(), "register metrics") {
-		t.Fatalf("second NewServer on one registry: err=%v, want a register metrics error", err)
-	}
-}
-
-func TestNewServerReturnsNegativeOptions(t *testing.T) {
-	t.Parallel()
-	_, err := NewServer(Options{SendQueue: -1})
-	if err == nil || err.Error() != "pushercompat: negative Options: SendQueue=-1" {
-		t.Fatalf("err=%v, want the negative option named", err)
+		t.Fatalf("second New on one registry: err=%v, want a register metrics error", err)
 	}
 }

@@ -165,7 +165,11 @@ func runDev(ctx context.Context, env *settings) error {
 			return fmt.Errorf("dev's pusher-compatible server cannot listen on LIVE_DEV_PUSHER_ADDR=%q (is another dev running? set LIVE_DEV_PUSHER_ADDR, or PUSHER_* to use pusher): %w", dc.pusherAddr, err)
 		}
 		var ps *pushercompat.Server
-		local, ps = devPusherServer(r, ln, dc.pusherHost)
+		local, ps, err = devPusherServer(r, ln, dc.pusherHost)
+		if err != nil {
+			ln.Close()
+			return err
+		}
 		defer ps.Close()
 	}
 	p, err := newPoller(r, pollCfg)

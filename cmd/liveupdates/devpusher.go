@@ -69,14 +69,17 @@ func devPusherAddr(addr string) (string, error) {
 // returned ops.Server's BeforeDrain closes every WebSocket with 4200
 // (pusher-js reconnects at once), which http.Server.Shutdown would not do:
 // they are hijacked.
-func devPusherServer(r *role, ln net.Listener, hostport string) (*ops.Server, *pushercompat.Server) {
+func devPusherServer(r *role, ln net.Listener, hostport string) (*ops.Server, *pushercompat.Server, error) {
 	log := r.log.WithField("component", "pushercompat")
-	ps := pushercompat.New(pushercompat.Options{
+	ps, err := pushercompat.New(pushercompat.Options{
 		AppID: devPusherAppID, Key: devPusherKey, Secret: devPusherSecret,
 		RecordLimit: devPusherRecord,
 		Log:         log,
 		Registerer:  r.reg,
 	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dev's pusher-compatible server: %w", err)
+	}
 	log.WithFields(logrus.Fields{
 		"websocket_url": fmt.Sprintf("ws://%s/app/%s", hostport, devPusherKey),
 		"rest_url":      fmt.Sprintf("http://%s/apps/%s/events", hostport, devPusherAppID),
@@ -89,5 +92,5 @@ func devPusherServer(r *role, ln net.Listener, hostport string) (*ops.Server, *p
 		Handler:     ps.Handler(),
 		Log:         log,
 		BeforeDrain: ps.Close,
-	}, ps
+	}, ps, nil
 }
