@@ -63,11 +63,12 @@ func drainWith(b *testing.B, replicas, lanes, n int) time.Duration {
 // BenchmarkPartitionedReplicas measures what a second replica adds in
 // partitioned mode when Pusher is slow (40 ms per request): the events/s
 // of one replica and of two over the same backlog, and their ratio
-// (issue 9 item 1 wants at least 1.6), for a replica sending one and two
-// requests at a time (LIVE_RELAY_MAX_IN_FLIGHT). Run with -benchtime=1x.
+// (issue 9 item 1 wants at least 1.6), for a replica sending one, two and
+// four (the default) requests at a time (LIVE_RELAY_MAX_IN_FLIGHT). Run
+// with -benchtime=1x.
 func BenchmarkPartitionedReplicas(b *testing.B) {
 	n := *replicaEvents
-	for _, lanes := range []int{1, 2} {
+	for _, lanes := range []int{1, 2, 4} {
 		b.Run("in-flight-"+strconv.Itoa(lanes), func(b *testing.B) {
 			for b.Loop() {
 				one := float64(n) / drainWith(b, 1, lanes, n).Seconds()
