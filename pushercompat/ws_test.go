@@ -405,7 +405,10 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	sent += len(batch)
 	testutil.Eventually(t, 30*time.Second, func() bool { return s.Subscribers("event-e4") == 1 }, "the slow socket is still subscribed")
 	testutil.Eventually(t, 60*time.Second, func() bool { return received.Load() == int64(sent) },
-		"the reading socket did not get all %d events", sent)
+		"the reading socket got %d of %d events (sockets closed: slow consumers %v, missed pongs %v, all %v)", received.Load(), sent,
+		testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "slow_consumer"),
+		testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", "pong_timeout"),
+		testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total"))
 	fast.c.CloseNow() //nolint:errcheck // done reading
 	<-readDone
 	code := slow.closeCode()
