@@ -195,9 +195,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range changes {
-			p.log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).Info("stream limit updated")
-		}
+		stream.LogChanges(p.log, p.scfg.WithDefaults().Name, changes)
 		st = s
 		return nil
 	})

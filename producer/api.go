@@ -178,10 +178,7 @@ func (a *API) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range changes {
-			log.WithFields(logrus.Fields{"field": c.Field, "old": c.Old, "new": c.New}).
-				Warn("stream limit updated to match configuration")
-		}
+		stream.LogChanges(a.log, name, changes)
 		return nil
 	})
 	if errors.Is(err, stream.ErrConflict) {

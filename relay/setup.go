@@ -30,12 +30,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	)
 	err := r.retrySetup(ctx, func(ctx context.Context) error {
 		var err error
-		if st, _, err = stream.Ensure(ctx, r.js, r.streams); err != nil {
+		var changes []stream.Change
+		if st, changes, err = stream.Ensure(ctx, r.js, r.streams); err != nil {
 			return err
 		}
-		if _, _, err = stream.Ensure(ctx, r.js, r.streams.DLQ()); err != nil {
+		stream.LogChanges(r.log, r.streams.WithDefaults().Name, changes)
+		if _, changes, err = stream.Ensure(ctx, r.js, r.streams.DLQ()); err != nil {
 			return err
 		}
+		stream.LogChanges(r.log, r.streams.DLQ().Name, changes)
 		if r.cfg.Partitions > 0 {
 			pt, err = r.setUpPartitions(ctx)
 			return err

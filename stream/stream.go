@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sirupsen/logrus"
+
 	"github.com/nostressplanner/liveupdates/env"
 	"github.com/nostressplanner/liveupdates/wire"
 )
@@ -190,6 +192,16 @@ type Manager interface {
 type Change struct {
 	Field    string
 	Old, New string
+}
+
+// LogChanges logs each limit Ensure changed on stream name, the same way for
+// every role: an operator sees which process brought the stream back to its
+// configuration.
+func LogChanges(log logrus.FieldLogger, name string, changes []Change) {
+	for _, c := range changes {
+		log.WithFields(logrus.Fields{"stream": name, "field": c.Field, "old": c.Old, "new": c.New}).
+			Warn("stream limit updated to match configuration")
+	}
 }
 
 // Ensure creates the stream, or checks an existing one against c. Limits

@@ -287,9 +287,6 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg stream.Config
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", name, err)
 	}
-	for _, c := range changes {
-		log.WithFields(logrus.Fields{"stream": name, "field": c.Field, "old": c.Old, "new": c.New}).
-			Warn("stream limit updated to match configuration")
-	}
+	stream.LogChanges(log, name, changes)
 	return nil
 }
