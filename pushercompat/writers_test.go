@@ -2,6 +2,7 @@ package pushercompat
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"syscall"
@@ -58,7 +59,7 @@ func TestMoreStuckSocketsThanWritersDoNotHoldUpOthers(t *testing.T) {
 	fast := dial(t, s)
 	fast.mustSubscribe("event-e7", "")
 
-	received, readDone := countUpdates(fast, 2*time.Minute)
+	fastCount := countUpdates(fast, 2*time.Minute)
 	batch := bigBatch("event-e7")
 	blocked := func() int {
 		now := time.Now().UnixNano()
@@ -72,6 +73,12 @@ func TestMoreStuckSocketsThanWritersDoNotHoldUpOthers(t *testing.T) {
 		}
 		return n
 	}
+	withBlocked := func(err error) error {
+		if err != nil {
+			return fmt.Errorf("%w, with %d sockets blocked", err, blocked())
+		}
+		return nil
+	}
 	sent := 0
 	deadline := time.Now().Add(2 * time.Minute)
 	for blocked() < stuck {
@@ -82,8 +89,7 @@ func TestMoreStuckSocketsThanWritersDoNotHoldUpOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 		sent += len(batch)
-		testutil.Eventually(t, time.Minute, func() bool { return received.Load() == int64(sent) },
-			"the reading socket got %d of %d events with %d sockets blocked", received.Load(), sent, blocked())
+		testutil.EventuallyErr(t, time.Minute, func() error { return withBlocked(fastCount.got(sent)) })
 	}
 	for range 3 {
 		if _, err := pc.TriggerBatch(batch); err != nil {
@@ -91,8 +97,6 @@ func TestMoreStuckSocketsThanWritersDoNotHoldUpOthers(t *testing.T) {
 		}
 		sent += len(batch)
 	}
-	testutil.Eventually(t, time.Minute, func() bool { return received.Load() == int64(sent) },
-		"the reading socket got %d of %d events with %d sockets blocked", received.Load(), sent, blocked())
-	fast.c.CloseNow() //nolint:errcheck // done reading
-	<-readDone
+	testutil.EventuallyErr(t, time.Minute, func() error { return withBlocked(fastCount.got(sent)) })
+	fastCount.stop(fast)
 }
