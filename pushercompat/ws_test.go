@@ -461,6 +461,68 @@ func TestASlowSocketIsClosedAndOthersStillReceive(t *testing.T) {
 	}
 }
 
+// TestAWriterThatDoesNotComeClosesTheSocketWith4100 is, made
+// deterministic, what CPU starvation did to the slow-socket test's reading
+// socket: frames queue up while no writer runs for the socket, and the one
+// past SendQueue closes it with 4100 (pusher-js reconnects after a second
+// and the client catches up); no frame is dropped without the close.
+func TestAWriterThatDoesNotComeClosesTheSocketWith4100(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	s := Start(t, Options{SendQueue: 4, Registerer: reg})
+	pc := s.Client(0)
+	cl := dial(t, s)
+	cl.mustSubscribe("event-e10", "")
+	sk := serverSocket(t, s, cl.socketID)
+	// Once the writer of subscription_succeeded is done, the socket waits
+	// for a writer that never comes: writing set, nothing scheduled, as
+	// when every worker is off the CPU.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		sk.mu.Lock()
+		defer sk.mu.Unlock()
+		if sk.writing || sk.pending != 0 {
+			return false
+		}
+		sk.writing = true
+		return true
+	}, "the socket's writer did not finish the subscription_succeeded")
+	for i := range 4 {
+		if err := pc.Trigger("event-e10", "vote.updated", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sk.mu.Lock()
+	pending, closing := sk.pending, sk.closing
+	sk.mu.Unlock()
+	if pending != 4 || closing {
+		t.Fatalf("after 4 frames: pending=%d closing=%v, want 4 queued and the socket open", pending, closing)
+	}
+	if err := pc.Trigger("event-e10", "vote.updated", "one too many"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.readErr(20 * time.Second); websocket.CloseStatus(err) != CodeOverCapacity {
+		t.Fatalf("after the frame past the queue, the client read %v, want the close 4100", err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return s.Subscribers("event-e10") == 0 &&
+			testutil.MetricSum(t, reg, "liveupdates_pushercompat_sockets_closed_total", "reason", reasonSlowConsumer) == 1
+	}, "the socket is still subscribed or not counted as a slow consumer")
+}
+
+// serverSocket returns the server's side of the socket with id.
+func serverSocket(t *testing.T, s *Server, id string) *socket {
+	t.Helper()
+	s.hub.mu.RLock()
+	defer s.hub.mu.RUnlock()
+	for sk := range s.hub.sockets {
+		if sk.id == id {
+			return sk
+		}
+	}
+	t.Fatalf("no socket %s on the server", id)
+	return nil
+}
+
 // TestAStuckWriteIsCutAfterTheWriteTimeout: a socket that stops reading
 // with a send queue too long to fill ends when one write has been blocked
 // for the write timeout: the sweeper enforces it, writes carry no timer.
