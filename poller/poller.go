@@ -135,6 +135,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	p.m = m
 	p.pk = &parking{p: p}
 	p.waits.onWake = p.pk.wake
+	p.waits.onSSE = func(g *sseGroup) { p.pk.enqueueSSE(sseJob{g: g}) }
 	p.idx.changed = p.waits.wake
 	return p, nil
 }
@@ -215,6 +216,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { p.housekeep(ctx) })
+	wg.Go(func() { p.sweepSSE(ctx) })
 
 	var thr retry.Throttle
 	wait := func(err error, msg string) bool {
