@@ -60,8 +60,9 @@ type Poller struct {
 	sse   *streams
 
 	frames frameCache // SSE frames of recent changes, shared by streams
-	// sseBaseline encodes every SSE frame per stream and moves the write
-	// deadline on every write, as before: BenchmarkSSEFanout's baseline.
+	// sseBaseline keeps SSE streams on their goroutines, encodes every
+	// frame per stream and moves the write deadline on every write, as
+	// before: BenchmarkSSEFanout's baseline.
 	sseBaseline atomic.Bool
 	deepSem     chan struct{}    // bounds deep resumes in flight
 	configJSON  []byte           // GET /v1/config, built once

@@ -33,6 +33,10 @@ import (
 //     misses it closes the stream and the browser resumes with
 //     Last-Event-ID. Drain moves every stream's deadline to now, so
 //     SIGTERM never waits on a writer stuck in a full socket.
+//
+// That is the goroutine path, which every stream starts on: once an
+// HTTP/1.1 stream has caught up it is parked (ssepark.go) and its handler
+// returns.
 
 // handleStream serves Server-Sent Events: id = seq, event = type, data =
 // envelope; a reset is an event named "reset". It resumes from

@@ -6,8 +6,9 @@ import (
 )
 
 // waiters holds the reads waiting for an eventId's next change: channel
-// waiters (a long-poll on the plain net/http path, an SSE stream) and
-// parked connections (see park.go). The index knows nothing of them: it
+// waiters (a long-poll on the plain net/http path, an SSE stream on its
+// goroutine), parked connections (see park.go) and parked SSE streams,
+// which stay across changes (see ssepark.go). The index knows nothing of them: it
 // calls wake for every eventId that changes or is evicted, under its write
 // lock, and a read registers its waiter through readOpts.wait under its
 // read lock, so no change can slip between a read and its wait. Lock
