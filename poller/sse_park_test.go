@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,12 +97,12 @@ func TestParkedSSEStreamThatStopsReadingIsClosedAndTheOthersStillReceive(t *test
 	}
 	h.parkedStreams(readers + 1)
 
-	// 24 × 256 KB, one round each (every reader has a change before the
-	// next is published): more than the stuck socket takes (its send
-	// buffer may grow to 4 MiB) and than sseParkPendingMax; the readers
-	// never wait on the stuck one.
+	// 256 KB changes, one round each (every reader has a change before
+	// the next is published), 2 MiB more than the stuck socket's send
+	// buffer can grow to: the rest waits in the stream, more than
+	// sseParkPendingMax. The readers never wait on the stuck one.
 	pad := strings.Repeat("x", 256<<10)
-	for i := range 24 {
+	for i := range (maxSendBuffer(t) + 2<<20) / (256 << 10) {
 		seq := testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
 		for r, events := range all {
 			expectEvents(t, fmt.Sprintf("reader %d", r), events, []uint64{seq})
@@ -259,4 +260,19 @@ func TestSSEStreamsThatCannotParkKeepTheirGoroutine(t *testing.T) {
 	s := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
 	expectEvents(t, "HTTP/1.0", events10, []uint64{s})
 	expectEvents(t, "Park=off", eventsOff, []uint64{s})
+}
+
+// maxSendBuffer is the most a TCP socket's send buffer grows to here
+// (tcp_wmem's maximum).
+func maxSendBuffer(t *testing.T) int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		return 4 << 20 // Linux's usual maximum
+	}
+	f := strings.Fields(string(b))
+	n, err := strconv.Atoi(f[len(f)-1])
+	if err != nil {
+		t.Fatalf("tcp_wmem %q: %v", b, err)
+	}
+	return n
 }
