@@ -276,3 +276,41 @@ func maxSendBuffer(t *testing.T) int {
 	}
 	return n
 }
+
+// A burst that outruns the rounds pushes a parked group's cursor below the
+// ring: its streams get the dropped changes from the stream, then the
+// ring's, every one in order, and stay parked (the goroutine path's deep
+// resume, not a reconnect).
+func TestParkedSSEGroupBelowTheRingPagesThroughTheStream(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	h := startPoller(t, srv, Config{RingSize: 2, SSEMaxPerAddr: 1000, Rate: -1})
+	first := testutil.PublishChange(t, js, "e1", "vote.updated", `{}`)
+	h.waitApplied(first)
+	const streams = 3
+	var all []<-chan sseEvent
+	for range streams {
+		_, events := openSSE(t, fmt.Sprintf("%s/v1/events/e1/stream?since=%d", h.url, first))
+		all = append(all, events)
+	}
+	h.parkedStreams(streams)
+	// Hold the group as if a round were being written: changes only mark
+	// it dirty, as they do when a burst comes faster than the rounds.
+	w := h.p.waits
+	w.mu.Lock()
+	g := w.sse["e1"]
+	g.running = true
+	w.mu.Unlock()
+	var want []uint64
+	for i := range 6 {
+		want = append(want, testutil.PublishChange(t, js, "e1", "vote.updated", fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	h.waitApplied(want[len(want)-1])
+	h.p.roundDone(g) // the held round ends; the next reads below the ring
+	for i, events := range all {
+		expectEvents(t, fmt.Sprintf("stream %d", i), events, want)
+	}
+	if got := testutil.MetricSum(t, h.reg, "liveupdates_poller_sse_streams_parked"); got != streams {
+		t.Fatalf("parked streams=%v, want %d: the deep resume keeps them", got, streams)
+	}
+}

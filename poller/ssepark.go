@@ -36,6 +36,11 @@ import (
 //   - Heartbeats go out from one sweep every Config.Heartbeat; the same
 //     sweep goroutine finds clients that hung up (peerGone) every
 //     Config.PollInterval. Write errors end a stream too.
+//   - A round whose cursor fell below the ring (a burst outran the
+//     rounds) pages through the stream on a goroutine of its own, as the
+//     goroutine path's deep resume does; only when the stream no longer
+//     holds the changes do the streams end, and EventSource resumes with
+//     Last-Event-ID on the goroutine path, which answers reset.
 //   - Drain (and Run's end) ends every parked stream with the chunked
 //     body's last chunk, so EventSource reconnects (to another replica).
 //
@@ -73,7 +78,7 @@ const (
 	sseGone                // a write failed or the client hung up
 	sseSlow                // the client stopped reading
 	sseDrain               // Drain or Run's end
-	sseReset               // the group fell below the ring: reconnect to resume deep
+	sseReset               // the stream no longer holds the changes: reconnect
 )
 
 // sseParked is one hijacked SSE stream.
@@ -319,7 +324,14 @@ func (p *Poller) startRound(g *sseGroup) {
 	w.mu.Unlock()
 	var ib [16]item
 	v := p.idx.read(g.id, readSince(since, true), ib[:0])
-	r := &sseRound{reset: v.reset || v.behind}
+	if v.reset {
+		// The ring dropped changes the streams were not sent (a burst
+		// outran the rounds): page through the stream as the goroutine
+		// path does, off the workers, which must not wait on JetStream.
+		go p.deepRound(g, since, v.floor)
+		return
+	}
+	r := &sseRound{reset: v.behind}
 	if !r.reset {
 		r = p.encodeRound(v.items)
 	}
@@ -332,8 +344,48 @@ func (p *Poller) startRound(g *sseGroup) {
 		r.streams = append([]*sseParked(nil), g.streams...)
 	}
 	w.mu.Unlock()
-	if len(r.streams) == 0 {
-		p.roundDone(g)
+	p.writeJobs(r)
+}
+
+// deepRound sends g's streams the changes after since up to floor, a page
+// of them, from the stream; the next round goes on from the page's end.
+// When the stream no longer holds them (or cannot be read) the streams
+// end, and EventSource resumes with Last-Event-ID on the goroutine path,
+// which answers reset if it must.
+func (p *Poller) deepRound(g *sseGroup, since, floor uint64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.drain:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	items, cursor, err := p.deepPage(ctx, g.id, since, floor)
+	r := &sseRound{reset: true}
+	if err == nil {
+		r = p.encodeRound(items)
+	} else if !errors.Is(err, errStreamGone) && ctx.Err() == nil {
+		p.log.WithError(err).WithField("event_id", g.id).Warn("deep resume of parked streams failed")
+	}
+	r.g = g
+	w := p.waits
+	w.mu.Lock()
+	if !r.reset {
+		g.cursor = max(g.cursor, cursor)
+		g.dirty = true // the ring's changes above the page come next
+	}
+	r.streams = append([]*sseParked(nil), g.streams...)
+	w.mu.Unlock()
+	p.writeJobs(r)
+}
+
+// writeJobs hands round r's writes to the workers, a chunk of streams per
+// job; the last job to finish ends the round.
+func (p *Poller) writeJobs(r *sseRound) {
+	if len(r.streams) == 0 || (!r.reset && len(r.seq) == 0) {
+		p.roundDone(r.g)
 		return
 	}
 	var jobs []sseJob
@@ -348,10 +400,7 @@ func (p *Poller) startRound(g *sseGroup) {
 func (p *Poller) writeRound(r *sseRound, lo, hi int) {
 	for _, s := range r.streams[lo:hi] {
 		if r.reset {
-			// The ring dropped changes these streams were not sent: end
-			// them, and EventSource resumes with Last-Event-ID on the
-			// goroutine path, which pages through the stream.
-			s.end(sseReset)
+			s.end(sseReset) // see deepRound
 			continue
 		}
 		s.mu.Lock()
