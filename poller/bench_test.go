@@ -418,9 +418,9 @@ func BenchmarkHotEvent(b *testing.B) {
 
 // BenchmarkSSEFanout measures sseStreams Server-Sent Event streams on one
 // eventId (a separate process, bench/internal/load -mode sse-arrivals) receiving 20
-// changes published 250 ms apart, with each change's frame encoded once and
-// shared by every stream and the write deadline moved at most every tenth of
-// its span (_shared) and, as the baseline, encoded per stream with the
+// changes published 250 ms apart, parked (ssepark.go: one shared buffer per
+// change written by the parking workers, _shared) and, as the baseline, each
+// on its handler goroutine with its frames encoded per stream and the
 // deadline moved on every write as before (_perstream), interleaved in the
 // same run. It
 // reports last_p50_ms and last_max_ms (publish to the last stream, over the

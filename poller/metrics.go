@@ -53,6 +53,7 @@ type metrics struct {
 	answerByRoute    map[string]map[string]prometheus.Counter
 	waiting          prometheus.Gauge
 	streams          prometheus.Gauge
+	parkedStreams    prometheus.Gauge
 	sseSlowClosed    prometheus.Counter
 	consumerRestarts prometheus.Counter
 	invalid          prometheus.Counter
@@ -83,6 +84,7 @@ func newMetrics(reg prometheus.Registerer, p *Poller) (*metrics, error) {
 		}, []string{"route", "outcome"}),
 		waiting:          gauge("long_polls_waiting", "Long-poll requests currently waiting for a change."),
 		streams:          gauge("sse_streams", "Server-Sent Events streams currently open."),
+		parkedStreams:    gauge("sse_streams_parked", "Open Server-Sent Events streams held as parked connections (hijacked, no goroutine); the rest of liveupdates_poller_sse_streams hold a handler goroutine."),
 		sseSlowClosed:    counter("sse_slow_closed_total", "Server-Sent Events streams closed because a write missed LIVE_POLLER_SSE_WRITE_TIMEOUT (the client stopped reading)."),
 		consumerRestarts: counter("consumer_restarts_total", "Times the ordered consumer was re-created from the applied seq."),
 		invalid:          counter("invalid_messages_total", "Stream messages skipped because they are not well-formed changes."),
@@ -103,7 +105,7 @@ func newMetrics(reg prometheus.Registerer, p *Poller) (*metrics, error) {
 	}
 	idx := p.idx
 	cs := []prometheus.Collector{
-		m.answers, m.waiting, m.streams, m.sseSlowClosed, m.consumerRestarts, m.invalid, busiest,
+		m.answers, m.waiting, m.streams, m.parkedStreams, m.sseSlowClosed, m.consumerRestarts, m.invalid, busiest,
 		gaugeFunc("index_event_ids", "EventIds held in memory.", func() float64 { return float64(idx.nEntries.Load()) }),
 		gaugeFunc("index_max_event_ids", "Cap on eventIds held in memory (LIVE_POLLER_MAX_EVENTS).", func() float64 { return float64(p.cfg.MaxEvents) }),
 		gaugeFunc("index_envelopes", "Changes held in memory.", func() float64 { return float64(idx.nEnvelopes.Load()) }),

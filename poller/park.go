@@ -83,12 +83,15 @@ type parking struct {
 	// answers close their connection.
 	stopping atomic.Bool
 
-	mu      sync.Mutex
-	queue   []*parked
-	workers int
-	closed  bool
-	servers map[*http.Server]*innerServer
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	queue []*parked
+	// sseQueue is the parked SSE streams' work (ssepark.go), served by
+	// the same workers: one cap on the goroutines fanning out.
+	sseQueue []sseJob
+	workers  int
+	closed   bool
+	servers  map[*http.Server]*innerServer
+	wg       sync.WaitGroup
 	// lingering holds woken records waiting out Config.Linger; they are
 	// in no wait set, so Drain takes them from here.
 	lingering map[*lingerBatch]struct{}
@@ -149,7 +152,21 @@ func (k *parking) enqueue(pcs []*parked) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.queue = append(k.queue, pcs...)
-	for k.workers < parkWorkers() && k.workers*parkChunk < len(k.queue) {
+	k.startWorkersLocked()
+}
+
+// enqueueSSE hands SSE jobs to the workers. It never blocks.
+func (k *parking) enqueueSSE(jobs ...sseJob) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sseQueue = append(k.sseQueue, jobs...)
+	k.startWorkersLocked()
+}
+
+// startWorkersLocked starts a worker per chunk of queued records (an SSE
+// job counts as a chunk) up to parkWorkers(). The caller holds mu.
+func (k *parking) startWorkersLocked() {
+	for k.workers < parkWorkers() && k.workers*parkChunk < len(k.queue)+parkChunk*len(k.sseQueue) {
 		k.workers++
 		k.wg.Go(k.work)
 	}
@@ -159,6 +176,21 @@ func (k *parking) work() {
 	var shared sharedAnswer
 	for {
 		k.mu.Lock()
+		if len(k.sseQueue) > 0 {
+			j := k.sseQueue[0]
+			k.sseQueue[0] = sseJob{}
+			k.sseQueue = k.sseQueue[1:]
+			if len(k.sseQueue) == 0 {
+				k.sseQueue = nil // let a large backing array go
+			}
+			k.mu.Unlock()
+			if j.g != nil {
+				k.p.startRound(j.g)
+			} else {
+				k.p.writeRound(j.r, j.lo, j.hi)
+			}
+			continue
+		}
 		n := min(len(k.queue), parkChunk)
 		if n == 0 {
 			k.queue = nil // let a large backing array go
@@ -175,10 +207,11 @@ func (k *parking) work() {
 	}
 }
 
-// drainParked stops parking and answers every parked connection now, with
-// Connection: close, before it returns.
+// drainParked stops parking, ends every parked SSE stream and answers
+// every parked connection now, with Connection: close, before it returns.
 func (k *parking) drainParked() {
 	k.stopping.Store(true)
+	k.p.endParkedSSE()
 	k.mu.Lock()
 	for _, is := range k.servers {
 		is.srv.SetKeepAlivesEnabled(false)

@@ -37,3 +37,43 @@ func peerGone(c net.Conn) bool {
 	})
 	return gone
 }
+
+// nonBlocking returns c's raw connection for writeNonBlocking, or nil when
+// c has none (TLS, a pipe): its writes then block in a goroutine.
+func nonBlocking(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// writeNonBlocking writes what the socket takes now, in one syscall: n <
+// len(b) with a nil error means the socket buffer is full. Go's sockets
+// are non-blocking, and the callback returning true never waits for room.
+func writeNonBlocking(rc syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errors.Is(werr, syscall.EAGAIN) {
+		return 0, nil
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	return n, nil
+}

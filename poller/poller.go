@@ -60,8 +60,9 @@ type Poller struct {
 	sse   *streams
 
 	frames frameCache // SSE frames of recent changes, shared by streams
-	// sseBaseline encodes every SSE frame per stream and moves the write
-	// deadline on every write, as before: BenchmarkSSEFanout's baseline.
+	// sseBaseline keeps SSE streams on their goroutines, encodes every
+	// frame per stream and moves the write deadline on every write, as
+	// before: BenchmarkSSEFanout's baseline.
 	sseBaseline atomic.Bool
 	deepSem     chan struct{}    // bounds deep resumes in flight
 	configJSON  []byte           // GET /v1/config, built once
@@ -135,6 +136,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 	p.m = m
 	p.pk = &parking{p: p}
 	p.waits.onWake = p.pk.wake
+	p.waits.onSSE = func(g *sseGroup) { p.pk.enqueueSSE(sseJob{g: g}) }
 	p.idx.changed = p.waits.wake
 	return p, nil
 }
@@ -215,6 +217,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Go(func() { p.housekeep(ctx) })
+	wg.Go(func() { p.sweepSSE(ctx) })
 
 	var thr retry.Throttle
 	wait := func(err error, msg string) bool {

@@ -33,6 +33,10 @@ import (
 //     misses it closes the stream and the browser resumes with
 //     Last-Event-ID. Drain moves every stream's deadline to now, so
 //     SIGTERM never waits on a writer stuck in a full socket.
+//
+// That is the goroutine path, which every stream starts on: once an
+// HTTP/1.1 stream has caught up it is parked (ssepark.go) and its handler
+// returns.
 
 // handleStream serves Server-Sent Events: id = seq, event = type, data =
 // envelope; a reset is an event named "reset". It resumes from
@@ -65,7 +69,14 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, routeStream, outRateLimited, http.StatusTooManyRequests, wire.CodeRateLimited, err.Error()+"; close one or use long-poll (GET /v1/events/{eventId}/updates?wait=)")
 		return
 	}
-	defer p.sse.release(c, token, addr)
+	// parked: the stream was handed to its eventId's group (ssepark.go),
+	// which releases it when it ends.
+	parked := false
+	defer func() {
+		if !parked {
+			p.sse.release(c, token, addr)
+		}
+	}()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -74,7 +85,11 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	p.m.count(routeStream, outOK)
 	p.m.streams.Inc()
-	defer p.m.streams.Dec()
+	defer func() {
+		if !parked {
+			p.m.streams.Dec()
+		}
+	}()
 	sw := &sseWriter{w: w, c: c, timeout: p.cfg.SSEWriteTimeout, buf: make([]byte, 0, 512)}
 	defer func() {
 		if errors.Is(sw.err, os.ErrDeadlineExceeded) && !p.draining() {
@@ -88,8 +103,16 @@ func (p *Poller) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	hb := time.NewTicker(p.cfg.Heartbeat)
 	defer hb.Stop()
-	st := &sseStream{p: p, ctx: r.Context(), sw: sw, id: id, since: q.since, hasSince: q.hasSince, hb: hb}
+	st := &sseStream{p: p, ctx: r.Context(), sw: sw, id: id, since: q.since, hasSince: q.hasSince, hb: hb, park: p.sseParkable(r)}
 	for st.step() {
+		if st.wantPark {
+			// Caught up, everything flushed: hand the connection over,
+			// or keep it here when it cannot be hijacked.
+			st.wantPark, st.park = false, false
+			if parked = p.parkStream(w, st, c, token, addr); parked {
+				return
+			}
+		}
 	}
 }
 
@@ -104,6 +127,9 @@ type sseStream struct {
 	hasSince bool
 	hb       *time.Ticker
 	buf      [16]item
+	// park: once caught up, the stream may be parked (sseParkable);
+	// step sets wantPark instead of waiting.
+	park, wantPark bool
 }
 
 // step reads once and sends what there is, or waits for a change; it
@@ -153,6 +179,10 @@ func (st *sseStream) step() bool {
 		if len(v.items) > 0 {
 			return sw.flush() == nil && !p.draining()
 		}
+	}
+	if st.park && !v.behind {
+		st.wantPark = true
+		return true
 	}
 	var wake, advanced <-chan struct{}
 	if v.wake != nil {

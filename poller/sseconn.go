@@ -15,6 +15,8 @@ const sseBufferBytes = 8 << 10
 // sseConn is one open stream, known to the registry so Drain can end a
 // write stuck in a full socket.
 type sseConn struct {
+	// rc is the handler's writer; nil once the stream is parked (Drain
+	// ends parked streams itself).
 	rc *http.ResponseController
 
 	mu     sync.Mutex
@@ -55,8 +57,18 @@ func (c *sseConn) kick() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.kicked = true
-	// A deadline in the past fails a pending write at once.
-	_ = c.rc.SetWriteDeadline(time.Unix(1, 0))
+	if c.rc != nil {
+		// A deadline in the past fails a pending write at once.
+		_ = c.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+}
+
+// park drops the handler's writer: the stream is parked, and the writer
+// would keep net/http's connection and its buffers alive.
+func (c *sseConn) park() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rc = nil
 }
 
 // streams counts open streams per token and per address and holds them for

@@ -6,8 +6,9 @@ import (
 )
 
 // waiters holds the reads waiting for an eventId's next change: channel
-// waiters (a long-poll on the plain net/http path, an SSE stream) and
-// parked connections (see park.go). The index knows nothing of them: it
+// waiters (a long-poll on the plain net/http path, an SSE stream on its
+// goroutine), parked connections (see park.go) and parked SSE streams,
+// which stay across changes (see ssepark.go). The index knows nothing of them: it
 // calls wake for every eventId that changes or is evicted, under its write
 // lock, and a read registers its waiter through readOpts.wait under its
 // read lock, so no change can slip between a read and its wait. Lock
@@ -24,6 +25,15 @@ type waiters struct {
 	// nParked counts parked connections, readable without the lock
 	// (metrics).
 	nParked atomic.Int64
+
+	// sse holds the parked SSE streams by eventId (see ssepark.go); they
+	// stay across changes, unlike the one-shot waiters above.
+	sse map[string]*sseGroup
+	// onSSE starts a round of a group that has none running; it is called
+	// under mu (and the index's lock) and must not block.
+	onSSE func(*sseGroup)
+	// sseClosed refuses new parked streams (Drain, Run's end).
+	sseClosed bool
 }
 
 // waitSet is the waiters of one eventId until its next change.
@@ -37,7 +47,7 @@ type waitSet struct {
 }
 
 func newWaiters() *waiters {
-	return &waiters{sets: make(map[string]*waitSet)}
+	return &waiters{sets: make(map[string]*waitSet), sse: make(map[string]*sseGroup)}
 }
 
 // wake wakes the waiters of eventId id. The index calls it under its write
@@ -45,6 +55,13 @@ func newWaiters() *waiters {
 func (w *waiters) wake(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if g := w.sse[id]; g != nil {
+		g.dirty = true
+		if !g.running {
+			g.running = true
+			w.onSSE(g)
+		}
+	}
 	ws := w.sets[id]
 	if ws == nil {
 		return
@@ -197,6 +214,84 @@ func (w *waiters) parkedSnapshot(dst []*parked) []*parked {
 		for pc := ws.parked; pc != nil; pc = pc.next {
 			dst = append(dst, pc)
 		}
+	}
+	return dst
+}
+
+// sseJoined is the view's wake of a read that parked an SSE stream: not a
+// channel anyone waits on, only "joined".
+var sseJoined = &waitSet{}
+
+// joinSSE returns the readOpts.wait that adds s to its eventId's group,
+// unless parking is closed; s then belongs to the group.
+func (w *waiters) joinSSE(s *sseParked) func(string, uint64) *waitSet {
+	return func(id string, _ uint64) *waitSet {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.sseClosed {
+			return nil
+		}
+		g := w.sse[id]
+		if g == nil {
+			// The read holds the index's lock: no change of id since s's
+			// cursor, so it is the group's cursor too.
+			g = &sseGroup{id: id, cursor: s.since}
+			w.sse[id] = g
+		}
+		s.g, s.slot = g, len(g.streams)
+		g.streams = append(g.streams, s)
+		return sseJoined
+	}
+}
+
+// leaveSSE takes s out of its group, if it is in one.
+func (w *waiters) leaveSSE(s *sseParked) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	g := s.g
+	if g == nil {
+		return
+	}
+	last := len(g.streams) - 1
+	g.streams[s.slot] = g.streams[last]
+	g.streams[s.slot].slot = s.slot
+	g.streams[last] = nil
+	g.streams = g.streams[:last]
+	s.g = nil
+	w.dropGroupLocked(g)
+}
+
+// dropGroupLocked forgets g once it has no stream and no round running.
+// The caller holds mu.
+func (w *waiters) dropGroupLocked(g *sseGroup) {
+	if len(g.streams) == 0 && !g.running && w.sse[g.id] == g {
+		delete(w.sse, g.id)
+	}
+}
+
+// closeSSE refuses further parked streams and takes every parked one.
+func (w *waiters) closeSSE() []*sseParked {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sseClosed = true
+	var out []*sseParked
+	for _, g := range w.sse {
+		for _, s := range g.streams {
+			s.g = nil
+			out = append(out, s)
+		}
+		g.streams = nil
+		w.dropGroupLocked(g)
+	}
+	return out
+}
+
+// sseSnapshot lists the parked streams (for the sweep).
+func (w *waiters) sseSnapshot(dst []*sseParked) []*sseParked {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, g := range w.sse {
+		dst = append(dst, g.streams...)
 	}
 	return dst
 }
