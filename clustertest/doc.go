@@ -9,7 +9,11 @@
 // a relay SIGKILLed three times (issue 9's relay target: 20,000 changes at
 // 500/s), the stream leader SIGKILLed and restarted, the leader cut off from
 // its peers for 15 s (first moved to a node an api process is connected to:
-// that api must leave the cut-off node within its publish timeout), a
+// that api must leave the cut-off node within its publish timeout; both
+// relays and one poller are restarted with that node as their only seed
+// URL, the other poller with a node of the majority: the relays must leave
+// it, so Pusher goes at most 11 s without a change, or the election plus
+// 4 s, and the poller there must make the other's cursors wait), a
 // rolling restart of every process (SIGTERM), a 10 s Pusher outage. The
 // NATS nodes run at nice -10, as nodes with CPUs of their own. The load
 // generator posts to both api processes with an Idempotency-Key and

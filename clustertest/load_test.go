@@ -285,6 +285,33 @@ func (pw *pusherWatch) add(ev pushercompat.Event) {
 	pw.last = ev.At
 }
 
+// gapWithin is the longest time during [from, to] without a change
+// reaching Pusher for the first time: a gap that began in the window counts
+// in full, up to the first delivery after it, even past to.
+func (pw *pusherWatch) gapWithin(from, to time.Time) time.Duration {
+	pw.mu.Lock()
+	at := make([]time.Time, 0, len(pw.first))
+	for _, t := range pw.first {
+		at = append(at, t)
+	}
+	pw.mu.Unlock()
+	slices.SortFunc(at, time.Time.Compare)
+	var gap time.Duration
+	prev := from
+	for _, t := range at {
+		if t.Before(from) {
+			continue
+		}
+		gap = max(gap, t.Sub(prev))
+		if t.After(to) {
+			return gap
+		}
+		prev = t
+	}
+	// Nothing reached Pusher after the window (yet): the gap runs to now.
+	return max(gap, time.Since(prev))
+}
+
 // poller clients: one per (eventId, poller) pair, each long-polling from
 // its cursor and alternating between the two poller processes on every
 // request, so every cursor is answered by both replicas in turn.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +111,16 @@ func scenarios() []scenario {
 			if err != nil {
 				s.t.Fatalf("move the stream leader to a node with an api: %v", err)
 			}
+			// Both relays and one poller start on the node to be cut off
+			// (it is their only seed URL), the other poller on the
+			// majority's side: each relay must leave the cut-off node
+			// within its move window, and the poller there, whose view of
+			// the stream stops at the cut, must make the cursors the other
+			// poller hands out wait, never reset them (left to chance,
+			// both pollers were on one side in some runs and nothing
+			// tested that).
+			s.seedOn(old, append(append([]*member(nil), s.c.relays...), s.c.pollers[0]))
+			s.seedOn(s.c.nodes[(old.index+1)%len(s.c.nodes)], s.c.pollers[1:])
 			s.moreAcks(300)
 			if cur := s.leader(); cur != old {
 				s.t.Fatalf("the stream leader moved on its own from %s to %s before the fault", old.name, cur.name)
@@ -156,6 +167,22 @@ func scenarios() []scenario {
 			healedAt := time.Now()
 			s.c.waitHealthy(90 * time.Second)
 			s.note("healed after 15 s; stream at three current replicas after %v", time.Since(healedAt).Round(10*time.Millisecond))
+			// The relays left the cut-off node within their move window
+			// (2x max(IdleWait, LeaseTTL) of failures, then a reconnect
+			// elsewhere): measured 5.2-6.2 s; 13.1 s before they moved.
+			// Nothing can reach Pusher before the majority has a leader,
+			// so a slow election (12.7 s seen: the first candidate's log
+			// was behind the other follower's) extends the bound. Read
+			// after the heal, so a gap still open then ends.
+			s.moreAcks(100)
+			gap, limit := s.pw.gapWithin(start, healedAt), maxCutGap
+			if at, _, ok := s.c.electedAt(start); ok {
+				limit = max(limit, at.Sub(start)+afterElection)
+			}
+			s.note("longest time without a change reaching Pusher during the cut: %v (at most %v)", gap.Round(10*time.Millisecond), limit.Round(10*time.Millisecond))
+			if gap > limit {
+				s.t.Errorf("%v without a change reaching Pusher during the cut, want at most %v", gap.Round(10*time.Millisecond), limit.Round(10*time.Millisecond))
+			}
 		}},
 		{"rolling-restart", shape{}, 0, func(s *run) {
 			// Every role process in turn, then every NATS node, each
@@ -200,6 +227,35 @@ func scenarios() []scenario {
 			s.note("Pusher dropped every request for 10 s; first delivery %v after it came back", time.Since(back).Round(10*time.Millisecond))
 		}},
 	}
+}
+
+// maxCutGap bounds the time without a change reaching Pusher while the
+// node both relays started on is cut off: the relays' move window plus an
+// election and a lease takeover, on a loaded machine. afterElection is
+// how long after a slower election the relays may take.
+const (
+	maxCutGap     = 11 * time.Second
+	afterElection = 4 * time.Second
+)
+
+// seedOn restarts each member with n as its only seed URL, so it connects
+// to n (it still learns the other nodes from n, to reconnect to), and
+// waits until it is ready again.
+func (s *run) seedOn(n *node, ms []*member) {
+	s.t.Helper()
+	url := fmt.Sprintf("nats://%s:%d", n.ip, clientPort)
+	var names []string
+	for _, m := range ms {
+		if err := m.stop(20 * time.Second); err != nil {
+			s.t.Error(err)
+		}
+		m.env = slices.DeleteFunc(slices.Clone(m.env), func(e string) bool { return strings.HasPrefix(e, "LIVE_NATS_URL=") })
+		m.env = append(m.env, "LIVE_NATS_URL="+url)
+		m.start(s.t)
+		s.c.waitReady(m)
+		names = append(names, m.name)
+	}
+	s.note("%s restarted with %s as their only seed URL", strings.Join(names, ", "), n.name)
 }
 
 // notePlacement notes where the stream leader, the relay's consumer leader

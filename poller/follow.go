@@ -151,25 +151,40 @@ func (p *Poller) cursorBeyondStream(ctx context.Context, since uint64) bool {
 	if err != nil {
 		return false
 	}
-	// A leader cut off from its peers still answers, from a state that
-	// stopped: trust it only while a majority of the replicas is current
-	// (the cluster suite's partition: a replica on the cut-off node reset
-	// 110 valid cursors).
-	if c := info.Cluster; c != nil && len(c.Replicas) > 0 {
-		if c.Leader == "" {
-			return false
-		}
-		current := 1 // the leader
-		for _, r := range c.Replicas {
-			if r != nil && r.Current && !r.Offline {
-				current++
-			}
-		}
-		if 2*current <= len(c.Replicas)+1 {
-			return false
+	return leaderHasQuorum(info.Cluster) && info.State.LastSeq < since
+}
+
+// peerSeenWithin is how recently a leader must have heard from a replica
+// to count it as in touch: nats-server's own rule for a follower that
+// names its leader current (two heartbeat intervals of 1 s).
+const peerSeenWithin = 2 * time.Second
+
+// leaderHasQuorum reports whether the leader that answered a stream info
+// was in touch with a majority of the replicas when it answered, so its
+// state is the stream's. A leader cut off from its peers goes on answering
+// as leader, from a state that stopped, and names its replicas current
+// until it has not heard from them for 10 s (its log has nothing they
+// lack); it steps down only after 10-20 s. Meanwhile the majority elects
+// another leader (4-9 s after its last heartbeat) and goes on, and a
+// replica on the cut-off node reset the cursors handed out on the majority
+// side (the cluster suite's leader partition: "poller-1 answered cursor
+// 978 with reset (cursor 917)"). A replica the leader heard from within
+// peerSeenWithin had not yet timed out on it, so no other leader existed.
+// A stream without replicas (R1) has nobody to lose touch with.
+func leaderHasQuorum(c *jetstream.ClusterInfo) bool {
+	if c == nil || len(c.Replicas) == 0 {
+		return true
+	}
+	if c.Leader == "" {
+		return false
+	}
+	inTouch := 1 // the leader
+	for _, r := range c.Replicas {
+		if r != nil && r.Current && !r.Offline && r.Active <= peerSeenWithin {
+			inTouch++
 		}
 	}
-	return info.State.LastSeq < since
+	return 2*inTouch > len(c.Replicas)+1
 }
 
 func (p *Poller) applyMsg(msg jetstream.Msg) {

@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nostressplanner/liveupdates/retry"
@@ -33,6 +34,13 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		r.dispatch(msgs)
 		r.pulled()
+		switch {
+		case ctx.Err() != nil:
+		case err != nil:
+			r.move.failed()
+		case len(msgs) > 0:
+			r.move.succeeded()
+		}
 		if err == nil || ctx.Err() != nil {
 			if b.Failures() > 0 {
 				warn.Recovered(r.log, "fetching changes again")
@@ -42,7 +50,10 @@ func (r *Relay) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		d := b.Next()
 		warn.Failed(r.log, err, b.Failures(), d, "fetch changes")
-		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+		// No responders: nothing on this connection's side serves the
+		// consumer, as after a move to a server that never had it.
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+			errors.Is(err, nats.ErrNoResponders) {
 			if c, cerr := r.ensureConsumer(ctx); cerr == nil {
 				cons = c
 			}
@@ -170,6 +181,9 @@ func (r *Relay) sampleLag(ctx context.Context) {
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		info, err := cons.Info(ictx)
 		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.move.failed()
+		}
 		if err == nil {
 			r.m.pending.Set(float64(info.NumPending))
 			r.m.ackPending.Set(float64(info.NumAckPending))

@@ -238,6 +238,7 @@ func (pt *partitions) tick(ctx context.Context, wg *sync.WaitGroup) {
 			if ctx.Err() != nil {
 				return
 			}
+			pt.r.move.failed()
 			pt.log.WithError(err).WithField("partition", p).Warn("lost partition lease; dropping its changes")
 			pt.drop(p, o)
 			continue
@@ -247,6 +248,13 @@ func (pt *partitions) tick(ctx context.Context, wg *sync.WaitGroup) {
 	octx, cancel := op()
 	_, err := pt.leases.Put(octx, memberKey(pt.id), []byte(pt.id))
 	cancel()
+	// The bucket's quorum stored the announcement, or could not: the
+	// plainest sign of whether this connection's server serves the relay.
+	if err == nil {
+		pt.r.move.succeeded()
+	} else if ctx.Err() == nil {
+		pt.r.move.failed()
+	}
 	members := 0
 	if err == nil {
 		members, err = pt.members(ctx)

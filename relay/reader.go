@@ -101,6 +101,7 @@ func (r *Relay) readPartition(ctx context.Context, ps *partState, replica string
 			b.Reset()
 			continue
 		}
+		r.move.failed()
 		rd.close()
 		d := b.Next()
 		// One throttle for every partition: an outage of NATS fails them
@@ -143,6 +144,9 @@ func (r *Relay) readBatch(rd *reader, ps *partState, n int64) error {
 		if p == ps.p {
 			mine = append(mine, m)
 		}
+	}
+	if len(msgs) > 0 {
+		r.move.succeeded()
 	}
 	r.hold.sem.Release(n - int64(len(mine)))
 	r.dispatchTo(mine, ps)

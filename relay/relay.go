@@ -92,6 +92,8 @@ type Relay struct {
 	warnRead   retry.Throttle
 	logRefusal rate.Sometimes
 	logAck     rate.Sometimes
+	// move leaves a NATS server that fails the relay's requests.
+	move *mover
 
 	// backlog is true while the last fetched change said more are pending
 	// in the stream: lanes then wait for full batches instead of sending
@@ -166,6 +168,9 @@ func New(cfg Config, deps Deps) (*Relay, error) {
 	for _, t := range cfg.CoalesceTypes {
 		r.coalesce[t] = true
 	}
+	// A fetch ends within IdleWait and a lease renewal within LeaseTTL:
+	// the longer of the two is one round of either failing.
+	r.move = newMover(deps.JS.Conn(), r.log, max(cfg.IdleWait, cfg.LeaseTTL))
 	for range cfg.MaxInFlight {
 		r.lanes = append(r.lanes, &lane{wake: make(chan struct{}, 1), lc: newLaneClient(cfg, base, transport, time.Now)})
 	}
