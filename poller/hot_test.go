@@ -21,8 +21,8 @@ func TestLongPollAnswersOfAHotEventCarryTheSSEHint(t *testing.T) {
 		threshold int
 		want      string
 	}{
-		{"parked, at the threshold", ParkKeepAlive, 3, "sse"},
-		{"plain path, at the threshold", ParkOff, 3, "sse"},
+		{"parked, at the threshold", ParkKeepAlive, 4, "sse"},
+		{"plain path, at the threshold", ParkOff, 4, "sse"},
 		{"parked, below the threshold", ParkKeepAlive, 5, ""},
 		{"plain path, below the threshold", ParkOff, 5, ""},
 		{"off", ParkKeepAlive, -1, ""},
@@ -34,7 +34,7 @@ func TestLongPollAnswersOfAHotEventCarryTheSSEHint(t *testing.T) {
 			url := fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=60", h.url, h.p.idx.appliedSeq())
 			origin := []string{"Origin", "https://app.example"}
 			// Four long-polls: the fourth arrives while three wait, which
-			// makes the eventId hot at a threshold of 3.
+			// makes four, the eventId hot at a threshold of 4.
 			var rcs []<-chan asyncReply
 			for i := range 4 {
 				rcs = append(rcs, getAsync(t.Context(), url, origin...))
@@ -77,7 +77,7 @@ func TestLongPollAnswersOfAHotEventCarryTheSSEHint(t *testing.T) {
 func TestSSEStreamsKeepAnEventHot(t *testing.T) {
 	t.Parallel()
 	srv, js := runStream(t)
-	h := startPoller(t, srv, Config{HotLongPolls: 2, Linger: -1})
+	h := startPoller(t, srv, Config{HotLongPolls: 3, Linger: -1})
 	ctx := t.Context()
 	for range 2 {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/events/hot/stream", nil)

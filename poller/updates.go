@@ -16,7 +16,8 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 	inm := r.Header.Get("If-None-Match")
 	waiting := q.wait > 0 && !p.draining()
 	if q.wait > 0 && p.hot.on() {
-		p.hot.observe(id, p.waits.count(id), time.Now())
+		// This long-poll is about to wait too: it counts.
+		p.hot.observe(id, p.waits.count(id)+1, time.Now())
 	}
 	// The cheap path: the client's copy names this eventId's newest seq,
 	// so nothing changed for it; no cursor arithmetic is needed.
