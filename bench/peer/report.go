@@ -89,6 +89,9 @@ func (b *bench) report(w io.Writer) error {
 		hot("changes stored (10/s over the storm)", "changes", "%.0f")
 		hot("publishes failed (503 after the 5 s publish timeout)", "publish_failed", "%.0f")
 		hot("stored changes delivered to every long-poll", "fully_delivered", "%.0f")
+		hot("clients moved to SSE on the poller's hint (Live-Transport: sse)", "switched", "%.0f")
+		hot("streams that ended during the run (the client long-polls again)", "stream_errors", "%.0f")
+		hot("server CPU µs per delivery (one change to one client, either transport)", "cpu_us_per_delivery", "%.1f")
 		idle, storm := b.med("hot/ours", "ack_idle_p50_ms"), b.med("hot/ours", "ack_storm_p50_ms")
 		if idle > 0 {
 			fmt.Fprintf(bw, "| publish ack p50, storm ÷ idle | %.1fx | |\n", storm/idle)
