@@ -149,7 +149,7 @@ func oursEnv(addr string, more ...string) []string {
 // start runs a server until ready: ours is `liveupdates dev` with file
 // storage in a fresh directory, theirs Centrifugo with a fresh config.
 func (b *bench) start(ctx context.Context, target string, debug bool, extraEnv ...string) (*proc, error) {
-	addrs, err := freeAddrs(3) // HTTP, NATS, debug
+	addrs, err := freeAddrs(4) // HTTP, NATS, debug, dev's Pusher-compatible server
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,9 @@ func (b *bench) start(ctx context.Context, target string, debug bool, extraEnv .
 		p.natsURL = "nats://" + addrs[1]
 		p.cmd = exec.Command(b.ours, "dev")
 		// All load comes from one address: lift the poller's limits on it.
-		p.cmd.Env = oursEnv(addrs[0], "LIVE_NATS_LISTEN="+addrs[1], "LIVE_DATA_DIR="+data,
+		// Its own Pusher-compatible server's address too: the default
+		// (8081) is taken whenever another dev runs on the machine.
+		p.cmd.Env = oursEnv(addrs[0], "LIVE_NATS_LISTEN="+addrs[1], "LIVE_DATA_DIR="+data, "LIVE_DEV_PUSHER_ADDR="+addrs[3],
 			"LIVE_POLLER_RATE=off", "LIVE_POLLER_SSE_MAX_PER_ADDR=1048576")
 		if debug {
 			p.debug = "http://" + addrs[2]
