@@ -59,6 +59,7 @@ type options struct {
 	only         string
 	ingestFor    time.Duration
 	hotFor       time.Duration
+	hotBaseline  bool
 	relayChanges int
 }
 
@@ -82,6 +83,7 @@ func run() error {
 	flag.StringVar(&o.only, "only", "ingest,sse,hot,unit", "which measures to run")
 	flag.DurationVar(&o.ingestFor, "ingest-duration", 5*time.Second, "measured ingest time per run")
 	flag.DurationVar(&o.hotFor, "hot-duration", 20*time.Second, "the hot event's storm")
+	flag.BoolVar(&o.hotBaseline, "hot-baseline", false, "also run the hot event with LIVE_POLLER_HOT_LONGPOLLS=off (long-poll only: no move to SSE) in every round, interleaved, and report both")
 	flag.IntVar(&o.relayChanges, "relay-changes", 20000, "changes the relay forwards for its unit cost")
 	flag.Parse()
 	// An interrupted run still stops the servers it started.
@@ -130,8 +132,22 @@ func run() error {
 			}
 		}
 		if only["hot"] {
-			if err := b.measure(ctx, "hot", "ours", r, ""); err != nil {
-				return err
+			// With the baseline, which goes first alternates too.
+			runs := []string{"hot"}
+			if o.hotBaseline {
+				runs = append(runs, "hot-off")
+				if r%2 == 1 {
+					runs[0], runs[1] = runs[1], runs[0]
+				}
+			}
+			for _, key := range runs {
+				var env []string
+				if key == "hot-off" {
+					env = append(env, "LIVE_POLLER_HOT_LONGPOLLS=off")
+				}
+				if err := b.measureAs(ctx, key, "hot", "ours", r, "", env...); err != nil {
+					return err
+				}
 			}
 		}
 		if only["unit"] {
@@ -217,7 +233,13 @@ func (b *bench) runLoad(ctx context.Context, args ...string) (json.RawMessage, e
 // measure runs one measure against a fresh server. round -1 is a profiling
 // run: its figures are not kept (the profiler costs CPU), its profile is.
 func (b *bench) measure(ctx context.Context, mode, target string, round int, profileOut string) error {
-	p, err := b.start(ctx, target, profileOut != "")
+	return b.measureAs(ctx, mode, mode, target, round, profileOut)
+}
+
+// measureAs runs mode against a fresh server started with env added, and
+// keeps its result under key.
+func (b *bench) measureAs(ctx context.Context, key, mode, target string, round int, profileOut string, env ...string) error {
+	p, err := b.start(ctx, target, profileOut != "", env...)
 	if err != nil {
 		return err
 	}
@@ -233,14 +255,14 @@ func (b *bench) measure(ctx context.Context, mode, target string, round int, pro
 	if round < 0 {
 		label = "profile"
 	}
-	b.logf("%s: %s against %s (load average %s)", label, mode, target, loadAvg())
+	b.logf("%s: %s against %s (load average %s)", label, key, target, loadAvg())
 	res, err := b.runLoad(ctx, args...)
 	if err != nil {
 		return fmt.Errorf("%w\nserver logs:\n%s", err, tail(p.logs.String(), 2000))
 	}
 	b.logf("  %s", res)
 	if round >= 0 {
-		b.keep(mode+"/"+target, res)
+		b.keep(key+"/"+target, res)
 	}
 	return nil
 }

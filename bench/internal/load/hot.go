@@ -14,23 +14,23 @@ import (
 )
 
 type hotResult struct {
-	Subs             int     `json:"subs"`
-	RepollSpreadMs   float64 `json:"repoll_spread_ms"`
-	Waiting          float64 `json:"waiting"`
-	BytesPerWaiting  float64 `json:"bytes_per_waiting"`
-	LoadCPUSeconds   float64 `json:"load_cpu_s"`
-	Changes          int     `json:"changes"`
-	PublishFailed    int     `json:"publish_failed"`
-	FullyDelivered   int     `json:"fully_delivered"`
-	Deliveries       int     `json:"deliveries"`
-	Answers          int64   `json:"answers"`
-	PollErrors       int64   `json:"poll_errors"`
+	Subs            int     `json:"subs"`
+	RepollSpreadMs  float64 `json:"repoll_spread_ms"`
+	Waiting         float64 `json:"waiting"`
+	BytesPerWaiting float64 `json:"bytes_per_waiting"`
+	LoadCPUSeconds  float64 `json:"load_cpu_s"`
+	Changes         int     `json:"changes"`
+	PublishFailed   int     `json:"publish_failed"`
+	FullyDelivered  int     `json:"fully_delivered"`
+	Deliveries      int     `json:"deliveries"`
+	Answers         int64   `json:"answers"`
+	PollErrors      int64   `json:"poll_errors"`
 	// Switched: clients that moved to the SSE stream on the poller's hint
 	// (Live-Transport: sse); StreamErrors: streams that ended other than
 	// by the end of the run (each client then long-polls again).
-	Switched     int64  `json:"switched"`
-	StreamErrors int64  `json:"stream_errors"`
-	StreamError  string `json:"stream_error,omitempty"`
+	Switched         int64   `json:"switched"`
+	StreamErrors     int64   `json:"stream_errors"`
+	StreamError      string  `json:"stream_error,omitempty"`
 	LastP50ms        float64 `json:"last_p50_ms"`
 	LastP99ms        float64 `json:"last_p99_ms"`
 	DeliveryP99ms    float64 `json:"delivery_p99_ms"`
