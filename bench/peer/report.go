@@ -47,15 +47,18 @@ func (b *bench) report(w io.Writer) error {
 		if len(o) == 0 && len(t) == 0 {
 			return
 		}
-		mo, mt := measure.Median(o)*scale, measure.Median(t)*scale
-		r := "—"
-		if mt != 0 && mo != 0 {
+		mt := measure.Median(t) * scale
+		cmp := func(mo float64) string {
+			if mt == 0 || mo == 0 {
+				return "—"
+			}
 			switch ratio {
 			case "more": // bigger is better: ours/theirs
-				r = fmt.Sprintf("%.2fx", mo/mt)
+				return fmt.Sprintf("%.2fx", mo/mt)
 			case "less": // smaller is better: how many times theirs
-				r = fmt.Sprintf("%.2fx (%s)", mo/mt, map[bool]string{true: "better", false: "worse"}[mo <= mt])
+				return fmt.Sprintf("%.2fx (%s)", mo/mt, map[bool]string{true: "better", false: "worse"}[mo <= mt])
 			}
+			return "—"
 		}
 		scaled := func(xs []float64) []float64 {
 			out := make([]float64, len(xs))
@@ -64,8 +67,15 @@ func (b *bench) report(w io.Writer) error {
 			}
 			return out
 		}
+		mo := measure.Median(o) * scale
 		fmt.Fprintf(bw, "| %s | "+format+" [%s] | "+format+" [%s] | %s |\n", label,
-			mo, runs(scaled(o), format), mt, runs(scaled(t), format), r)
+			mo, runs(scaled(o), format), mt, runs(scaled(t), format), cmp(mo))
+		// -roles: ours in the production shape, beside the same Centrifugo runs.
+		if rs := b.field(key+"/roles", name); len(rs) > 0 {
+			mr := measure.Median(rs) * scale
+			fmt.Fprintf(bw, "| … ours as nats-server + api + poller, no relay | "+format+" [%s] | "+format+" | %s |\n",
+				mr, runs(scaled(rs), format), mt, cmp(mr))
+		}
 	}
 	row("ingest over HTTP, batches of 100 over 200 channels, 8 clients: events/s", "ingest", "events_per_s", "%.0f", 1, "more")
 	row("ingest request p50, ms", "ingest", "p50_ms", "%.1f", 1, "less")

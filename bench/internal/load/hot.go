@@ -156,7 +156,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	for _, a := range idle {
 		cursor = max(cursor, a.seq)
 	}
-	rssBefore, err := measure.ProcRSS(c.pid)
+	rssBefore, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	if !waitFor(ctx, 90*time.Second, 100*time.Millisecond, func() bool { w = waiting(ctx, c.base); return w >= float64(c.subs) }) {
 		return nil, fmt.Errorf("hot: %v of %d long-polls waiting after 90s", w, c.subs)
 	}
-	rssWaiting, err := measure.ProcRSS(c.pid)
+	rssWaiting, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,13 @@ func TestParseFlagsReportsEveryProblemAtOnce(t *testing.T) {
 	if _, err := parseFlags([]string{"-mode", "rps", "-base", "http://x"}); err != nil {
 		t.Errorf("rps needs no -pid: parseFlags() = %v", err)
 	}
+	c, err := parseFlags([]string{"-mode", "sse", "-base", "http://poller", "-pid", "3,4, 5"})
+	if err != nil || fmt.Sprint(c.pids) != "[3 4 5]" || c.publishBase != "http://poller" {
+		t.Errorf("parseFlags(-pid 3,4, 5) = %v pids %v publish base %q, want [3 4 5] and -base", err, c.pids, c.publishBase)
+	}
+	if _, err := parseFlags([]string{"-mode", "sse", "-base", "http://x", "-pid", "3,x"}); err == nil {
+		t.Errorf("parseFlags(-pid 3,x) = nil, want an error")
+	}
 }
 
 func TestLongPollFollowsTheCursorAndCountsAFailedAnswer(t *testing.T) {

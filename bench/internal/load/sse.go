@@ -132,7 +132,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	for r := range ss.arrivals {
 		ss.arrivals[r] = make([]atomic.Int64, c.subs)
 	}
-	rssBefore, err := measure.ProcRSS(c.pid)
+	rssBefore, err := procsRSS(c.pids)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -172,7 +172,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change (%d reconnects; a stream ended with %v)", got, c.subs, ss.reconnects.Load(), errOf(ss.streamErr.Load()))
 	}
 	time.Sleep(200 * time.Millisecond)
-	rssConnected, err := measure.ProcRSS(c.pid)
+	rssConnected, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.RSSAfter, err = measure.ProcRSS(c.pid); err != nil {
+	if res.RSSAfter, err = procsRSS(c.pids); err != nil {
 		return nil, err
 	}
 	res.LoadCPUSeconds, res.CPUSeconds = sp.loadCPU, sp.cpu
