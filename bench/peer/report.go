@@ -39,9 +39,11 @@ func runs(xs []float64, format string) string {
 // report prints the peer table and the unit costs, as Markdown.
 func (b *bench) report(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "\n## Peer table: medians of %d rounds (each round's figures in brackets)\n\n", b.o.rounds)
-	fmt.Fprintln(bw, "| measure | ours | Centrifugo "+b.o.version+" | ours ÷ theirs |")
-	fmt.Fprintln(bw, "|---|---|---|---|")
+	if len(b.results["ingest/ours"])+len(b.results["sse/ours"]) > 0 {
+		fmt.Fprintf(bw, "\n## Peer table: medians of %d rounds (each round's figures in brackets)\n\n", b.o.rounds)
+		fmt.Fprintln(bw, "| measure | ours | Centrifugo "+b.o.version+" | ours ÷ theirs |")
+		fmt.Fprintln(bw, "|---|---|---|---|")
+	}
 	row := func(label, key, name, format string, scale float64, ratio string) {
 		o, t := b.field(key+"/ours", name), b.field(key+"/centrifugo", name)
 		if len(o) == 0 && len(t) == 0 {
