@@ -41,7 +41,12 @@ export interface ConnectOptions {
   fetch?: typeof fetch;
   /** Milliseconds pusher-js may spend connecting before polling starts; default 4000. */
   fallbackAfter?: number;
-  /** Use EventSource for the fallback where it exists; default true. */
+  /**
+   * Use Server-Sent Events for the fallback: EventSource where it exists, and the stream the poller asks a
+   * hot event's long-pollers to move to (its answers' Live-Transport: sse), read through EventSource or,
+   * without it (Node 20), through fetch; the status stays 'polling' and long-poll takes over if the stream
+   * fails. Default true; false long-polls only.
+   */
   sse?: boolean;
   /** Merged over the pusher-js options built from /v1/config (e.g. activityTimeout). */
   pusherOptions?: Record<string, unknown>;
@@ -65,6 +70,16 @@ export function connect(options: ConnectOptions): LiveUpdates;
 
 /** How long a long-poll waits before asking again after an answer with changes: uniform in [0, spreadMs), spreadMs capped to [0, 2000]. */
 export function repollDelay(spreadMs: number, random?: () => number): number;
+
+/**
+ * Reads a text/event-stream as the SSE spec does (CRLF, CR or LF line ends; data: lines joined with "\n";
+ * comments skipped); returns feed, to call with each decoded chunk in order. type is "message" when the
+ * event named none; onRetry gets a retry: field's milliseconds.
+ */
+export function sseParser(
+  onEvent: (type: string, data: string, id: string) => void,
+  onRetry?: (ms: number) => void,
+): (chunk: string) => void;
 
 /** Decodes the relay's "gzip+base64" data to its JSON text. */
 export function gunzipBase64(b64: string): Promise<string>;

@@ -3,7 +3,11 @@
 // It listens through pusher-js when the poller's /v1/config says Pusher is
 // configured and the page passed the Pusher constructor, and falls back to
 // long-poll (or Server-Sent Events where EventSource exists) from the same
-// cursor when Pusher is unavailable. Every change, whatever path it came
+// cursor when Pusher is unavailable. A long-poll answer that says
+// "Live-Transport: sse" (the poller's hint on a hot event) moves the
+// fallback to the SSE stream from the same cursor: EventSource where it
+// exists, else a small fetch-based reader (Node 20); if the stream fails,
+// long-poll takes over again. Every change, whatever path it came
 // by, goes through one apply() that orders by seq, drops ids already seen
 // and calls onChange once per change id.
 //
@@ -33,7 +37,8 @@
  * @property {(status: Status) => void} [onStatus]
  * @property {typeof fetch} [fetch] the fetch to use (default globalThis.fetch)
  * @property {number} [fallbackAfter] ms Pusher may spend connecting before polling starts (default 4000)
- * @property {boolean} [sse] use EventSource for the fallback where it exists (default true)
+ * @property {boolean} [sse] use Server-Sent Events for the fallback: EventSource where it exists, and the
+ *   stream the poller asks a hot event's long-pollers to move to (default true; false: long-poll only)
  * @property {object} [pusherOptions] merged over the options built from /v1/config
  * @property {number} [repollSpread] ms: the most a long-poll waits, at random, before asking again after an
  *   answer that carried changes (default: /v1/config's repollSpreadMs, else 250; at most 2000)
@@ -67,6 +72,11 @@ const REF_ATTEMPTS = 4;
 // a change's delivery can gain from it.
 const DEFAULT_REPOLL_SPREAD_MS = 250;
 const MAX_REPOLL_SPREAD_MS = 2000;
+// The long-poll answers' header by which the poller asks the client to move
+// to another transport (/v1/config "transportHeader"), and the stream's
+// reconnection delay until the stream's own retry: field says otherwise.
+const DEFAULT_TRANSPORT_HEADER = 'Live-Transport';
+const DEFAULT_STREAM_RETRY_MS = 2000;
 
 /**
  * repollDelay is how long a long-poll waits before asking again after an
@@ -143,6 +153,13 @@ export function connect(options) {
   let pollAbort = null;
   let es = null;
   let failures = 0;
+  // The stream the poller hinted at is not tried again before this time
+  // (ms since the epoch): after it failed, long-poll carries on for a while
+  // rather than flap between the two.
+  let streamHoldUntil = 0;
+  // False once a fetch answer turned out to have no readable body: the
+  // fetch-based stream cannot work in this runtime.
+  let fetchStreams = options.sse !== false;
 
   // Changes are applied one after another, in arrival order, even when
   // decoding one is asynchronous (gzip, ref), so seq order holds.
@@ -265,15 +282,17 @@ export function connect(options) {
    * poll asks /updates once. wait is seconds (0: answer at once). It applies
    * what comes back. got: something (or a reset) came, so the caller asks
    * again at once; more: the answer was one page of several; changed: it
-   * carried changes after the cursor (not the baseline, not a reset).
-   * @returns {Promise<{got: boolean, more: boolean, changed?: boolean}>}
+   * carried changes after the cursor (not the baseline, not a reset); hint:
+   * the poller asks this long-poller to move to the SSE stream.
+   * @returns {Promise<{got: boolean, more: boolean, changed?: boolean, hint?: boolean}>}
    */
   async function poll(signal, wait) {
     const headers = {};
     if (etag && cursor !== null) headers['If-None-Match'] = etag;
     const r = await getJSON(endpoint('updates', { since: cursor === null ? '' : String(cursor), wait: wait || '' }), signal, headers);
     failures = 0;
-    if (r.status === 304) return { got: false, more: false };
+    const hint = wait > 0 && (r.headers.get(cfg.transportHeader) || '').trim().toLowerCase() === 'sse';
+    if (r.status === 304) return { got: false, more: false, hint };
     const tag = r.headers.get('ETag');
     const body = r.body || {};
     if (body.reset) {
@@ -306,7 +325,7 @@ export function connect(options) {
       const c = Number(body.cursor);
       if (Number.isFinite(c) && c > (cursor ?? 0)) cursor = c;
     });
-    return { got: events.length > 0, more, changed: events.length > 0 };
+    return { got: events.length > 0, more, changed: events.length > 0, hint: hint && !more };
   }
 
   /** catchUp polls without waiting until nothing more is pending. */
@@ -563,7 +582,7 @@ export function connect(options) {
     while (!signal.aborted && !closed) {
       const started = Date.now();
       try {
-        const { got, more, changed } = await poll(signal, cursor === null ? 0 : cfg.wait);
+        const { got, more, changed, hint } = await poll(signal, cursor === null ? 0 : cfg.wait);
         if (signal.aborted) return;
         transition('polling');
         // Spread the re-polls of a hot event (see repollDelay); the next
@@ -571,6 +590,17 @@ export function connect(options) {
         if (changed && !more) {
           const d = repollDelay(options.repollSpread ?? cfg.repollSpread);
           if (d > 0) await sleep(d, signal);
+          if (signal.aborted) return;
+        }
+        // A hot event: the poller asks its long-pollers to take the stream,
+        // which costs it one write per change instead of an answer and a
+        // new request. The cursor is current: the stream resumes from it.
+        // (After the spread above, so a crowd answered at once does not
+        // open its streams in the same millisecond either.)
+        if (hint && canStream()) {
+          if (canSSE) runSSE(signal);
+          else runFetchSSE(signal);
+          return;
         }
         // A poller that answers at once (wait not honoured, or a proxy
         // cutting long requests) is not hammered: keep the poll interval.
@@ -631,14 +661,91 @@ export function connect(options) {
       if (src.readyState === 2 /* CLOSED: an error status; the browser gives up */) {
         src.close();
         if (es === src) es = null;
-        // Long-poll instead: it reads Retry-After and backs off.
+        // Long-poll instead: it reads Retry-After and backs off. A hint to
+        // take the stream again waits as long again.
         failures++;
-        sleep(backoff(0), signal).then(() => runLongPoll(signal));
+        const d = backoff(0);
+        streamHoldUntil = Date.now() + d;
+        sleep(d, signal).then(() => runLongPoll(signal));
       } else if (typeof navigator !== 'undefined' && navigator.onLine === false) {
         transition('offline');
       }
       // Otherwise the browser reconnects by itself with Last-Event-ID.
     };
+  }
+
+  function canStream() {
+    return (canSSE || fetchStreams) && cfg.urls.stream !== null && Date.now() >= streamHoldUntil;
+  }
+
+  /**
+   * runFetchSSE reads the SSE stream through fetch where there is no
+   * EventSource (Node 20): from the cursor, each change through apply, a
+   * reset as the EventSource path handles it. When the stream fails or
+   * ends, long-poll takes over from the cursor at once (it is the
+   * reconnection: a long-poll answer still hinting at the stream brings the
+   * client back to it, no sooner than the stream's retry: delay, or a
+   * backoff after a refusal).
+   */
+  async function runFetchSSE(signal) {
+    let retryMs = DEFAULT_STREAM_RETRY_MS;
+    let opened = false;
+    let retryAfter = 0;
+    try {
+      await enqueue(() => {}); // the cursor after every change already received
+      /** @type {RequestInit} */
+      const init = { signal, headers: { Accept: 'text/event-stream' } };
+      if (hasDocument) init.cache = 'no-store';
+      const res = await doFetch(endpoint('stream', { since: String(cursor) }), init);
+      if (!res.ok || !res.body || typeof res.body.getReader !== 'function') {
+        if (res.ok) fetchStreams = false; // no readable body here: long-poll for good
+        const ra = Number(res.headers.get('Retry-After'));
+        retryAfter = Number.isFinite(ra) ? ra : 0;
+        try {
+          await res.body?.cancel();
+        } catch {
+          // nothing to release
+        }
+        throw new HTTPError(res.status, retryAfter, null);
+      }
+      opened = true;
+      failures = 0;
+      transition('polling');
+      const feed = sseParser(
+        (type, data) => {
+          if (signal.aborted) return;
+          if (type === 'reset') {
+            const r = safeParse(data);
+            enqueue(() => {
+              if (r && r.cursor !== undefined) cursor = Number(r.cursor);
+              etag = '';
+              call(onReset);
+            });
+            return;
+          }
+          const env = safeParse(data);
+          if (env) apply(env);
+        },
+        (ms) => {
+          retryMs = ms;
+        },
+      );
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        feed(dec.decode(value, { stream: true }));
+      }
+    } catch (err) {
+      if (signal.aborted || closed) return;
+      if (!opened && !(err instanceof HTTPError)) report(err);
+    }
+    if (signal.aborted || closed) return;
+    if (!opened) failures++;
+    streamHoldUntil = Date.now() + (opened ? retryMs : backoff(retryAfter));
+    await enqueue(() => {}); // long-poll from the last change the stream brought
+    if (!signal.aborted && !closed) runLongPoll(signal);
   }
 
   // ---- lifecycle ----
@@ -759,6 +866,71 @@ export function connect(options) {
   };
 }
 
+/**
+ * sseParser reads a text/event-stream as the SSE spec does: lines end at
+ * CRLF, CR or LF; "data:" lines join with "\n"; a blank line dispatches
+ * the event (none when it had no data); ":" lines are comments. It returns
+ * feed, to call with each decoded chunk of the stream in order.
+ * @param {(type: string, data: string, id: string) => void} onEvent type is "message" when the event named none
+ * @param {(ms: number) => void} [onRetry] the stream's reconnection delay (a retry: field)
+ * @returns {(chunk: string) => void}
+ */
+export function sseParser(onEvent, onRetry) {
+  let buf = '';
+  let skipLF = false; // the last chunk ended in CR: a LF first in the next one belongs to it
+  let data = '';
+  let hasData = false;
+  let type = '';
+  let lastId = '';
+  function line(l) {
+    if (l === '') {
+      if (hasData) onEvent(type || 'message', data, lastId);
+      data = '';
+      hasData = false;
+      type = '';
+      return;
+    }
+    if (l[0] === ':') return;
+    const i = l.indexOf(':');
+    const field = i < 0 ? l : l.slice(0, i);
+    let value = i < 0 ? '' : l.slice(i + 1);
+    if (value[0] === ' ') value = value.slice(1);
+    if (field === 'data') {
+      data = hasData ? `${data}\n${value}` : value;
+      hasData = true;
+    } else if (field === 'event') {
+      type = value;
+    } else if (field === 'id') {
+      if (!value.includes('\0')) lastId = value;
+    } else if (field === 'retry') {
+      if (/^\d+$/.test(value) && onRetry) onRetry(Number(value));
+    }
+  }
+  return (chunk) => {
+    let s = chunk;
+    if (skipLF && s.length > 0) {
+      if (s[0] === '\n') s = s.slice(1);
+      skipLF = false;
+    }
+    buf += s;
+    let start = 0;
+    for (let i = 0; i < buf.length; i++) {
+      const c = buf.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      line(buf.slice(start, i));
+      if (c === 13) {
+        if (i + 1 < buf.length) {
+          if (buf.charCodeAt(i + 1) === 10) i++;
+        } else {
+          skipLF = true;
+        }
+      }
+      start = i + 1;
+    }
+    buf = buf.slice(start);
+  };
+}
+
 function safeParse(s) {
   try {
     return JSON.parse(s);
@@ -826,6 +998,7 @@ function normalizeConfig(c, base, eventId) {
     pollInterval: ms(pick(c.pollIntervalMs, c.pollInterval), DEFAULT_POLL_MS),
     wait: Math.max(1, Math.round(ms(pick(c.longPollWaitSeconds, c.longPollWait, c.wait), DEFAULT_WAIT_S * 1000) / 1000)),
     repollSpread: ms(pick(c.repollSpreadMs, c.repollSpread), DEFAULT_REPOLL_SPREAD_MS),
+    transportHeader: typeof c.transportHeader === 'string' && c.transportHeader ? c.transportHeader : DEFAULT_TRANSPORT_HEADER,
     types: Array.isArray(c.types) ? c.types : [],
   };
 }

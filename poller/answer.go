@@ -230,12 +230,13 @@ type answerKey struct {
 	n                int
 	deep             bool
 	matched, closing bool
+	hot              bool // the answer carries Live-Transport: sse
 	dateSec          int64
 }
 
-func keyOf(id string, v view, matched, closing bool, now time.Time) answerKey {
+func keyOf(id string, v view, matched, closing, hot bool, now time.Time) answerKey {
 	k := answerKey{id: id, applied: v.applied, newest: v.newest, n: len(v.items), deep: v.deep,
-		matched: matched, closing: closing, dateSec: now.Unix()}
+		matched: matched, closing: closing, hot: hot, dateSec: now.Unix()}
 	if k.n > 0 {
 		k.first, k.last = v.items[0].seq, v.items[k.n-1].seq
 	}
@@ -244,14 +245,20 @@ func keyOf(id string, v view, matched, closing bool, now time.Time) answerKey {
 
 // answerBytes returns the framed answer to a parked poll of id whose read
 // was v: the shared bytes in s when they are that answer, else freshly
-// rendered (and kept in s when s is not nil).
+// rendered (and kept in s when s is not nil). A parked poll is a long-poll,
+// so a hot eventId's answer carries the SSE hint (see hot.go).
 func (p *Poller) answerBytes(s *sharedAnswer, id string, hdr []byte, v view, matched, closing bool) []byte {
-	k := keyOf(id, v, matched, closing, time.Now())
+	now := time.Now()
+	hot := p.hot.is(id, now)
+	k := keyOf(id, v, matched, closing, hot, now)
 	if s != nil && s.b != nil && s.key == k && bytes.Equal(s.hdr, hdr) {
 		p.m.count(routeUpdates, s.outcome)
 		return s.b
 	}
 	w := &connResponse{pre: hdr}
+	if hot {
+		w.Header()[headerTransport] = sseHint
+	}
 	outcome := p.writeAnswer(w, v, matched, true)
 	b := w.frame(closing)
 	if s != nil {

@@ -39,8 +39,14 @@ type configAnswer struct {
 	// event's browsers, all answered by one change at once, do not all
 	// re-poll in the same millisecond, and a change published meanwhile
 	// is answered at once when they do. 0 with the linger off.
-	RepollSpreadMs int64    `json:"repollSpreadMs"`
-	Types          []string `json:"types"`
+	RepollSpreadMs int64 `json:"repollSpreadMs"`
+	// TransportHeader names the long-poll answers' header that asks the
+	// client to move to another transport; its value "sse" means the
+	// stream URL, from the same cursor. It is sent on the answers of an
+	// eventId on which at least HotLongPolls clients wait (0: never).
+	TransportHeader string   `json:"transportHeader"`
+	HotLongPolls    int      `json:"hotLongPolls"`
+	Types           []string `json:"types"`
 }
 
 type pusherAnswer struct {
@@ -77,6 +83,8 @@ func (p *Poller) buildConfigAnswer() ([]byte, error) {
 		PollIntervalMs:      p.cfg.PollInterval.Milliseconds(),
 		LongPollWaitSeconds: int64(p.cfg.MaxWait.Seconds()),
 		RepollSpreadMs:      max(p.cfg.Linger, 0).Milliseconds(),
+		TransportHeader:     headerTransport,
+		HotLongPolls:        max(p.cfg.HotLongPolls, 0),
 		Types:               wire.KnownTypes(),
 	}
 	if pc := p.cfg.Pusher; pc.Enabled() {

@@ -83,7 +83,7 @@ func TestConfigTellsABrowserHowToConnect(t *testing.T) {
 			urls := c["urls"].(map[string]any)
 			if urls["updates"] != "/v1/events/{eventId}/updates" || urls["stream"] != "/v1/events/{eventId}/stream" ||
 				urls["messages"] != "/v1/events/{eventId}/messages/{seq}" || c["pollIntervalMs"] != 3000.0 || c["longPollWaitSeconds"] != 30.0 ||
-				c["repollSpreadMs"] != 250.0 {
+				c["repollSpreadMs"] != 250.0 || c["transportHeader"] != "Live-Transport" || c["hotLongPolls"] != 500.0 {
 				t.Fatalf("config=%s", r.body)
 			}
 			tc.check(t, c)

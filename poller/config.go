@@ -84,6 +84,17 @@ type Config struct {
 	// Linger. It delays the first answer after a quiet spell by Linger.
 	// Zero means 250ms; negative means off (answer at once).
 	Linger time.Duration
+	// HotLongPolls is how many clients waiting on one eventId (long-polls,
+	// and SSE streams, so an eventId whose clients moved stays hot) make
+	// it hot: for Config.hotHold after that was last seen, every long-poll
+	// answer for it carries "Live-Transport: sse", which asks clients that
+	// understand it to move to the SSE stream from the same cursor. On a
+	// hot eventId every change costs each long-poller an answer and a new
+	// request (net/http serving those re-polls was ~84% of the CPU of
+	// 5,000 long-polls on one eventId); a stream costs one write. Old
+	// clients ignore the header and keep long-polling. Zero means 500;
+	// negative means off.
+	HotLongPolls int
 }
 
 // Open reports whether reads need no token (no LIVE_POLL_SECRET).
@@ -102,8 +113,15 @@ func (c Config) String() string {
 		pusher = fmt.Sprintf("key=%s cluster=%q ws_host=%q ws_port=%d ws_tls=%t channel_prefix=%q private=%t",
 			c.Pusher.Key, c.Pusher.Cluster, c.Pusher.WSHost, c.Pusher.WSPort, c.Pusher.ForceTLS, c.Pusher.prefix(), c.Pusher.Private)
 	}
-	return fmt.Sprintf("pusher={%s} secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s linger=%s",
-		pusher, secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park, c.lingerString())
+	return fmt.Sprintf("pusher={%s} secret=%s ring_size=%d ring_age=%s max_events=%d max_bytes=%d replay_depth=%d max_wait=%s behind_wait=%s cors=%v rate=%g burst=%d heartbeat=%s sse_write_timeout=%s sse_max_per_token=%d sse_max_per_addr=%d park=%s linger=%s hot_longpolls=%s",
+		pusher, secret, c.RingSize, c.RingAge, c.MaxEvents, c.MaxBytes, c.ReplayDepth, c.MaxWait, c.BehindWait, c.CORSOrigins, c.Rate, c.Burst, c.Heartbeat, c.SSEWriteTimeout, c.SSEMaxPerToken, c.SSEMaxPerAddr, c.Park, c.lingerString(), c.hotString())
+}
+
+func (c Config) hotString() string {
+	if c.HotLongPolls < 0 {
+		return "off"
+	}
+	return strconv.Itoa(c.HotLongPolls)
 }
 
 func (c Config) lingerString() string {
@@ -166,6 +184,9 @@ func (c Config) withDefaults() Config {
 	if c.Linger == 0 {
 		c.Linger = d.Linger
 	}
+	if c.HotLongPolls == 0 {
+		c.HotLongPolls = d.HotLongPolls
+	}
 	return c
 }
 
@@ -185,6 +206,7 @@ func defaults() Config {
 		PollInterval: 2 * time.Second,
 		Park:         ParkKeepAlive,
 		Linger:       250 * time.Millisecond,
+		HotLongPolls: 500,
 
 		SSEWriteTimeout: 10 * time.Second,
 		SSEMaxPerToken:  16,
@@ -211,6 +233,7 @@ func defaults() Config {
 //	LIVE_POLLER_POLL_INTERVAL browsers' poll interval, default 2s
 //	LIVE_POLLER_PARK          keepalive (default), close or off: see Config.Park
 //	LIVE_POLLER_LINGER        hold of a woken long-poll's answer, default 250ms; 0 or "off" disables
+//	LIVE_POLLER_HOT_LONGPOLLS clients waiting on one eventId that move its long-polls to SSE, default 500; "off" disables
 //	LIVE_POLLER_SSE_WRITE_TIMEOUT  bound of one SSE write, default 10s
 //	LIVE_POLLER_SSE_MAX_PER_TOKEN  open SSE streams per poll token, default 16
 //	LIVE_POLLER_SSE_MAX_PER_ADDR   open SSE streams per remote address, default 64
@@ -274,6 +297,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			r.Fail("LIVE_POLLER_LINGER", v, "a duration from 0 (off) to 5s")
 		} else {
 			c.Linger = d
+		}
+	}
+	if v, ok := r.Lookup("LIVE_POLLER_HOT_LONGPOLLS"); ok {
+		if n, err := strconv.Atoi(v); strings.EqualFold(v, "off") {
+			c.HotLongPolls = -1
+		} else if err != nil || n < 1 || n > 1<<24 {
+			r.Fail("LIVE_POLLER_HOT_LONGPOLLS", v, "an integer from 1 to 16777216, or off")
+		} else {
+			c.HotLongPolls = n
 		}
 	}
 	loadPusher(r, &c.Pusher)

@@ -20,8 +20,10 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{"no variables give the defaults and open reads", nil, func(c Config) bool {
 			return c.Open() && c.RingSize == 64 && c.MaxWait == 30*time.Second && c.Rate == 5 && c.Burst == 20 && c.Heartbeat == 15*time.Second && c.Park == ParkKeepAlive &&
-				c.Linger == 250*time.Millisecond
+				c.Linger == 250*time.Millisecond && c.HotLongPolls == 500
 		}, nil},
+		{"a hot threshold is read", map[string]string{"LIVE_POLLER_HOT_LONGPOLLS": "50"}, func(c Config) bool { return c.HotLongPolls == 50 }, nil},
+		{"a hot threshold of off is off", map[string]string{"LIVE_POLLER_HOT_LONGPOLLS": "Off"}, func(c Config) bool { return c.HotLongPolls < 0 && c.withDefaults().HotLongPolls < 0 }, nil},
 		{"a linger is read", map[string]string{"LIVE_POLLER_LINGER": "1s"}, func(c Config) bool { return c.Linger == time.Second }, nil},
 		{"a linger of 0 is off", map[string]string{"LIVE_POLLER_LINGER": "0"}, func(c Config) bool { return c.Linger < 0 && c.withDefaults().Linger < 0 }, nil},
 		{"a linger of off is off", map[string]string{"LIVE_POLLER_LINGER": "OFF"}, func(c Config) bool { return c.Linger < 0 }, nil},
@@ -47,8 +49,8 @@ func TestLoadConfig(t *testing.T) {
 		{"every problem is reported at once, each naming its variable", map[string]string{
 			"LIVE_POLL_SECRET": "short", "LIVE_POLLER_RING_SIZE": "0", "LIVE_POLLER_RING_AGE": "soon",
 			"LIVE_POLLER_RATE": "-1", "LIVE_POLLER_CORS_ORIGINS": "app.example", "LIVE_POLLER_PARK": "sometimes",
-			"LIVE_POLLER_LINGER": "-1s",
-		}, nil, []string{"LIVE_POLL_SECRET", "LIVE_POLLER_RING_SIZE", "LIVE_POLLER_RING_AGE", "LIVE_POLLER_RATE", "LIVE_POLLER_CORS_ORIGINS", "LIVE_POLLER_PARK", "LIVE_POLLER_LINGER"}},
+			"LIVE_POLLER_LINGER": "-1s", "LIVE_POLLER_HOT_LONGPOLLS": "0",
+		}, nil, []string{"LIVE_POLL_SECRET", "LIVE_POLLER_RING_SIZE", "LIVE_POLLER_RING_AGE", "LIVE_POLLER_RATE", "LIVE_POLLER_CORS_ORIGINS", "LIVE_POLLER_PARK", "LIVE_POLLER_LINGER", "LIVE_POLLER_HOT_LONGPOLLS"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -238,7 +238,7 @@ func (p *Poller) cors(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	h.Set("Access-Control-Allow-Origin", allow)
-	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After")
+	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After, "+headerTransport)
 	return true
 }
 

@@ -57,6 +57,7 @@ type Poller struct {
 	waits *waiters
 	lim   *limiter
 	pk    *parking
+	hot   *hotEvents
 	sse   *streams
 
 	frames frameCache // SSE frames of recent changes, shared by streams
@@ -115,6 +116,7 @@ func New(cfg Config, deps Deps) (*Poller, error) {
 		now:     now,
 		idx:     newIndex(cfg),
 		waits:   newWaiters(),
+		hot:     newHotEvents(cfg.HotLongPolls),
 		lim:     newLimiter(cfg.Rate, cfg.Burst, cfg.MaxClients),
 		sse:     newStreams(cfg.SSEMaxPerToken, cfg.SSEMaxPerAddr),
 		deepSem: make(chan struct{}, deepConcurrency),

@@ -15,6 +15,10 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 	}
 	inm := r.Header.Get("If-None-Match")
 	waiting := q.wait > 0 && !p.draining()
+	if q.wait > 0 && p.hot.on() {
+		// This long-poll is about to wait too: it counts.
+		p.hot.observe(id, p.waits.count(id)+1, time.Now())
+	}
 	// The cheap path: the client's copy names this eventId's newest seq,
 	// so nothing changed for it; no cursor arithmetic is needed.
 	if inm != "" && !waiting {
@@ -90,6 +94,9 @@ func (lp *longPoll) step() bool {
 			// answer, which on a hot eventId is nearly every answer.
 			lp.lingered = true
 			return p.linger(r.Context(), d)
+		}
+		if lp.q.wait > 0 && p.hot.is(id, time.Now()) {
+			w.Header()[headerTransport] = sseHint
 		}
 		p.writeAnswer(w, v, matched, lp.timedOut)
 		return false

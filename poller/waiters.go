@@ -44,6 +44,7 @@ type waitSet struct {
 	// parked is the list of hijacked long-poll connections waiting here,
 	// linked through parked.prev/next.
 	parked *parked
+	np     int // len(parked), for count
 }
 
 func newWaiters() *waiters {
@@ -133,6 +134,7 @@ func (w *waiters) linkLocked(ws *waitSet, pc *parked) {
 		ws.parked.prev = pc
 	}
 	ws.parked = pc
+	ws.np++
 	w.nParked.Add(1)
 }
 
@@ -148,6 +150,7 @@ func (w *waiters) unlinkLocked(pc *parked) {
 		pc.next.prev = pc.prev
 	}
 	pc.ws, pc.prev, pc.next = nil, nil, nil
+	ws.np--
 	w.nParked.Add(-1)
 	w.dropIfEmptyLocked(pc.id, ws)
 }
@@ -161,8 +164,19 @@ func (w *waiters) takeParkedLocked(ws *waitSet, dst []*parked) []*parked {
 		dst = append(dst, pc)
 		pc = next
 	}
-	ws.parked = nil
+	ws.parked, ws.np = nil, 0
 	return dst
+}
+
+// count is how many reads wait for id's next change: long-polls and SSE
+// streams (what makes an eventId hot, see Config.HotLongPolls).
+func (w *waiters) count(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ws := w.sets[id]; ws != nil {
+		return ws.n + ws.np
+	}
+	return 0
 }
 
 // expire marks pc as past its wait and takes it when it is parked. Marking

@@ -59,6 +59,8 @@ type options struct {
 	only         string
 	ingestFor    time.Duration
 	hotFor       time.Duration
+	hotBaseline  bool
+	roles        bool
 	relayChanges int
 }
 
@@ -82,6 +84,8 @@ func run() error {
 	flag.StringVar(&o.only, "only", "ingest,sse,hot,unit", "which measures to run")
 	flag.DurationVar(&o.ingestFor, "ingest-duration", 5*time.Second, "measured ingest time per run")
 	flag.DurationVar(&o.hotFor, "hot-duration", 20*time.Second, "the hot event's storm")
+	flag.BoolVar(&o.hotBaseline, "hot-baseline", false, "also run the hot event with LIVE_POLLER_HOT_LONGPOLLS=off (long-poll only: no move to SSE) in every round, interleaved, and report both")
+	flag.BoolVar(&o.roles, "roles", false, "ingest and SSE: also run ours as a standalone nats-server + `liveupdates api` + `liveupdates poller` (the production shape: no relay forwarding to dev's own Pusher-compatible server, which Centrifugo does not do), reported beside dev")
 	flag.IntVar(&o.relayChanges, "relay-changes", 20000, "changes the relay forwards for its unit cost")
 	flag.Parse()
 	// An interrupted run still stops the servers it started.
@@ -109,12 +113,13 @@ func run() error {
 	started := time.Now()
 	b.logf("load average at the start: %s", loadAvg())
 	for r := range o.rounds {
-		// Alternate which server goes first, so neither always meets the
-		// machine right after the other's load.
 		targets := []string{"ours", "centrifugo"}
-		if r%2 == 1 {
-			targets[0], targets[1] = targets[1], targets[0]
+		if o.roles {
+			targets = append(targets, "roles")
 		}
+		// Rotate which server goes first, so none always meets the machine
+		// right after another's load.
+		targets = append(targets[r%len(targets):], targets[:r%len(targets)]...)
 		for _, t := range targets {
 			if only["ingest"] {
 				if err := b.measure(ctx, "ingest", t, r, ""); err != nil {
@@ -130,8 +135,22 @@ func run() error {
 			}
 		}
 		if only["hot"] {
-			if err := b.measure(ctx, "hot", "ours", r, ""); err != nil {
-				return err
+			// With the baseline, which goes first alternates too.
+			runs := []string{"hot"}
+			if o.hotBaseline {
+				runs = append(runs, "hot-off")
+				if r%2 == 1 {
+					runs[0], runs[1] = runs[1], runs[0]
+				}
+			}
+			for _, key := range runs {
+				var env []string
+				if key == "hot-off" {
+					env = append(env, "LIVE_POLLER_HOT_LONGPOLLS=off")
+				}
+				if err := b.measureAs(ctx, key, "hot", "ours", r, "", env...); err != nil {
+					return err
+				}
 			}
 		}
 		if only["unit"] {
@@ -183,7 +202,14 @@ func (b *bench) logf(format string, args ...any) {
 
 // loadArgs are the load tool's flags for one measure.
 func (b *bench) loadArgs(mode, target string, p *proc) []string {
-	args := []string{"-mode", mode, "-target", target, "-base", p.base, "-pid", strconv.Itoa(p.pid())}
+	lt := target
+	if target == "roles" {
+		lt = "ours" // the same API and routes, on two addresses
+	}
+	args := []string{"-mode", mode, "-target", lt, "-base", p.base, "-pid", p.pids()}
+	if p.publishBase != "" {
+		args = append(args, "-publish-base", p.publishBase)
+	}
 	if target == "centrifugo" {
 		args = append(args, "-api-key", apiKey, "-token-secret", tokenSecret)
 	} else {
@@ -217,7 +243,13 @@ func (b *bench) runLoad(ctx context.Context, args ...string) (json.RawMessage, e
 // measure runs one measure against a fresh server. round -1 is a profiling
 // run: its figures are not kept (the profiler costs CPU), its profile is.
 func (b *bench) measure(ctx context.Context, mode, target string, round int, profileOut string) error {
-	p, err := b.start(ctx, target, profileOut != "")
+	return b.measureAs(ctx, mode, mode, target, round, profileOut)
+}
+
+// measureAs runs mode against a fresh server started with env added, and
+// keeps its result under key.
+func (b *bench) measureAs(ctx context.Context, key, mode, target string, round int, profileOut string, env ...string) error {
+	p, err := b.start(ctx, target, profileOut != "", env...)
 	if err != nil {
 		return err
 	}
@@ -233,14 +265,14 @@ func (b *bench) measure(ctx context.Context, mode, target string, round int, pro
 	if round < 0 {
 		label = "profile"
 	}
-	b.logf("%s: %s against %s (load average %s)", label, mode, target, loadAvg())
+	b.logf("%s: %s against %s (load average %s)", label, key, target, loadAvg())
 	res, err := b.runLoad(ctx, args...)
 	if err != nil {
-		return fmt.Errorf("%w\nserver logs:\n%s", err, tail(p.logs.String(), 2000))
+		return fmt.Errorf("%w\nserver logs:\n%s", err, tail(p.logText(), 2000))
 	}
 	b.logf("  %s", res)
 	if round >= 0 {
-		b.keep(mode+"/"+target, res)
+		b.keep(key+"/"+target, res)
 	}
 	return nil
 }

@@ -39,23 +39,28 @@ func runs(xs []float64, format string) string {
 // report prints the peer table and the unit costs, as Markdown.
 func (b *bench) report(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "\n## Peer table: medians of %d rounds (each round's figures in brackets)\n\n", b.o.rounds)
-	fmt.Fprintln(bw, "| measure | ours | Centrifugo "+b.o.version+" | ours ÷ theirs |")
-	fmt.Fprintln(bw, "|---|---|---|---|")
+	if len(b.results["ingest/ours"])+len(b.results["sse/ours"]) > 0 {
+		fmt.Fprintf(bw, "\n## Peer table: medians of %d rounds (each round's figures in brackets)\n\n", b.o.rounds)
+		fmt.Fprintln(bw, "| measure | ours | Centrifugo "+b.o.version+" | ours ÷ theirs |")
+		fmt.Fprintln(bw, "|---|---|---|---|")
+	}
 	row := func(label, key, name, format string, scale float64, ratio string) {
 		o, t := b.field(key+"/ours", name), b.field(key+"/centrifugo", name)
 		if len(o) == 0 && len(t) == 0 {
 			return
 		}
-		mo, mt := measure.Median(o)*scale, measure.Median(t)*scale
-		r := "—"
-		if mt != 0 && mo != 0 {
+		mt := measure.Median(t) * scale
+		cmp := func(mo float64) string {
+			if mt == 0 || mo == 0 {
+				return "—"
+			}
 			switch ratio {
 			case "more": // bigger is better: ours/theirs
-				r = fmt.Sprintf("%.2fx", mo/mt)
+				return fmt.Sprintf("%.2fx", mo/mt)
 			case "less": // smaller is better: how many times theirs
-				r = fmt.Sprintf("%.2fx (%s)", mo/mt, map[bool]string{true: "better", false: "worse"}[mo <= mt])
+				return fmt.Sprintf("%.2fx (%s)", mo/mt, map[bool]string{true: "better", false: "worse"}[mo <= mt])
 			}
+			return "—"
 		}
 		scaled := func(xs []float64) []float64 {
 			out := make([]float64, len(xs))
@@ -64,8 +69,15 @@ func (b *bench) report(w io.Writer) error {
 			}
 			return out
 		}
+		mo := measure.Median(o) * scale
 		fmt.Fprintf(bw, "| %s | "+format+" [%s] | "+format+" [%s] | %s |\n", label,
-			mo, runs(scaled(o), format), mt, runs(scaled(t), format), r)
+			mo, runs(scaled(o), format), mt, runs(scaled(t), format), cmp(mo))
+		// -roles: ours in the production shape, beside the same Centrifugo runs.
+		if rs := b.field(key+"/roles", name); len(rs) > 0 {
+			mr := measure.Median(rs) * scale
+			fmt.Fprintf(bw, "| … ours as nats-server + api + poller, no relay | "+format+" [%s] | "+format+" | %s |\n",
+				mr, runs(scaled(rs), format), mt, cmp(mr))
+		}
 	}
 	row("ingest over HTTP, batches of 100 over 200 channels, 8 clients: events/s", "ingest", "events_per_s", "%.0f", 1, "more")
 	row("ingest request p50, ms", "ingest", "p50_ms", "%.1f", 1, "less")
@@ -74,25 +86,7 @@ func (b *bench) report(w io.Writer) error {
 	row("SSE: publish → each subscriber, p50, ms", "sse", "delivery_p50_ms", "%.0f", 1, "less")
 	row("memory per SSE connection, KB (RSS delta / connections)", "sse", "bytes_per_conn", "%.1f", 1.0/1000, "less")
 	if len(b.results["hot/ours"]) > 0 {
-		fmt.Fprintf(bw, "\n## Hot event (ours): %d long-polls on one eventId, 10 changes/s for %s\n\n", b.o.hotSubs, b.o.hotFor)
-		fmt.Fprintln(bw, "| measure | median | rounds |")
-		fmt.Fprintln(bw, "|---|---|---|")
-		hot := func(label, name, format string) {
-			xs := b.field("hot/ours", name)
-			fmt.Fprintf(bw, "| %s | "+format+" | %s |\n", label, measure.Median(xs), runs(xs, format))
-		}
-		hot("publish → last subscriber, p99 over changes, ms", "last_p99_ms", "%.0f")
-		hot("publish → last subscriber, p50 over changes, ms", "last_p50_ms", "%.0f")
-		hot("publish → each subscriber, p99, ms", "delivery_p99_ms", "%.0f")
-		hot("publish ack p50 idle, ms", "ack_idle_p50_ms", "%.1f")
-		hot("publish ack p50 during the storm, ms", "ack_storm_p50_ms", "%.1f")
-		hot("changes stored (10/s over the storm)", "changes", "%.0f")
-		hot("publishes failed (503 after the 5 s publish timeout)", "publish_failed", "%.0f")
-		hot("stored changes delivered to every long-poll", "fully_delivered", "%.0f")
-		idle, storm := b.med("hot/ours", "ack_idle_p50_ms"), b.med("hot/ours", "ack_storm_p50_ms")
-		if idle > 0 {
-			fmt.Fprintf(bw, "| publish ack p50, storm ÷ idle | %.1fx | |\n", storm/idle)
-		}
+		b.reportHot(bw)
 	}
 	fmt.Fprintf(bw, "\n## Unit costs: server process CPU time ÷ count, medians\n\n")
 	fmt.Fprintln(bw, "| cost | ours | Centrifugo |")
@@ -116,4 +110,54 @@ func (b *bench) report(w io.Writer) error {
 	unit("memory per waiting long-poll, bytes (RSS delta)", "hot", "bytes_per_waiting", "%.0f", 1)
 	unit("memory per SSE client, bytes (RSS delta)", "sse", "bytes_per_conn", "%.0f", 1)
 	return errors.Join(bw.Flush())
+}
+
+// reportHot prints the hot event's table: with -hot-baseline, beside the
+// same measure with the move to SSE off (long-poll only), from the same
+// rounds.
+func (b *bench) reportHot(bw io.Writer) {
+	base := len(b.results["hot-off/ours"]) > 0
+	fmt.Fprintf(bw, "\n## Hot event (ours): %d long-polls on one eventId, 10 changes/s for %s\n\n", b.o.hotSubs, b.o.hotFor)
+	if base {
+		fmt.Fprintln(bw, "| measure | moved to SSE (LIVE_POLLER_HOT_LONGPOLLS default) | rounds | long-poll only (off) | rounds |")
+		fmt.Fprintln(bw, "|---|---|---|---|---|")
+	} else {
+		fmt.Fprintln(bw, "| measure | median | rounds |")
+		fmt.Fprintln(bw, "|---|---|---|")
+	}
+	hot := func(label, name, format string) {
+		xs := b.field("hot/ours", name)
+		fmt.Fprintf(bw, "| %s | "+format+" | %s |", label, measure.Median(xs), runs(xs, format))
+		if base {
+			ys := b.field("hot-off/ours", name)
+			fmt.Fprintf(bw, " "+format+" | %s |", measure.Median(ys), runs(ys, format))
+		}
+		fmt.Fprintln(bw)
+	}
+	hot("publish → last subscriber, p99 over changes, ms", "last_p99_ms", "%.0f")
+	hot("publish → last subscriber, p50 over changes, ms", "last_p50_ms", "%.0f")
+	hot("publish → each subscriber, p99, ms", "delivery_p99_ms", "%.0f")
+	hot("publish ack p50 idle, ms", "ack_idle_p50_ms", "%.1f")
+	hot("publish ack p50 during the storm, ms", "ack_storm_p50_ms", "%.1f")
+	hot("changes stored (10/s over the storm)", "changes", "%.0f")
+	hot("publishes failed (503 after the 5 s publish timeout)", "publish_failed", "%.0f")
+	hot("stored changes delivered to every client", "fully_delivered", "%.0f")
+	hot("clients moved to SSE on the poller's hint (Live-Transport: sse)", "switched", "%.0f")
+	hot("streams that ended during the run (the client long-polls again)", "stream_errors", "%.0f")
+	hot("long-poll answers during the storm", "answers", "%.0f")
+	hot("server CPU s during the storm", "cpu_s", "%.2f")
+	hot("server CPU µs per delivery (one change to one client, either transport)", "cpu_us_per_delivery", "%.1f")
+	hot("load tool CPU s during the storm", "load_cpu_s", "%.2f")
+	ratio := func(key string) string {
+		idle, storm := b.med(key, "ack_idle_p50_ms"), b.med(key, "ack_storm_p50_ms")
+		if idle <= 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1fx", storm/idle)
+	}
+	fmt.Fprintf(bw, "| publish ack p50, storm ÷ idle (goal: at most 2x) | %s | |", ratio("hot/ours"))
+	if base {
+		fmt.Fprintf(bw, " %s | |", ratio("hot-off/ours"))
+	}
+	fmt.Fprintln(bw)
 }

@@ -70,19 +70,51 @@ func (b *bench) installCentrifugo(ctx context.Context) error {
 	return nil
 }
 
-// proc is a started server.
+// proc is a started server: one process, or (parts) several that serve
+// as one.
 type proc struct {
 	cmd     *exec.Cmd
 	base    string
 	debug   string
 	natsURL string
-	logs    *bytes.Buffer
+	// publishBase is where changes are published when not base (ours as
+	// separate roles: the API's address).
+	publishBase string
+	logs        *bytes.Buffer
 	// exited is closed once the process has ended, with err its end.
 	exited chan struct{}
 	err    error
+	// parts are the processes of a server that runs as several, stopped
+	// in reverse order.
+	parts []*proc
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// pids are the server's process ids, comma-separated (the load tool adds
+// up their CPU time and memory).
+func (p *proc) pids() string {
+	if len(p.parts) == 0 {
+		return strconv.Itoa(p.cmd.Process.Pid)
+	}
+	ids := make([]string, len(p.parts))
+	for i, q := range p.parts {
+		ids[i] = strconv.Itoa(q.cmd.Process.Pid)
+	}
+	return strings.Join(ids, ",")
+}
+
+// logText is what the server's processes wrote.
+func (p *proc) logText() string {
+	if len(p.parts) == 0 {
+		return p.logs.String()
+	}
+	var b strings.Builder
+	for _, q := range p.parts {
+		b.WriteString(q.logs.String())
+	}
+	return b.String()
+}
 
 // begin starts p's command with its output in p.logs.
 func (p *proc) begin(name string) error {
@@ -100,6 +132,12 @@ func (p *proc) begin(name string) error {
 
 // stop ends the server with SIGTERM, then SIGKILL after 15 s.
 func (p *proc) stop() {
+	if len(p.parts) > 0 {
+		for i := len(p.parts) - 1; i >= 0; i-- {
+			p.parts[i].stop()
+		}
+		return
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -147,9 +185,13 @@ func oursEnv(addr string, more ...string) []string {
 }
 
 // start runs a server until ready: ours is `liveupdates dev` with file
-// storage in a fresh directory, theirs Centrifugo with a fresh config.
+// storage in a fresh directory, theirs Centrifugo with a fresh config, and
+// roles is ours in the production shape (see startRoles).
 func (b *bench) start(ctx context.Context, target string, debug bool, extraEnv ...string) (*proc, error) {
-	addrs, err := freeAddrs(3) // HTTP, NATS, debug
+	if target == "roles" {
+		return b.startRoles(ctx, extraEnv...)
+	}
+	addrs, err := freeAddrs(4) // HTTP, NATS, debug, dev's Pusher-compatible server
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +206,9 @@ func (b *bench) start(ctx context.Context, target string, debug bool, extraEnv .
 		p.natsURL = "nats://" + addrs[1]
 		p.cmd = exec.Command(b.ours, "dev")
 		// All load comes from one address: lift the poller's limits on it.
-		p.cmd.Env = oursEnv(addrs[0], "LIVE_NATS_LISTEN="+addrs[1], "LIVE_DATA_DIR="+data,
+		// Its own Pusher-compatible server's address too: the default
+		// (8081) is taken whenever another dev runs on the machine.
+		p.cmd.Env = oursEnv(addrs[0], "LIVE_NATS_LISTEN="+addrs[1], "LIVE_DATA_DIR="+data, "LIVE_DEV_PUSHER_ADDR="+addrs[3],
 			"LIVE_POLLER_RATE=off", "LIVE_POLLER_SSE_MAX_PER_ADDR=1048576")
 		if debug {
 			p.debug = "http://" + addrs[2]
@@ -204,14 +248,43 @@ func (b *bench) startNATS(ctx context.Context) (*proc, error) {
 }
 
 // startAPI runs `liveupdates api` alone on the NATS at natsURL.
-func (b *bench) startAPI(ctx context.Context, natsURL string) (*proc, error) {
+func (b *bench) startAPI(ctx context.Context, natsURL string, extraEnv ...string) (*proc, error) {
+	return b.startRole(ctx, "api", natsURL, extraEnv...)
+}
+
+// startRole runs `liveupdates <role>` alone on the NATS at natsURL.
+func (b *bench) startRole(ctx context.Context, role, natsURL string, extraEnv ...string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{base: "http://" + addr, natsURL: natsURL, cmd: exec.Command(b.ours, "api")}
-	p.cmd.Env = oursEnv(addr, "LIVE_NATS_URL="+natsURL)
-	return p, p.launch(ctx, "api", p.base+"/readyz")
+	p := &proc{base: "http://" + addr, natsURL: natsURL, cmd: exec.Command(b.ours, role)}
+	p.cmd.Env = append(oursEnv(addr, "LIVE_NATS_URL="+natsURL), extraEnv...)
+	return p, p.launch(ctx, role, p.base+"/readyz")
+}
+
+// startRoles runs ours in the production shape: a standalone nats-server
+// (file storage), `liveupdates api` and `liveupdates poller`, no relay.
+// Centrifugo forwards nowhere; dev's relay forwards every change to dev's
+// own Pusher-compatible server on the same cores, so this is the shape to
+// compare ingest and SSE with. Its CPU and memory are the three processes'.
+func (b *bench) startRoles(ctx context.Context, extraEnv ...string) (*proc, error) {
+	ns, err := b.startNATS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	api, err := b.startAPI(ctx, ns.natsURL, extraEnv...)
+	if err != nil {
+		ns.stop()
+		return nil, err
+	}
+	pl, err := b.startRole(ctx, "poller", ns.natsURL, append([]string{"LIVE_POLLER_RATE=off", "LIVE_POLLER_SSE_MAX_PER_ADDR=1048576"}, extraEnv...)...)
+	if err != nil {
+		api.stop()
+		ns.stop()
+		return nil, err
+	}
+	return &proc{base: pl.base, publishBase: api.base, natsURL: ns.natsURL, parts: []*proc{ns, api, pl}}, nil
 }
 
 // launch starts p and waits until ready answers 200, for up to 60 s. On

@@ -91,6 +91,7 @@ var settingsTable = []envVar{
 	{Name: "LIVE_POLLER_BURST", Default: "20", Help: "burst per client", readers: byPoller},
 	{Name: "LIVE_POLLER_PARK", Default: "keepalive", Help: "how waiting long-polls are held: keepalive (hijacked and parked, about 1 KiB each), close, or off (a goroutine each)", readers: byPoller},
 	{Name: "LIVE_POLLER_LINGER", Default: "250ms (0 or off disables)", Help: "how long a long-poll woken by a change waits for the next changes before it answers, so a hot event costs each browser at most about one answer and re-poll per linger", readers: byPoller},
+	{Name: "LIVE_POLLER_HOT_LONGPOLLS", Default: "500 (off disables)", Help: "clients waiting on one eventId (long-polls and SSE streams) that make it hot: its long-poll answers then carry Live-Transport: sse, and the client moves to the SSE stream, which costs one write per change instead of an answer and a new request", readers: byPoller},
 	{Name: "LIVE_POLLER_HEARTBEAT", Default: "15s", Help: "SSE heartbeat interval", readers: byPoller},
 	{Name: "LIVE_POLLER_SSE_WRITE_TIMEOUT", Default: "10s", Help: "bound of one SSE write; a client that does not read within it is disconnected (it resumes with Last-Event-ID)", readers: byPoller},
 	{Name: "LIVE_POLLER_SSE_MAX_PER_TOKEN", Default: "16", Help: "open SSE streams per poll token", readers: byPoller},

@@ -104,7 +104,7 @@ func (s server) batchRequest(ctx context.Context, body []byte) *http.Request {
 	if s.c.target == "centrifugo" {
 		path = "/api/batch"
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+path, bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.c.publishBase+path, bytes.NewReader(body))
 	s.auth(req)
 	return req
 }
@@ -113,10 +113,10 @@ func (s server) batchRequest(ctx context.Context, body []byte) *http.Request {
 func (s server) publishRequest(ctx context.Context, channel string, n int) *http.Request {
 	var req *http.Request
 	if s.c.target == "ours" {
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+"/v1/events/"+channel+"/vote.updated", bytes.NewReader([]byte(s.data(n))))
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, s.c.publishBase+"/v1/events/"+channel+"/vote.updated", bytes.NewReader([]byte(s.data(n))))
 	} else {
 		body := `{"channel":"` + channel + `","data":` + s.data(n) + `}`
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, s.c.base+"/api/publish", bytes.NewReader([]byte(body)))
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, s.c.publishBase+"/api/publish", bytes.NewReader([]byte(body)))
 	}
 	s.auth(req)
 	return req

@@ -5,15 +5,21 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // config is every flag; each mode reads the ones it needs.
 type config struct {
-	mode, target, base   string
-	apiKey, tokenSecret  string
-	pid                  int
+	mode, target, base string
+	// publishBase is where changes are published (ours: the API, when it
+	// runs apart from the poller); base when unset.
+	publishBase         string
+	apiKey, tokenSecret string
+	// pids are the server's processes: their CPU time and resident memory
+	// add up (ours as a standalone nats-server, api and poller).
+	pids                 []int
 	clients, batch, chs  int
 	subs, rounds, ids    int
 	conns, count         int
@@ -48,7 +54,17 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.base, "base", "", "server base URL, such as http://127.0.0.1:8080")
 	fs.StringVar(&c.apiKey, "api-key", "dev", "ours: the ingest API key; centrifugo: http_api.key")
 	fs.StringVar(&c.tokenSecret, "token-secret", "", "centrifugo: client.token.hmac_secret_key, to sign connection tokens")
-	fs.IntVar(&c.pid, "pid", 0, "the server's process id, for CPU time and resident memory ("+strings.Join(needsPID, ", ")+")")
+	fs.StringVar(&c.publishBase, "publish-base", "", "ours: where changes are published, when the API runs apart from the poller (default -base)")
+	fs.Func("pid", "the server's process id, for CPU time and resident memory ("+strings.Join(needsPID, ", ")+"); several comma-separated add up", func(v string) error {
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("want process ids, comma-separated: %q", f)
+			}
+			c.pids = append(c.pids, n)
+		}
+		return nil
+	})
 	fs.IntVar(&c.clients, "clients", 8, "ingest, seed: concurrent clients")
 	fs.IntVar(&c.batch, "batch", 100, "ingest, seed: changes per request")
 	fs.IntVar(&c.chs, "channels", 200, "ingest, seed: distinct eventIds (channels)")
@@ -72,6 +88,9 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if c.publishBase == "" {
+		c.publishBase = c.base
+	}
 	return c, c.validate()
 }
 
@@ -87,7 +106,7 @@ func (c config) validate() error {
 	if c.target != "ours" && c.target != "centrifugo" {
 		errs = append(errs, fmt.Errorf("-target %q: want ours or centrifugo", c.target))
 	}
-	if slices.Contains(needsPID, c.mode) && c.pid <= 0 {
+	if slices.Contains(needsPID, c.mode) && len(c.pids) == 0 {
 		errs = append(errs, fmt.Errorf("-mode %s needs -pid, the server's process id", c.mode))
 	}
 	if slices.Contains(needsEvent, c.mode) && c.event == "" {

@@ -14,17 +14,23 @@ import (
 )
 
 type hotResult struct {
-	Subs             int     `json:"subs"`
-	RepollSpreadMs   float64 `json:"repoll_spread_ms"`
-	Waiting          float64 `json:"waiting"`
-	BytesPerWaiting  float64 `json:"bytes_per_waiting"`
-	LoadCPUSeconds   float64 `json:"load_cpu_s"`
-	Changes          int     `json:"changes"`
-	PublishFailed    int     `json:"publish_failed"`
-	FullyDelivered   int     `json:"fully_delivered"`
-	Deliveries       int     `json:"deliveries"`
-	Answers          int64   `json:"answers"`
-	PollErrors       int64   `json:"poll_errors"`
+	Subs            int     `json:"subs"`
+	RepollSpreadMs  float64 `json:"repoll_spread_ms"`
+	Waiting         float64 `json:"waiting"`
+	BytesPerWaiting float64 `json:"bytes_per_waiting"`
+	LoadCPUSeconds  float64 `json:"load_cpu_s"`
+	Changes         int     `json:"changes"`
+	PublishFailed   int     `json:"publish_failed"`
+	FullyDelivered  int     `json:"fully_delivered"`
+	Deliveries      int     `json:"deliveries"`
+	Answers         int64   `json:"answers"`
+	PollErrors      int64   `json:"poll_errors"`
+	// Switched: clients that moved to the SSE stream on the poller's hint
+	// (Live-Transport: sse); StreamErrors: streams that ended other than
+	// by the end of the run (each client then long-polls again).
+	Switched         int64   `json:"switched"`
+	StreamErrors     int64   `json:"stream_errors"`
+	StreamError      string  `json:"stream_error,omitempty"`
 	LastP50ms        float64 `json:"last_p50_ms"`
 	LastP99ms        float64 `json:"last_p99_ms"`
 	DeliveryP99ms    float64 `json:"delivery_p99_ms"`
@@ -135,7 +141,8 @@ func waiting(ctx context.Context, base string) float64 {
 // hot measures ours alone (Centrifugo has no long-poll): the publish ack
 // latency idle, then c.subs long-polls on one eventId, each re-polling as
 // the browser client does (after a random part of repollSpread when the
-// answer had changes), while c.rate changes per second are published to it.
+// answer had changes, and moving to the SSE stream when an answer says
+// Live-Transport: sse), while c.rate changes per second are published to it.
 func hot(ctx context.Context, c config) (*hotResult, error) {
 	s := server{c}
 	const eventID = "hot"
@@ -149,25 +156,41 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	for _, a := range idle {
 		cursor = max(cursor, a.seq)
 	}
-	rssBefore, err := measure.ProcRSS(c.pid)
+	rssBefore, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}
 
 	arrivals := &arrivalsBySeq{m: map[uint64][]time.Time{}}
-	var answers, pollErrs atomic.Int64
+	var answers, pollErrs, switched, streamErrs atomic.Int64
+	var streamErr atomic.Pointer[error]
 	pollCtx, cancel := context.WithCancel(ctx)
 	hc := httpClient(c.subs)
 	spread := repollSpread(ctx, c)
 	var wg sync.WaitGroup
 	for range c.subs {
 		wg.Go(func() {
+			moved := false
+			stream := func(ctx context.Context, since uint64) uint64 {
+				if !moved {
+					moved = true
+					switched.Add(1)
+				}
+				cur, err := readStream(ctx, s, hc, eventID, since, func(seq uint64, at time.Time) {
+					arrivals.add([]uint64{seq}, at)
+				})
+				if err != nil {
+					streamErrs.Add(1)
+					streamErr.CompareAndSwap(nil, &err)
+				}
+				return cur
+			}
 			longPoll(pollCtx, s, hc, eventID, cursor, 25, spread, func(a pollAnswer) {
 				if a.err == nil && a.status == http.StatusOK {
 					answers.Add(1)
 					arrivals.add(a.seqs, a.at)
 				}
-			}, func() { pollErrs.Add(1) })
+			}, func() { pollErrs.Add(1) }, stream)
 		})
 	}
 	defer func() {
@@ -178,7 +201,7 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 	if !waitFor(ctx, 90*time.Second, 100*time.Millisecond, func() bool { w = waiting(ctx, c.base); return w >= float64(c.subs) }) {
 		return nil, fmt.Errorf("hot: %v of %d long-polls waiting after 90s", w, c.subs)
 	}
-	rssWaiting, err := measure.ProcRSS(c.pid)
+	rssWaiting, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +224,8 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 
 	res := &hotResult{Subs: c.subs, RepollSpreadMs: ms(spread), Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
 		LoadCPUSeconds: sp.loadCPU, Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers,
-		PollErrors: pollErrs.Load(), CPUSeconds: sp.cpu, CPUusPerAnswer: sp.perItem(nAnswers),
+		PollErrors: pollErrs.Load(), Switched: switched.Load(), StreamErrors: streamErrs.Load(),
+		CPUSeconds: sp.cpu, CPUusPerAnswer: sp.perItem(nAnswers),
 		AckIdleP50ms: measure.Percentile(idleMs, 50), AckStormP50ms: measure.Percentile(stormMs, 50),
 		AckStormP99ms: measure.Percentile(stormMs, 99)}
 	var lasts, all []float64
@@ -222,6 +246,9 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 		}
 		res.Deliveries += len(ats)
 		lasts = append(lasts, ms(last.Sub(a.sent)))
+	}
+	if e := errOf(streamErr.Load()); e != nil {
+		res.StreamError = e.Error()
 	}
 	res.LastP50ms = measure.Percentile(lasts, 50)
 	res.LastP99ms = measure.Percentile(lasts, 99)

@@ -29,6 +29,13 @@ func TestParseFlagsReportsEveryProblemAtOnce(t *testing.T) {
 	if _, err := parseFlags([]string{"-mode", "rps", "-base", "http://x"}); err != nil {
 		t.Errorf("rps needs no -pid: parseFlags() = %v", err)
 	}
+	c, err := parseFlags([]string{"-mode", "sse", "-base", "http://poller", "-pid", "3,4, 5"})
+	if err != nil || fmt.Sprint(c.pids) != "[3 4 5]" || c.publishBase != "http://poller" {
+		t.Errorf("parseFlags(-pid 3,4, 5) = %v pids %v publish base %q, want [3 4 5] and -base", err, c.pids, c.publishBase)
+	}
+	if _, err := parseFlags([]string{"-mode", "sse", "-base", "http://x", "-pid", "3,x"}); err == nil {
+		t.Errorf("parseFlags(-pid 3,x) = nil, want an error")
+	}
 }
 
 func TestLongPollFollowsTheCursorAndCountsAFailedAnswer(t *testing.T) {
@@ -60,7 +67,7 @@ func TestLongPollFollowsTheCursorAndCountsAFailedAnswer(t *testing.T) {
 		defer close(done)
 		longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 3, 25, 0, func(a pollAnswer) {
 			answers = append(answers, a)
-		}, func() { failures++ })
+		}, func() { failures++ }, nil)
 	}()
 	select {
 	case <-done:
@@ -134,7 +141,7 @@ func TestLongPollSpreadsItsRepollsAfterChanges(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	start := time.Now()
-	longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 0, 25, 100*time.Millisecond, func(pollAnswer) {}, func() {})
+	longPoll(ctx, server{config{base: srv.URL}}, srv.Client(), "hot", 0, 25, 100*time.Millisecond, func(pollAnswer) {}, func() {}, nil)
 	if n.Load() <= 20 {
 		t.Fatalf("requests=%d, want 21", n.Load())
 	}
@@ -170,5 +177,52 @@ func TestRepollSpreadIsTheClientsOne(t *testing.T) {
 		if got := repollSpread(t.Context(), config{base: srv.URL, spread: tc.flag}); got != tc.want {
 			t.Errorf("%s: repollSpread=%v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// On an answer saying Live-Transport: sse, a long-poll client reads the
+// stream from its cursor, as client.js does, and when the stream ends
+// long-polls again from the last change the stream brought.
+func TestLongPollMovesToTheStreamOnTheHintAndBackWhenItEnds(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var mu sync.Mutex
+	var asked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Path+"?since="+r.URL.Query().Get("since"))
+		n := len(asked)
+		mu.Unlock()
+		switch {
+		case n == 1:
+			w.Header().Set("Live-Transport", "sse")
+			fmt.Fprint(w, `{"cursor":"5","events":[{"seq":5,"data":{}}]}`)
+		case strings.HasSuffix(r.URL.Path, "/stream"):
+			fmt.Fprint(w, "retry: 2000\n\nid: 6\nevent: vote.updated\ndata: {\"seq\":6}\n\nid: 7\nevent: vote.updated\ndata: {\"seq\":7}\n\n")
+		default:
+			cancel()
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s := server{config{base: srv.URL}}
+	var streamed []uint64
+	streams := 0
+	longPoll(ctx, s, srv.Client(), "hot", 3, 25, 0, func(pollAnswer) {}, func() {}, func(ctx context.Context, since uint64) uint64 {
+		streams++
+		cur, err := readStream(ctx, s, srv.Client(), "hot", since, func(seq uint64, _ time.Time) { streamed = append(streamed, seq) })
+		if err == nil {
+			t.Errorf("readStream() error = nil, want the stream's end")
+		}
+		return cur
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "/v1/events/hot/updates?since=3,/v1/events/hot/stream?since=5,/v1/events/hot/updates?since=7"; strings.Join(asked, ",") != want {
+		t.Fatalf("requests = %v, want %s", asked, want)
+	}
+	if streams != 1 || fmt.Sprint(streamed) != "[6 7]" {
+		t.Fatalf("streams = %d with seqs %v, want 1 with [6 7]", streams, streamed)
 	}
 }

@@ -57,8 +57,20 @@ type pollAnswer struct {
 	// cursor and seqs of an answer 200 that parsed.
 	cursor uint64
 	seqs   []uint64
-	err    error
+	// hint: the answer asks the client to move to the SSE stream
+	// (Live-Transport: sse, a hot eventId).
+	hint bool
+	err  error
 }
+
+// streamer reads eventID's SSE stream from since until it ends and returns
+// the cursor it reached: what client.js does on an answer's hint.
+type streamer func(ctx context.Context, since uint64) uint64
+
+// streamHold is how long a long-poll client goes on long-polling after its
+// stream ended before a hint moves it again, as client.js waits the
+// stream's retry: delay (the poller sends 2 s).
+const streamHold = 2 * time.Second
 
 // longPoll is one browser client on one eventId: it long-polls from since
 // and re-polls with the cursor each answer gives, until ctx ends. After an
@@ -66,15 +78,18 @@ type pollAnswer struct {
 // does (repollDelay); after any other answer it re-polls at once.
 // Every answer read whole goes to answered; a request that fails, or an
 // answer that is not a 200 that parses, goes to failed and is followed by a
-// backoff, so a refused connection does not spin.
-func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, spread time.Duration, answered func(pollAnswer), failed func()) {
+// backoff, so a refused connection does not spin. With stream (not nil),
+// an answer hinting at SSE hands the client to it, as client.js does, and
+// long-poll resumes from the cursor it reached when the stream ends.
+func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, wait int, spread time.Duration, answered func(pollAnswer), failed func(), stream streamer) {
 	b := retry.New(100*time.Millisecond, time.Second)
 	var buf bytes.Buffer
+	var holdUntil time.Time
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.longPollURL(eventID, since, wait), nil)
 		res, err := hc.Do(req)
 		if err == nil {
-			a := pollAnswer{status: res.StatusCode}
+			a := pollAnswer{status: res.StatusCode, hint: res.Header.Get("Live-Transport") == "sse"}
 			buf.Reset()
 			_, err = buf.ReadFrom(res.Body)
 			a.at = time.Now()
@@ -89,6 +104,10 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 					b.Reset()
 					if len(a.seqs) > 0 && spread > 0 {
 						_ = retry.Sleep(ctx, rand.N(spread))
+					}
+					if a.hint && stream != nil && time.Now().After(holdUntil) {
+						since = max(since, stream(ctx, since))
+						holdUntil = time.Now().Add(streamHold)
 					}
 					continue
 				}
@@ -149,7 +168,7 @@ func repoll(ctx context.Context, c config) (*arrivalsResult, error) {
 				if a.err == nil && len(a.seqs) > 0 {
 					answers[i] = append(answers[i], int64(a.cursor), a.at.UnixNano())
 				}
-			}, func() { errs.Add(1) })
+			}, func() { errs.Add(1) }, nil)
 			status.add(local)
 		})
 	}

@@ -5,10 +5,12 @@
 // poller's benchmarks (poller/bench_test.go) build it and read that.
 //
 // The peer benchmark's modes (bench/peer), which read the server's CPU time
-// and resident memory from /proc around the measured phase (-pid):
+// and resident memory from /proc around the measured phase (-pid; several
+// comma-separated add up, e.g. ours as nats-server, api and poller, which
+// then also takes -publish-base, the API's URL, beside -base, the poller's):
 //
-//	load -mode ingest  -target ours|centrifugo -base URL -pid N [-clients 8 -batch 100 -channels 200 -duration 5s]
-//	load -mode sse     -target ours|centrifugo -base URL -pid N [-subs 5000 -rounds 8]
+//	load -mode ingest  -target ours|centrifugo -base URL [-publish-base URL] -pid N[,N…] [-clients 8 -batch 100 -channels 200 -duration 5s]
+//	load -mode sse     -target ours|centrifugo -base URL [-publish-base URL] -pid N[,N…] [-subs 5000 -rounds 8]
 //	load -mode hot     -base URL -pid N [-subs 5000 -rate 10 -duration 20s -idle 4s]
 //	load -mode poll304 -base URL -pid N [-ids 1000 -conns 32 -duration 4s]
 //	load -mode seed    -base URL -count N

@@ -17,18 +17,44 @@ import (
 
 // cpuMeter reads a process's CPU time at the start and end of a phase.
 type cpuMeter struct {
-	pid   int
+	pids  []int
 	start time.Duration
 }
 
-func startCPU(pid int) (*cpuMeter, error) {
-	d, err := measure.ProcCPU(pid)
-	return &cpuMeter{pid: pid, start: d}, err
+func startCPU(pids ...int) (*cpuMeter, error) {
+	d, err := procsCPU(pids)
+	return &cpuMeter{pids: pids, start: d}, err
 }
 
 func (m *cpuMeter) seconds() (float64, error) {
-	d, err := measure.ProcCPU(m.pid)
+	d, err := procsCPU(m.pids)
 	return (d - m.start).Seconds(), err
+}
+
+// procsCPU is the CPU time of the processes, added up.
+func procsCPU(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := measure.ProcCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// procsRSS is the resident memory of the processes, added up.
+func procsRSS(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		n, err := measure.ProcRSS(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
 }
 
 // phase is one measured stretch of a mode: the server's CPU time across it,
@@ -56,7 +82,7 @@ func (s spent) perItem(n int64) float64 {
 // startPhase starts measuring; profileFor is how long a profile of the
 // phase should run.
 func startPhase(c config, profileFor time.Duration) (*phase, error) {
-	server, err := startCPU(c.pid)
+	server, err := startCPU(c.pids...)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,7 +132,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	for r := range ss.arrivals {
 		ss.arrivals[r] = make([]atomic.Int64, c.subs)
 	}
-	rssBefore, err := measure.ProcRSS(c.pid)
+	rssBefore, err := procsRSS(c.pids)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -171,7 +172,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 		return nil, fmt.Errorf("sse: only %d of %d subscribers got the warm-up change (%d reconnects; a stream ended with %v)", got, c.subs, ss.reconnects.Load(), errOf(ss.streamErr.Load()))
 	}
 	time.Sleep(200 * time.Millisecond)
-	rssConnected, err := measure.ProcRSS(c.pid)
+	rssConnected, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +207,7 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.RSSAfter, err = measure.ProcRSS(c.pid); err != nil {
+	if res.RSSAfter, err = procsRSS(c.pids); err != nil {
 		return nil, err
 	}
 	res.LoadCPUSeconds, res.CPUSeconds = sp.loadCPU, sp.cpu
@@ -219,4 +220,51 @@ func sse(ctx context.Context, c config) (*sseResult, error) {
 	}
 	res.CPUusPerDelivery = sp.perItem(int64(res.Deliveries))
 	return res, nil
+}
+
+// readStream reads eventID's stream of ours from since, as client.js's
+// fetch-based reader does, calling got for each change with when it
+// arrived, until the stream ends; it returns the cursor it reached and why
+// the stream ended (nil when ctx did).
+func readStream(ctx context.Context, s server, hc *http.Client, eventID string, since uint64, got func(seq uint64, at time.Time)) (uint64, error) {
+	u := s.c.base + "/v1/events/" + eventID + "/stream?since=" + strconv.FormatUint(since, 10)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return since, err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return since, ctxErr(ctx, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return since, fmt.Errorf("stream: %s", res.Status)
+	}
+	rd := measure.NewSSEReader(bufio.NewReaderSize(res.Body, 4096))
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			return since, ctxErr(ctx, err)
+		}
+		if ev.Event == "reset" {
+			if c, ok := measure.IntField(ev.Data, "cursor"); ok {
+				since = uint64(c)
+			}
+			continue
+		}
+		seq, err := strconv.ParseUint(ev.ID, 10, 64)
+		if err != nil || seq <= since {
+			continue
+		}
+		since = seq
+		got(seq, time.Now())
+	}
+}
+
+// ctxErr is nil when ctx ended (err is then its doing), else err.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -1,0 +1,101 @@
+package poller
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nostressplanner/liveupdates/testutil"
+)
+
+// On an eventId with at least HotLongPolls waiting clients, every long-poll
+// answer (the changes, and a 304) says Live-Transport: sse, readable
+// cross-origin; below the threshold, with the hint off, and on a plain poll
+// it is absent. Parked and on the plain net/http path.
+func TestLongPollAnswersOfAHotEventCarryTheSSEHint(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		park      string
+		threshold int
+		want      string
+	}{
+		{"parked, at the threshold", ParkKeepAlive, 4, "sse"},
+		{"plain path, at the threshold", ParkOff, 4, "sse"},
+		{"parked, below the threshold", ParkKeepAlive, 5, ""},
+		{"plain path, below the threshold", ParkOff, 5, ""},
+		{"off", ParkKeepAlive, -1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, js := runStream(t)
+			h := startPoller(t, srv, Config{Park: tc.park, HotLongPolls: tc.threshold, Linger: -1, CORSOrigins: []string{"*"}})
+			url := fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=60", h.url, h.p.idx.appliedSeq())
+			origin := []string{"Origin", "https://app.example"}
+			// Four long-polls: the fourth arrives while three wait, which
+			// makes four, the eventId hot at a threshold of 4.
+			var rcs []<-chan asyncReply
+			for i := range 4 {
+				rcs = append(rcs, getAsync(t.Context(), url, origin...))
+				testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == i+1 }, "%d long-polls wait", i+1)
+			}
+			seq := testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
+			var etag string
+			for i, rc := range rcs {
+				r := (<-rc).done(t)
+				if got := seqs(decodeUpdates(t, r).Events); len(got) != 1 || got[0] != seq {
+					t.Fatalf("long-poll %d got seqs %v, want [%d]", i, got, seq)
+				}
+				if got := r.header.Get(headerTransport); got != tc.want {
+					t.Fatalf("long-poll %d: %s=%q, want %q", i, headerTransport, got, tc.want)
+				}
+				if got := r.header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, headerTransport) {
+					t.Fatalf("Access-Control-Expose-Headers=%q, want it to name %s", got, headerTransport)
+				}
+				etag = r.header.Get("ETag")
+			}
+			// A long-poll that ends without a change: 304, with the hint too.
+			r := mustGet(t, fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=1", h.url, seq), "If-None-Match", etag)
+			if r.status != http.StatusNotModified {
+				t.Fatalf("conditional long-poll: status=%d body=%s, want 304", r.status, r.body)
+			}
+			if got := r.header.Get(headerTransport); got != tc.want {
+				t.Fatalf("304: %s=%q, want %q", headerTransport, got, tc.want)
+			}
+			// A plain poll is no long-poll: it is never told to move.
+			r = h.get(fmt.Sprintf("/v1/events/hot/updates?since=%d", seq-1))
+			if got := r.header.Get(headerTransport); got != "" {
+				t.Fatalf("plain poll: %s=%q, want none", headerTransport, got)
+			}
+		})
+	}
+}
+
+// Clients on the SSE stream count as waiting: an eventId whose crowd moved
+// to the stream stays hot, so its remaining long-pollers are moved too.
+func TestSSEStreamsKeepAnEventHot(t *testing.T) {
+	t.Parallel()
+	srv, js := runStream(t)
+	h := startPoller(t, srv, Config{HotLongPolls: 3, Linger: -1})
+	ctx := t.Context()
+	for range 2 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/events/hot/stream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Body.Close() })
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 2 }, "two streams wait")
+	rc := getAsync(ctx, fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=60", h.url, h.p.idx.appliedSeq()))
+	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 3 }, "the long-poll waits")
+	testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
+	r := (<-rc).done(t)
+	if got := r.header.Get(headerTransport); got != "sse" {
+		t.Fatalf("%s=%q, want sse", headerTransport, got)
+	}
+}
