@@ -173,10 +173,16 @@ func (w *waiters) takeParkedLocked(ws *waitSet, dst []*parked) []*parked {
 func (w *waiters) count(id string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	n := 0
 	if ws := w.sets[id]; ws != nil {
-		return ws.n + ws.np
+		n = ws.n + ws.np
 	}
-	return 0
+	// Parked SSE streams keep an event hot too: they no longer wait as
+	// long-polls, and without them the hint would stop once most moved.
+	if g := w.sse[id]; g != nil {
+		n += len(g.streams)
+	}
+	return n
 }
 
 // expire marks pc as past its wait and takes it when it is parked. Marking

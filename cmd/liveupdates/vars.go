@@ -89,7 +89,7 @@ var settingsTable = []envVar{
 	{Name: "LIVE_POLLER_CORS_ORIGINS", Help: "comma-separated origins allowed to read (or *)", readers: byPoller},
 	{Name: "LIVE_POLLER_RATE", Default: "5 (off disables)", Help: "requests per second per client", readers: byPoller},
 	{Name: "LIVE_POLLER_BURST", Default: "20", Help: "burst per client", readers: byPoller},
-	{Name: "LIVE_POLLER_PARK", Default: "keepalive", Help: "how waiting long-polls are held: keepalive (hijacked and parked, about 1 KiB each), close, or off (a goroutine each)", readers: byPoller},
+	{Name: "LIVE_POLLER_PARK", Default: "keepalive", Help: "how waiting long-polls and SSE streams are held: keepalive (hijacked and parked, about 1 KiB per long-poll, 3 KB per stream), close, or off (a goroutine each)", readers: byPoller},
 	{Name: "LIVE_POLLER_LINGER", Default: "250ms (0 or off disables)", Help: "how long a long-poll woken by a change waits for the next changes before it answers, so a hot event costs each browser at most about one answer and re-poll per linger", readers: byPoller},
 	{Name: "LIVE_POLLER_HOT_LONGPOLLS", Default: "500 (off disables)", Help: "clients waiting on one eventId (long-polls and SSE streams) that make it hot: its long-poll answers then carry Live-Transport: sse, and the client moves to the SSE stream, which costs one write per change instead of an answer and a new request", readers: byPoller},
 	{Name: "LIVE_POLLER_HEARTBEAT", Default: "15s", Help: "SSE heartbeat interval", readers: byPoller},
