@@ -48,6 +48,15 @@ func (h *hotEvents) observe(id string, waiting int, now time.Time) {
 		return
 	}
 	t := now.UnixNano()
+	// Every long-poll of a hot eventId observes it, thousands a second: a
+	// hold with more than half left is not renewed, so they share the read
+	// lock and only one in a while takes the write lock.
+	h.mu.RLock()
+	u, ok := h.until[id]
+	h.mu.RUnlock()
+	if ok && u-t > int64(hotHold/2) {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.until) >= 1024 {
