@@ -7,7 +7,8 @@
 // "Live-Transport: sse" (the poller's hint on a hot event) moves the
 // fallback to the SSE stream from the same cursor: EventSource where it
 // exists, else a small fetch-based reader (Node 20); if the stream fails,
-// long-poll takes over again. Every change, whatever path it came
+// long-poll takes over again. Long-polls say transport=sse when the client
+// can take the stream, so the poller moves it before the next change. Every change, whatever path it came
 // by, goes through one apply() that orders by seq, drops ids already seen
 // and calls onChange once per change id.
 //
@@ -289,7 +290,10 @@ export function connect(options) {
   async function poll(signal, wait) {
     const headers = {};
     if (etag && cursor !== null) headers['If-None-Match'] = etag;
-    const r = await getJSON(endpoint('updates', { since: cursor === null ? '' : String(cursor), wait: wait || '' }), signal, headers);
+    // transport=sse: this client can take the stream, so on a hot event the
+    // poller moves it at once instead of with the next change's answer.
+    const transport = wait > 0 && canStream() ? 'sse' : '';
+    const r = await getJSON(endpoint('updates', { since: cursor === null ? '' : String(cursor), wait: wait || '', transport }), signal, headers);
     failures = 0;
     const hint = wait > 0 && (r.headers.get(cfg.transportHeader) || '').trim().toLowerCase() === 'sse';
     if (r.status === 304) return { got: false, more: false, hint };

@@ -100,6 +100,11 @@ func TestParseQuery(t *testing.T) {
 		{"a signed since is refused", "since=%2B1", query{}, wire.CodeInvalidCursor},
 		{"a bad escape is refused", "since=%zz", query{}, wire.CodeInvalidRequest},
 		{"wait given twice is refused", "wait=1&wait=2", query{}, wire.CodeInvalidRequest},
+		{"a client that can take the stream says transport=sse", "wait=5&transport=sse", query{wait: 5 * time.Second, sse: true}, ""},
+		{"sse in a list of transports counts", "transport=webtransport,%20sse", query{sse: true}, ""},
+		{"transports other than sse are ignored", "transport=webtransport", query{}, ""},
+		{"transport given twice is refused", "transport=sse&transport=sse", query{}, wire.CodeInvalidRequest},
+		{"an overlong transport list is refused", "transport=" + strings.Repeat("x,", 40), query{}, wire.CodeInvalidRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

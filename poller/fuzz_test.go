@@ -12,7 +12,7 @@ import (
 )
 
 func FuzzParseQuery(f *testing.F) {
-	for _, s := range []string{"", "since=1", "since=18446744073709551615&wait=30", "since=&wait=", "token=v1.e1.99.abc&_=1", "since=%31%32", "since=1&since=1", "wait=-1", "%zz=1", "since=+1"} {
+	for _, s := range []string{"", "since=1", "since=18446744073709551615&wait=30", "since=&wait=", "token=v1.e1.99.abc&_=1", "since=%31%32", "since=1&since=1", "wait=-1", "%zz=1", "since=+1", "wait=5&transport=sse", "transport=a,,sse,", "transport=sse&transport="} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {

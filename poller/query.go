@@ -23,14 +23,23 @@ type query struct {
 	hasSince bool
 	wait     time.Duration
 	token    string
+	// sse: the client can move to the SSE stream (transport=sse), so a
+	// long-poll of a hot eventId is answered at once with the hint instead
+	// of waiting for the next change (see hot.go).
+	sse bool
 }
 
-// parseQuery reads since, wait and token; other keys (cache busters such as
+// maxTransportLen bounds the transport key's value: a short list of names.
+const maxTransportLen = 64
+
+// parseQuery reads since, wait, token and transport (a comma-separated
+// list of the transports the client can move to; names other than sse are
+// ignored, so a newer client's list is no error); other keys (cache busters such as
 // _=123) are ignored. An empty since means none. wait is whole seconds;
 // more than maxWait is clamped to it. A key given twice is an error.
 func parseQuery(raw string, maxWait time.Duration) (query, error) {
 	var q query
-	var seenSince, seenWait, seenToken bool
+	var seenSince, seenWait, seenToken, seenTransport bool
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
@@ -46,7 +55,7 @@ func parseQuery(raw string, maxWait time.Duration) (query, error) {
 			k = uk
 		}
 		switch k {
-		case "since", "wait", "token":
+		case "since", "wait", "token", "transport":
 		default:
 			continue
 		}
@@ -93,6 +102,19 @@ func parseQuery(raw string, maxWait time.Duration) (query, error) {
 				return query{}, badQuery(wire.CodeInvalidRequest, fmt.Sprintf("token is longer than %d bytes", polltoken.MaxTokenLen))
 			}
 			q.token = v
+		case "transport":
+			if seenTransport {
+				return query{}, badQuery(wire.CodeInvalidRequest, "transport given more than once")
+			}
+			seenTransport = true
+			if len(v) > maxTransportLen {
+				return query{}, badQuery(wire.CodeInvalidRequest, fmt.Sprintf("transport is longer than %d bytes", maxTransportLen))
+			}
+			for v != "" {
+				var t string
+				t, v, _ = strings.Cut(v, ",")
+				q.sse = q.sse || strings.TrimSpace(t) == "sse"
+			}
 		}
 	}
 	return q, nil

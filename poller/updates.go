@@ -17,7 +17,16 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 	waiting := q.wait > 0 && !p.draining()
 	if q.wait > 0 && p.hot.on() {
 		// This long-poll is about to wait too: it counts.
-		p.hot.observe(id, p.waits.count(id)+1, time.Now())
+		now := time.Now()
+		p.hot.observe(id, p.waits.count(id)+1, now)
+		if q.sse && p.hot.is(id, now) {
+			// A client that can take the stream moves now, while nothing
+			// is happening: waiting for the next change would answer it
+			// with that change's crowd, thousands of answers and new
+			// streams at the moment the change should reach them.
+			waiting = false
+			w.Header()[headerTransport] = sseHint
+		}
 	}
 	// The cheap path: the client's copy names this eventId's newest seq,
 	// so nothing changed for it; no cursor arithmetic is needed.

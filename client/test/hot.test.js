@@ -49,6 +49,7 @@ test('hot event', async (t) => {
     const live = connect({ url: stack.url, eventId: 'hot1', fetch: logging(log), ...rec });
     try {
       await eventually('a long-poll', () => log.some(isLongPoll));
+      assert.match(log.find(isLongPoll), /[?&]transport=sse(&|$)/, 'a client that can stream says so');
       // Changes while the client long-polls, moves and streams: published
       // back to back, some land between the hinted answer and the stream.
       const sent = [];
@@ -76,8 +77,8 @@ test('hot event', async (t) => {
     const log = [];
     let broke = false;
     let streams = 0;
-    // The first stream passes its first change, then breaks in the middle
-    // of the second one's bytes.
+    // The first stream passes its first two changes, then breaks in the
+    // middle of the third one's bytes.
     const cutting = async (u, init) => {
       const r = await fetch(u, init);
       if (!isStream(u) || ++streams !== 1) return r;
@@ -88,7 +89,7 @@ test('hot event', async (t) => {
           const { done, value } = await reader.read();
           if (done) return ctl.close();
           const n = (Buffer.from(value).toString().match(/^id: /gm) || []).length;
-          if (n > 0 && events >= 1) {
+          if (n > 0 && events >= 2) {
             ctl.enqueue(value.subarray(0, Math.floor(value.length / 2)));
             broke = true;
             ctl.error(new Error('connection cut'));
@@ -106,9 +107,10 @@ test('hot event', async (t) => {
     };
     const live = connect({ url: stack.url, eventId: 'hot2', fetch: logging(log, cutting), ...rec });
     try {
-      await eventually('a long-poll', () => log.some(isLongPoll));
-      const sent = [(await stack.publish('hot2', 'vote.updated', { i: 0 })).id];
+      // The event is hot and the client says it can stream: it moves
+      // before any change, so every change starts through the stream.
       await eventually('the stream', () => log.some(isStream));
+      const sent = [(await stack.publish('hot2', 'vote.updated', { i: 0 })).id];
       await eventually('the first change', () => rec.changes.length === 1);
       // The second change passes through the stream; the third is cut
       // there, and long-poll must bring it.
@@ -138,6 +140,25 @@ test('hot event', async (t) => {
     }
   });
 
+  await t.test('on an event already hot, the client moves to the stream before any change', async () => {
+    const rec = recorder();
+    const log = [];
+    const live = connect({ url: stack.url, eventId: 'hot4', fetch: logging(log), ...rec });
+    try {
+      // Nothing is published: the poller answers the long-poll at once
+      // with the hint, and the first change comes through the stream.
+      await eventually('the stream', () => log.some(isStream));
+      assert.equal(rec.changes.length, 0);
+      const sent = [(await stack.publish('hot4', 'vote.updated', { i: 0 })).id];
+      await eventually('the change', () => rec.changes.length === 1);
+      const first = log.findIndex(isStream);
+      assert.ok(!log.slice(first + 1).some(isLongPoll), `no long-poll once the stream runs: ${JSON.stringify(log)}`);
+      assert.deepEqual(rec.ids(), sent);
+    } finally {
+      live.close();
+    }
+  });
+
   await t.test('with sse: false the client keeps long-polling a hot event', async () => {
     const rec = recorder();
     const log = [];
@@ -152,6 +173,7 @@ test('hot event', async (t) => {
       await eventually('the next long-poll', () => log.filter(isLongPoll).length >= 4);
       assert.deepEqual(rec.ids(), sent);
       assert.ok(!log.some(isStream));
+      assert.ok(!log.some((u) => u.includes('transport=')), 'a client that cannot stream does not say it can');
     } finally {
       live.close();
     }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,18 +29,23 @@ type hotResult struct {
 	// Switched: clients that moved to the SSE stream on the poller's hint
 	// (Live-Transport: sse); StreamErrors: streams that ended other than
 	// by the end of the run (each client then long-polls again).
-	Switched         int64   `json:"switched"`
-	StreamErrors     int64   `json:"stream_errors"`
-	StreamError      string  `json:"stream_error,omitempty"`
-	LastP50ms        float64 `json:"last_p50_ms"`
-	LastP99ms        float64 `json:"last_p99_ms"`
-	DeliveryP99ms    float64 `json:"delivery_p99_ms"`
-	AckIdleP50ms     float64 `json:"ack_idle_p50_ms"`
-	AckStormP50ms    float64 `json:"ack_storm_p50_ms"`
-	AckStormP99ms    float64 `json:"ack_storm_p99_ms"`
-	CPUSeconds       float64 `json:"cpu_s"`
-	CPUusPerAnswer   float64 `json:"cpu_us_per_answer"`
-	CPUusPerDelivery float64 `json:"cpu_us_per_delivery"`
+	Switched      int64   `json:"switched"`
+	StreamsBefore float64 `json:"streams_before"`
+	StreamErrors  int64   `json:"stream_errors"`
+	StreamError   string  `json:"stream_error,omitempty"`
+	LastP50ms     float64 `json:"last_p50_ms"`
+	LastP99ms     float64 `json:"last_p99_ms"`
+	// SlowestLast names the changes with the slowest last arrivals, as
+	// "#n:ms" (n counts from 1 in publish order), to tell a slow start
+	// (the move to SSE) from a slow steady state.
+	SlowestLast      []string `json:"slowest_last,omitempty"`
+	DeliveryP99ms    float64  `json:"delivery_p99_ms"`
+	AckIdleP50ms     float64  `json:"ack_idle_p50_ms"`
+	AckStormP50ms    float64  `json:"ack_storm_p50_ms"`
+	AckStormP99ms    float64  `json:"ack_storm_p99_ms"`
+	CPUSeconds       float64  `json:"cpu_s"`
+	CPUusPerAnswer   float64  `json:"cpu_us_per_answer"`
+	CPUusPerDelivery float64  `json:"cpu_us_per_delivery"`
 }
 
 type publishAck struct {
@@ -125,17 +131,19 @@ func (a *arrivalsBySeq) complete(acks []publishAck, n int) bool {
 	return true
 }
 
-// waiting reads ours' gauge of waiting long-polls; 0 when it cannot.
-func waiting(ctx context.Context, base string) float64 {
+// waiting reads ours' gauges of waiting long-polls and open SSE streams;
+// 0 when it cannot.
+func waiting(ctx context.Context, base string) (longPolls, streams float64) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	v, _ := measure.PromValue(b, "liveupdates_poller_long_polls_waiting")
-	return v
+	longPolls, _ = measure.PromValue(b, "liveupdates_poller_long_polls_waiting")
+	streams, _ = measure.PromValue(b, "liveupdates_poller_sse_streams")
+	return longPolls, streams
 }
 
 // hot measures ours alone (Centrifugo has no long-poll): the publish ack
@@ -197,10 +205,16 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 		cancel()
 		wg.Wait()
 	}()
-	w := 0.0
-	if !waitFor(ctx, 90*time.Second, 100*time.Millisecond, func() bool { w = waiting(ctx, c.base); return w >= float64(c.subs) }) {
-		return nil, fmt.Errorf("hot: %v of %d long-polls waiting after 90s", w, c.subs)
+	// A client that can take the stream may move to it before any change
+	// (transport=sse on a hot eventId): it waits there.
+	var lps, streams float64
+	if !waitFor(ctx, 90*time.Second, 100*time.Millisecond, func() bool {
+		lps, streams = waiting(ctx, c.base)
+		return lps+streams >= float64(c.subs)
+	}) {
+		return nil, fmt.Errorf("hot: %v of %d clients waiting after 90s (%v long-polls, %v streams)", lps+streams, c.subs, lps, streams)
 	}
+	w := lps + streams
 	rssWaiting, err := procsRSS(c.pids)
 	if err != nil {
 		return nil, err
@@ -211,6 +225,8 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 		return nil, err
 	}
 	storm := publishAt(ctx, s, pub, eventID, c.rate, c.duration)
+	// Acks come in as they are answered; number the changes as sent.
+	sort.Slice(storm, func(i, j int) bool { return storm[i].sent.Before(storm[j].sent) })
 	stormMs, stormFailed := ackMillis(storm)
 	// Wait for the last changes to reach everybody (or 15 s).
 	waitFor(ctx, 15*time.Second, 20*time.Millisecond, func() bool { return arrivals.complete(storm, c.subs) })
@@ -224,12 +240,17 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 
 	res := &hotResult{Subs: c.subs, RepollSpreadMs: ms(spread), Waiting: w, BytesPerWaiting: float64(rssWaiting-rssBefore) / float64(c.subs),
 		LoadCPUSeconds: sp.loadCPU, Changes: len(storm) - stormFailed, PublishFailed: stormFailed, Answers: nAnswers,
-		PollErrors: pollErrs.Load(), Switched: switched.Load(), StreamErrors: streamErrs.Load(),
+		PollErrors: pollErrs.Load(), Switched: switched.Load(), StreamsBefore: streams, StreamErrors: streamErrs.Load(),
 		CPUSeconds: sp.cpu, CPUusPerAnswer: sp.perItem(nAnswers),
 		AckIdleP50ms: measure.Percentile(idleMs, 50), AckStormP50ms: measure.Percentile(stormMs, 50),
 		AckStormP99ms: measure.Percentile(stormMs, 99)}
 	var lasts, all []float64
-	for _, a := range storm {
+	type slow struct {
+		n  int
+		ms float64
+	}
+	var slows []slow
+	for n, a := range storm {
 		ats := arrivals.m[a.seq]
 		if a.err != nil || len(ats) == 0 {
 			continue
@@ -246,6 +267,11 @@ func hot(ctx context.Context, c config) (*hotResult, error) {
 		}
 		res.Deliveries += len(ats)
 		lasts = append(lasts, ms(last.Sub(a.sent)))
+		slows = append(slows, slow{n + 1, ms(last.Sub(a.sent))})
+	}
+	sort.Slice(slows, func(i, j int) bool { return slows[i].ms > slows[j].ms })
+	for _, s := range slows[:min(5, len(slows))] {
+		res.SlowestLast = append(res.SlowestLast, fmt.Sprintf("#%d:%.0f", s.n, s.ms))
 	}
 	if e := errOf(streamErr.Load()); e != nil {
 		res.StreamError = e.Error()

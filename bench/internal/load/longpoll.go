@@ -86,7 +86,11 @@ func longPoll(ctx context.Context, s server, hc *http.Client, eventID string, si
 	var buf bytes.Buffer
 	var holdUntil time.Time
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.longPollURL(eventID, since, wait), nil)
+		u := s.longPollURL(eventID, since, wait)
+		if stream != nil && time.Now().After(holdUntil) {
+			u += "&transport=sse" // as client.js says when it can take the stream
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		res, err := hc.Do(req)
 		if err == nil {
 			a := pollAnswer{status: res.StatusCode, hint: res.Header.Get("Live-Transport") == "sse"}
