@@ -439,13 +439,17 @@ func poll(t *testing.T, timeout time.Duration, cond func() error) error {
 	}
 }
 
-// electedAt reads the nodes' logs for the first "new stream leader" line
-// of LIVE_EVENTS written after since: when the election ended, as the
-// cluster itself saw it (polling stream info only sees it later).
-func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
+// electedAt reads the nodes' logs (but except's, when not nil) for the
+// first "new stream leader" line of stream written between since and until:
+// when the election ended, as the cluster itself saw it (polling stream
+// info only sees it later).
+func (c *cluster) electedAt(since, until time.Time, stream string, except *node) (time.Time, string, bool) {
 	var best time.Time
 	var who string
 	for _, n := range c.nodes {
+		if n == except {
+			continue
+		}
 		f, err := os.Open(n.logPath)
 		if err != nil {
 			continue
@@ -456,7 +460,7 @@ func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
 			line := sc.Text()
 			// The new leader logs "[pid] 2026/12/01 02:21:40.291192 [INF]
 			// JetStream cluster new stream leader for '$G > LIVE_EVENTS'".
-			if !strings.Contains(line, "new stream leader for '$G > "+wire.StreamName+"'") {
+			if !strings.Contains(line, "new stream leader for '$G > "+stream+"'") {
 				continue
 			}
 			fields := strings.Fields(line)
@@ -464,7 +468,7 @@ func (c *cluster) electedAt(since time.Time) (time.Time, string, bool) {
 				continue
 			}
 			at, err := time.ParseInLocation("2006/01/02 15:04:05.000000", fields[1]+" "+fields[2], time.Local)
-			if err != nil || !at.After(since) {
+			if err != nil || !at.After(since) || !at.Before(until) {
 				continue
 			}
 			if best.IsZero() || at.Before(best) {
