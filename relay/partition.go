@@ -343,7 +343,16 @@ func (pt *partitions) members(ctx context.Context) (int, error) {
 
 // acquire starts reading partition p from its checkpoint.
 func (pt *partitions) acquire(ctx context.Context, wg *sync.WaitGroup, p int, rev uint64) error {
-	cp, err := pt.checkpoint(ctx, p)
+	// The lease was just taken and must be renewed within LeaseTTL, and the
+	// manager's tick waits on this read. Unbounded, a read sent to a server
+	// cut off from the cluster waited out the client's 5 s default, which
+	// lost the lease and held every other partition back (leader-partition
+	// in clustertest: 11 s without a change reaching Pusher). Bounded like
+	// the lease operations, a failed read gives the lease up and the next
+	// tick tries again.
+	cctx, cancel := context.WithTimeout(ctx, pt.r.cfg.LeaseTTL/2)
+	cp, err := pt.checkpoint(cctx, p)
+	cancel()
 	if err != nil {
 		return err
 	}
