@@ -42,10 +42,14 @@ func newHotEvents(threshold int) *hotEvents {
 
 func (h *hotEvents) on() bool { return h.threshold > 0 }
 
-// observe records that waiting clients wait on id at now.
-func (h *hotEvents) observe(id string, waiting int, now time.Time) {
-	if !h.on() || waiting < h.threshold {
-		return
+// observe records that waiting clients wait on id at now, and reports
+// whether id is hot then.
+func (h *hotEvents) observe(id string, waiting int, now time.Time) bool {
+	if !h.on() {
+		return false
+	}
+	if waiting < h.threshold {
+		return h.is(id, now)
 	}
 	t := now.UnixNano()
 	// Every long-poll of a hot eventId observes it, thousands a second: a
@@ -55,7 +59,7 @@ func (h *hotEvents) observe(id string, waiting int, now time.Time) {
 	u, ok := h.until[id]
 	h.mu.RUnlock()
 	if ok && u-t > int64(hotHold/2) {
-		return
+		return true
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -69,6 +73,7 @@ func (h *hotEvents) observe(id string, waiting int, now time.Time) {
 		}
 	}
 	h.until[id] = t + int64(hotHold)
+	return true
 }
 
 // is reports whether id is hot at now.

@@ -79,20 +79,11 @@ func TestSSEStreamsKeepAnEventHot(t *testing.T) {
 	t.Parallel()
 	srv, js := runStream(t)
 	h := startPoller(t, srv, Config{HotLongPolls: 3, Linger: -1})
-	ctx := t.Context()
 	for range 2 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/events/hot/stream", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Body.Close() })
+		openSSE(t, h.url+"/v1/events/hot/stream")
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 2 }, "two streams wait")
-	rc := getAsync(ctx, fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=60", h.url, h.p.idx.appliedSeq()))
+	rc := getAsync(t.Context(), fmt.Sprintf("%s/v1/events/hot/updates?since=%d&wait=60", h.url, h.p.idx.appliedSeq()))
 	testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 3 }, "the long-poll waits")
 	testutil.PublishChange(t, js, "hot", "vote.updated", `{"n":1}`)
 	r := (<-rc).done(t)
@@ -127,15 +118,7 @@ func TestALongPollThatCanStreamMovesAtOnceOnAHotEvent(t *testing.T) {
 			first := lp(true)
 			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 1 }, "the first long-poll waits")
 			for range 2 {
-				req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/v1/events/hot/stream", nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { res.Body.Close() })
+				openSSE(t, h.url+"/v1/events/hot/stream")
 			}
 			testutil.Eventually(t, 30*time.Second, func() bool { return h.p.waits.count("hot") == 3 }, "two streams and the long-poll wait")
 			// Now hot (3 waiting and one more): moved at once, long before

@@ -17,9 +17,7 @@ func (p *Poller) handleUpdates(w http.ResponseWriter, r *http.Request) {
 	waiting := q.wait > 0 && !p.draining()
 	if q.wait > 0 && p.hot.on() {
 		// This long-poll is about to wait too: it counts.
-		now := time.Now()
-		p.hot.observe(id, p.waits.count(id)+1, now)
-		if q.sse && p.hot.is(id, now) {
+		if p.hot.observe(id, p.waits.count(id)+1, time.Now()) && q.sse {
 			// A client that can take the stream moves now, while nothing
 			// is happening: waiting for the next change would answer it
 			// with that change's crowd, thousands of answers and new
